@@ -1,0 +1,296 @@
+"""The archive: store instances (file + index), find what is there, hand back files, delete.
+
+Every way in — C-STORE, STOW-RS, ``hounsfield import`` — calls ``Archive.store_*``; every way out — C-FIND,
+C-GET, C-MOVE, QIDO-RS, WADO-RS, the REST API — goes through ``Archive`` and ``query``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hounsfield import matching
+from hounsfield.db import Database
+from hounsfield.dicomfile import Header, pack_json, part10_prefix, read_header, to_json
+from hounsfield.errors import NotFound
+from hounsfield.models import Instance, Patient, Series, Study
+from hounsfield.query import Query
+from hounsfield.storage import FileStore, safe_component, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"
+    REPLACED = "replaced"
+    DUPLICATE_KEPT = "duplicate-kept"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: StoreOutcome
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """What retrieval needs of a stored instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    size: int
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def relative_path(ds: Dataset) -> str:
+    """Browsable layout: PatientID / StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID.dcm."""
+    return "/".join(
+        (
+            safe_component(_text(ds, "PatientID"), "no-patient-id"),
+            safe_component(_text(ds, "StudyInstanceUID")),
+            safe_component(_text(ds, "SeriesInstanceUID")),
+            safe_component(_text(ds, "SOPInstanceUID")) + ".dcm",
+        )
+    )
+
+
+class Archive:
+    def __init__(self, db: Database, store: FileStore, *, duplicate_policy: str = "keep") -> None:
+        self.db = db
+        self.files = store
+        self.duplicate_policy = duplicate_policy
+
+    # ---- ways in -------------------------------------------------------------------------------
+    def store_file(self, path: Path, origin: str = "", *, consume: bool = False) -> StoreResult:
+        """Store a Part-10 file (or a raw dataset file). With ``consume`` the file is moved, not copied."""
+        header = read_header(path)
+        if not header.has_file_meta:
+            return self.store_bytes(Path(path).read_bytes(), origin, header=header)
+        if consume:
+            return self._store(header, origin, lambda rel: self.files.put_file(rel, path))
+        data = Path(path).read_bytes()
+        return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
+
+    def store_bytes(self, data: bytes, origin: str = "", *, header: Header | None = None) -> StoreResult:
+        """Store an encoded instance held in memory (STOW-RS part, a file read by ``import``)."""
+        header = header or read_header(data)
+        if not header.has_file_meta:  # a bare dataset: give it the Part-10 wrapper an archive file needs
+            data = part10_prefix(header.dataset, header.transfer_syntax_uid) + bytes(data)
+        return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
+
+    def _store(self, header: Header, origin: str, put: Callable[[str], None]) -> StoreResult:
+        ds = header.dataset
+        uid = header.sop_instance_uid
+        result = StoreResult(
+            StoreOutcome.STORED, uid, _text(ds, "SOPClassUID"), _text(ds, "StudyInstanceUID"),
+            _text(ds, "SeriesInstanceUID"), header.transfer_syntax_uid,
+        )
+        with self.db.session() as s:
+            existing = s.scalar(select(Instance.path).where(Instance.sop_instance_uid == uid))
+        if existing is not None and self.duplicate_policy == "keep":
+            log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
+            return _replace(result, StoreOutcome.DUPLICATE_KEPT)
+        rel = existing or relative_path(ds)
+        put(rel)  # durable before the index row exists
+        try:
+            with self.db.session() as s:
+                self._index(s, header, rel, origin, replace=existing is not None)
+        except IntegrityError:  # another association stored the same instance at the same moment
+            log.info("SOP Instance UID %s was stored concurrently; keeping one copy", uid)
+            return _replace(result, StoreOutcome.DUPLICATE_KEPT)
+        except Exception:
+            if existing is None:
+                self.files.delete(rel)
+            raise
+        return _replace(result, StoreOutcome.REPLACED if existing else StoreOutcome.STORED)
+
+    def _index(self, s: Session, header: Header, rel: str, origin: str, *, replace: bool) -> None:
+        ds = header.dataset
+        path = self.files.path(rel)
+        size = os.path.getsize(path)
+        digest = sha256_file(path)
+        bulk_uri = "/dicom-web/studies/{}/series/{}/instances/{}/bulk".format(
+            _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"), header.sop_instance_uid
+        )
+        header_json = pack_json(to_json(ds, bulk_uri))
+        patient = _get_or_create(
+            s, Patient,
+            {"patient_id": _text(ds, "PatientID"), "issuer_of_patient_id": _text(ds, "IssuerOfPatientID")},
+            {
+                "patient_name": matching.normalize_value("PN", ds.get("PatientName", "")),
+                "patient_birth_date": matching.normalize_date(_text(ds, "PatientBirthDate")),
+                "patient_sex": _text(ds, "PatientSex"),
+            },
+        )
+        study = _get_or_create(
+            s, Study, {"study_instance_uid": _text(ds, "StudyInstanceUID")},
+            {
+                "patient_fk": patient,
+                "study_date": matching.normalize_date(_text(ds, "StudyDate")),
+                "study_time": matching.normalize_time(_text(ds, "StudyTime")),
+                "accession_number": _text(ds, "AccessionNumber"),
+                "study_id": _text(ds, "StudyID"),
+                "study_description": _text(ds, "StudyDescription")[:64],
+                "referring_physician_name": matching.normalize_value("PN", ds.get("ReferringPhysicianName", "")),
+                "attrs": header_json,
+            },
+        )
+        series = _get_or_create(
+            s, Series, {"series_instance_uid": _text(ds, "SeriesInstanceUID")},
+            {
+                "study_fk": study,
+                "modality": _text(ds, "Modality"),
+                "series_number": _text(ds, "SeriesNumber"),
+                "series_description": _text(ds, "SeriesDescription")[:64],
+                "body_part_examined": _text(ds, "BodyPartExamined"),
+                "series_date": matching.normalize_date(_text(ds, "SeriesDate")),
+                "series_time": matching.normalize_time(_text(ds, "SeriesTime")),
+                "attrs": header_json,
+            },
+        )
+        values: dict[str, Any] = {
+            "series_fk": series,
+            "sop_class_uid": _text(ds, "SOPClassUID"),
+            "instance_number": _int(ds, "InstanceNumber"),
+            "rows": _int(ds, "Rows"),
+            "columns": _int(ds, "Columns"),
+            "number_of_frames": _int(ds, "NumberOfFrames"),
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "path": rel,
+            "size": size,
+            "sha256": digest,
+            "origin": origin[:64],
+            "header": header_json,
+        }
+        if replace:
+            row = s.scalars(select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)).one()
+            for key, value in values.items():
+                setattr(row, key, value)
+        else:
+            s.add(Instance(sop_instance_uid=header.sop_instance_uid, **values))
+
+    # ---- ways out ------------------------------------------------------------------------------
+    def stored(self, rows: Iterable[tuple[Instance, str, str]]) -> list[StoredInstance]:
+        return [
+            StoredInstance(i.sop_instance_uid, i.sop_class_uid, study_uid, series_uid, i.transfer_syntax_uid,
+                           self.files.path(i.path), i.size)
+            for i, series_uid, study_uid in rows
+        ]
+
+    def instances(
+        self, *, study_uid: str | None = None, series_uid: str | None = None,
+        sop_uids: Iterable[str] | None = None, patient_id: str | None = None,
+    ) -> list[StoredInstance]:
+        """Stored instances under the given keys, in series then instance-number order."""
+        q = (
+            select(Instance, Series.series_instance_uid, Study.study_instance_uid)
+            .join(Series, Instance.series_fk == Series.id)
+            .join(Study, Series.study_fk == Study.id)
+            .join(Patient, Study.patient_fk == Patient.id)
+        )
+        if patient_id is not None:
+            q = q.where(Patient.patient_id == patient_id)
+        if study_uid is not None:
+            q = q.where(Study.study_instance_uid == study_uid)
+        if series_uid is not None:
+            q = q.where(Series.series_instance_uid == series_uid)
+        if sop_uids is not None:
+            q = q.where(Instance.sop_instance_uid.in_(list(sop_uids)))
+        q = q.order_by(Series.id, Instance.instance_number, Instance.id)
+        with self.db.session() as s:
+            return self.stored(s.execute(q).all())
+
+    def retrieve(self, query: Query) -> list[StoredInstance]:
+        """The stored instances a C-GET / C-MOVE identifier names."""
+        with self.db.session() as s:
+            return self.stored(s.execute(query.instances_statement()).all())
+
+    def instance(self, sop_uid: str) -> StoredInstance:
+        found = self.instances(sop_uids=[sop_uid])
+        if not found:
+            raise NotFound(f"no instance with SOP Instance UID {sop_uid}")
+        return found[0]
+
+    # ---- deletion ------------------------------------------------------------------------------
+    def delete(self, level: str, uid: str) -> int:
+        """Delete a patient (by PatientID), study, series or instance; returns the number of instances removed."""
+        column = {
+            "patient": Patient.patient_id, "study": Study.study_instance_uid,
+            "series": Series.series_instance_uid, "instance": Instance.sop_instance_uid,
+        }[level]
+        q = (
+            select(Instance.id, Instance.path)
+            .join(Series, Instance.series_fk == Series.id)
+            .join(Study, Series.study_fk == Study.id)
+            .join(Patient, Study.patient_fk == Patient.id)
+            .where(column == uid)
+        )
+        with self.db.session() as s:
+            doomed = s.execute(q).all()
+            if not doomed:
+                exists = s.scalar(select(column).where(column == uid).limit(1)) if level != "instance" else None
+                if exists is None:
+                    raise NotFound(f"no {level} {uid}")
+            ids = [row.id for row in doomed]
+            for chunk in range(0, len(ids), 500):
+                s.execute(delete(Instance).where(Instance.id.in_(ids[chunk:chunk + 500])))
+            _prune_empty(s)
+        for row in doomed:  # files go after the index no longer points at them
+            self.files.delete(row.path)
+        log.info("deleted %s %s (%d instances)", level, uid, len(doomed))
+        return len(doomed)
+
+
+def _prune_empty(s: Session) -> None:
+    """Remove series without instances, studies without series, patients without studies."""
+    s.execute(delete(Series).where(~select(Instance.id).where(Instance.series_fk == Series.id).exists()))
+    s.execute(delete(Study).where(~select(Series.id).where(Series.study_fk == Study.id).exists()))
+    s.execute(delete(Patient).where(~select(Study.id).where(Study.patient_fk == Patient.id).exists()))
+
+
+def _replace(result: StoreResult, outcome: StoreOutcome) -> StoreResult:
+    return StoreResult(outcome, result.sop_instance_uid, result.sop_class_uid, result.study_instance_uid,
+                       result.series_instance_uid, result.transfer_syntax_uid)
+
+
+def _get_or_create(s: Session, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
+    """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing."""
+    key_filter = [getattr(model, k) == v for k, v in unique.items()]
+    found = s.scalar(select(model.id).where(*key_filter))
+    if found is not None:
+        return found
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    s.execute(insert(model).values(**unique, **values).on_conflict_do_nothing())
+    return s.scalar(select(model.id).where(*key_filter))
+

@@ -1,0 +1,122 @@
+"""Settings: one object, one table of (name, default, help).
+
+Precedence, lowest to highest: defaults < TOML file (``--config``) < ``HOUNSFIELD_*`` environment variables
+< command-line flags. Remote nodes (peers) come from the TOML ``[peers.NAME]`` tables and the REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote DICOM node known by its AE title."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./hounsfield-data", "Directory holding the stored files and the default SQLite index."),
+    Setting("database_url", "", "SQLAlchemy URL of the index; empty means SQLite at DATA_DIR/index.sqlite."),
+    Setting("ae_title", "HOUNSFIELD", "AE title of the DICOM service."),
+    Setting("dicom_host", "0.0.0.0", "Address the DICOM service listens on."),
+    Setting("dicom_port", 11112, "Port of the DICOM service."),
+    Setting("http_host", "127.0.0.1", "Address the HTTP service listens on."),
+    Setting("http_port", 8042, "Port of the HTTP service."),
+    Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
+    Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
+    Setting("max_associations", 16, "Most DICOM associations served at once."),
+    Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+    Setting("fsync", True, "fsync every stored file before it is indexed (turning it off loses crash safety)."),
+)
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else str(value).strip().lower() in _BOOL_TRUE
+    if isinstance(default, int):
+        return int(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./hounsfield-data")
+    database_url: str = ""
+    ae_title: str = "HOUNSFIELD"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    http_host: str = "127.0.0.1"
+    http_port: int = 8042
+    duplicate_policy: str = "keep"
+    known_aes_only: bool = False
+    max_associations: int = 16
+    log_level: str = "INFO"
+    fsync: bool = True
+    peers: tuple[Peer, ...] = field(default_factory=tuple)
+
+    @property
+    def index_url(self) -> str:
+        """The database URL actually used: the configured one or SQLite inside the data directory."""
+        return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'index.sqlite'}"
+
+    def with_overrides(self, **values: Any) -> "Settings":
+        """Apply non-None overrides (command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def env_var(name: str) -> str:
+    return f"HOUNSFIELD_{name.upper()}"
+
+
+def load(config_file: Path | None = None, environ: dict[str, str] | None = None, **flags: Any) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and the flags, in that order."""
+    environ = dict(os.environ if environ is None else environ)
+    config_file = config_file or (Path(environ[env_var("config")]) if env_var("config") in environ else None)
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    peers: list[Peer] = []
+    if config_file is not None:
+        try:
+            doc = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read config file {config_file}: {exc}") from exc
+        unknown = set(doc) - {s.name for s in SETTINGS} - {"peers"}
+        if unknown:
+            raise ValueError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in doc.items() if k != "peers"})
+        for name, peer in doc.get("peers", {}).items():
+            try:
+                peers.append(Peer(name, str(peer.get("ae_title", name)), str(peer["host"]), int(peer["port"])))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{config_file}: peer {name!r} needs host and port ({exc})") from exc
+    for s in SETTINGS:
+        if env_var(s.name) in environ:
+            values[s.name] = environ[env_var(s.name)]
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        coerced = {s.name: _coerce(values[s.name], s.default) for s in SETTINGS}
+    except ValueError as exc:
+        raise ValueError(f"invalid setting: {exc}") from exc
+    coerced["data_dir"] = Path(coerced["data_dir"])
+    if coerced["duplicate_policy"] not in ("keep", "overwrite"):
+        raise ValueError("duplicate_policy must be 'keep' or 'overwrite'")
+    return Settings(**coerced, peers=tuple(peers))
+
+

@@ -1,0 +1,170 @@
+"""hounsfield as an SCU: echo, store, find, move and get against a remote node."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from hounsfield.config import Peer
+from hounsfield.dimse.handlers import set_nodelay
+from hounsfield.dimse.server import STORAGE_SYNTAXES
+from hounsfield.errors import NotFound, Rejected
+
+log = logging.getLogger("hounsfield.client")
+
+MODELS = {
+    "study": (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove,
+              StudyRootQueryRetrieveInformationModelGet),
+    "patient": (PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelMove,
+                PatientRootQueryRetrieveInformationModelGet),
+}
+
+
+@dataclass
+class RetrieveSummary:
+    status: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    received: list[Path] = field(default_factory=list)
+
+
+def _associate(ae: AE, peer: Peer, **kwargs) -> Association:
+    handlers = kwargs.pop("evt_handlers", []) + [(evt.EVT_CONN_OPEN, set_nodelay)]
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)
+    if not assoc.is_established:
+        raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")
+    return assoc
+
+
+def echo(peer: Peer, calling_ae: str) -> int:
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    assoc = _associate(ae, peer)
+    try:
+        status = assoc.send_c_echo()
+        return int(status.Status) if status else -1
+    finally:
+        assoc.release()
+
+
+def store(peer: Peer, files: Iterable[Path], calling_ae: str,
+          progress: Callable[[Path, int | None], None] = lambda _p, _s: None) -> dict[Path, int | None]:
+    """Send files; returns each file's C-STORE status (None when it could not be sent)."""
+    files = list(files)
+    headers = {}
+    for f in files:
+        try:
+            headers[f] = dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        except Exception:  # noqa: BLE001 - any unreadable file is reported, not fatal
+            headers[f] = None
+    ae = AE(ae_title=calling_ae)
+    pairs = sorted({(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers.values()
+                    if h is not None and "SOPClassUID" in h and "TransferSyntaxUID" in h.file_meta})
+    for sop, ts in pairs[:128]:
+        ae.add_requested_context(sop, [ts])
+    results: dict[Path, int | None] = {}
+    if not pairs:
+        return {f: None for f in files}
+    assoc = _associate(ae, peer)
+    try:
+        for f in files:
+            status = None
+            if headers[f] is not None:
+                try:
+                    rsp = assoc.send_c_store(f)
+                    status = int(rsp.Status) if rsp else None
+                except (ValueError, AttributeError) as exc:
+                    log.warning("%s not sent: %s", f, exc)
+            results[f] = status
+            progress(f, status)
+    finally:
+        assoc.release()
+    return results
+
+
+def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study") -> Iterator[Dataset]:
+    sop = MODELS[model][0]
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(sop)
+    assoc = _associate(ae, peer)
+    try:
+        for status, ds in assoc.send_c_find(identifier, sop):
+            if status and status.Status in (0xFF00, 0xFF01) and ds is not None:
+                yield ds
+            elif status and status.Status != 0x0000:
+                raise NotFound(f"C-FIND failed with status 0x{status.Status:04X}")
+    finally:
+        assoc.release()
+
+
+def move(peer: Peer, identifier: Dataset, destination: str, calling_ae: str,
+         model: str = "study") -> RetrieveSummary:
+    sop = MODELS[model][1]
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(sop)
+    assoc = _associate(ae, peer)
+    summary = RetrieveSummary()
+    try:
+        for status, _ in assoc.send_c_move(identifier, destination, sop):
+            if status:
+                _count(summary, status)
+    finally:
+        assoc.release()
+    return summary
+
+
+def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
+        model: str = "study") -> RetrieveSummary:
+    """C-GET into ``out_dir``; each instance is written as received (its own transfer syntax)."""
+    sop = MODELS[model][2]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = RetrieveSummary()
+
+    def on_store(event: evt.Event) -> int:
+        path = out_dir / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        try:  # received to a temporary file when pynetdicom is in chunked mode (as the server sets it)
+            shutil.copyfile(event.dataset_path, path)
+        except AttributeError:
+            path.write_bytes(event.encoded_dataset())
+        summary.received.append(path)
+        return 0x0000
+
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(sop)
+    for cx in StoragePresentationContexts[:127]:
+        ae.add_requested_context(cx.abstract_syntax, STORAGE_SYNTAXES[:4])
+    roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in StoragePresentationContexts[:127]]
+    assoc = _associate(ae, peer, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        for status, _ in assoc.send_c_get(identifier, sop):
+            if status:
+                _count(summary, status)
+    finally:
+        assoc.release()
+    return summary
+
+
+def _count(summary: RetrieveSummary, status: Dataset) -> None:
+    summary.status = int(status.Status)
+    if status.Status not in (0xFF00, 0xFF01):
+        summary.completed = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+        summary.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+        summary.warning = int(status.get("NumberOfWarningSuboperations", 0) or 0)

@@ -1,0 +1,184 @@
+"""Thin pynetdicom event handlers: one event → one domain call → one status.
+
+pynetdicom's own ``attempt`` wrapper turns an unexpected exception into a logged failure status; here only
+domain errors are caught and mapped through ``dimse.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.presentation import build_context
+
+from hounsfield import query as q
+from hounsfield.errors import HounsfieldError, InvalidQuery
+from hounsfield.dimse import status as st
+from hounsfield.retrieve import dataset_for, proposed_syntaxes
+
+if TYPE_CHECKING:
+    from hounsfield.archive import StoredInstance
+    from hounsfield.pacs import Pacs
+
+log = logging.getLogger("hounsfield.dimse")
+PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
+
+
+def set_nodelay(event: evt.Event) -> None:
+    """Small DIMSE answers must not wait for delayed ACKs (Nagle): set TCP_NODELAY on every socket."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def peer_label(event: evt.Event) -> str:
+    req = event.assoc.requestor
+    return f"{req.ae_title} at {req.address}:{req.port}"
+
+
+def _identifier(event: evt.Event) -> Dataset:
+    try:
+        return event.identifier
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a malformed identifier
+        raise InvalidQuery(f"identifier cannot be decoded: {exc}") from exc
+
+
+def _model(event: evt.Event) -> str:
+    sop = str(event.request.AffectedSOPClassUID)
+    return "PATIENT" if sop.startswith(PATIENT_ROOT_PREFIX) else "STUDY"
+
+
+class Handlers:
+    def __init__(self, pacs: "Pacs") -> None:
+        self.pacs = pacs
+
+    def bindings(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_C_MOVE, self.on_move),
+        ]
+
+    def on_requested(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.ae_title
+        if self.pacs.settings.known_aes_only and self.pacs.peers.by_ae_title(calling) is None:
+            log.warning("rejecting association from unknown AE %s", peer_label(event))
+        else:
+            log.info("association requested by %s", peer_label(event))
+
+    def on_store(self, event: evt.Event) -> int:
+        try:
+            result = self.pacs.archive.store_file(Path(event.dataset_path), event.assoc.requestor.ae_title,
+                                                  consume=True)
+        except HounsfieldError as exc:
+            code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
+            log.warning("C-STORE of %s from %s refused (0x%04X): %s", event.request.AffectedSOPInstanceUID,
+                        peer_label(event), code, exc)
+            return code
+        log.debug("C-STORE %s from %s: %s", result.sop_instance_uid, peer_label(event), result.outcome.value)
+        return st.STORE_OUTCOME_STATUS[result.outcome]
+
+    def _query(self, event: evt.Event) -> tuple[Dataset, q.Query]:
+        identifier = _identifier(event)
+        return identifier, q.Query(identifier, model=_model(event))
+
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        try:
+            identifier, query = self._query(event)
+        except HounsfieldError as exc:
+            log.warning("C-FIND from %s refused: %s", peer_label(event), exc)
+            yield st.status_for(exc, st.FIND_ERROR_STATUS, st.FIND_UNABLE_TO_PROCESS), None
+            return
+        count = 0
+        with self.pacs.db.session() as s:
+            for match in q.run(s, query, retrieve_ae=self.pacs.settings.ae_title):
+                if event.is_cancelled:
+                    log.info("C-FIND from %s cancelled after %d answers", peer_label(event), count)
+                    yield st.CANCEL, None
+                    return
+                count += 1
+                yield st.PENDING, match.dataset(identifier)
+        log.info("C-FIND %s level from %s: %d answers", query.level, peer_label(event), count)
+
+    def _retrieve_set(self, event: evt.Event, op: str) -> "list[StoredInstance] | int":
+        """The instances to send, or the failure status to answer with."""
+        try:
+            _, query = self._query(event)
+            return self.pacs.archive.retrieve(query)
+        except HounsfieldError as exc:
+            log.warning("%s from %s refused: %s", op, peer_label(event), exc)
+            return st.status_for(exc, st.FIND_ERROR_STATUS, st.RETRIEVE_UNABLE_TO_PROCESS)
+
+    def on_get(self, event: evt.Event) -> Iterator[Any]:
+        found = self._retrieve_set(event, "C-GET")
+        if isinstance(found, int):
+            yield 0
+            yield found, None
+            return
+        accepted: dict[str, set[str]] = {}
+        for cx in event.assoc.accepted_contexts:
+            if cx.as_scp:
+                accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        log.info("C-GET from %s: %d instances", peer_label(event), len(found))
+        yield len(found)
+        for inst in found:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()))
+
+    def on_move(self, event: evt.Event) -> Iterator[Any]:
+        destination = event.move_destination
+        destination = destination.decode(errors="replace") if isinstance(destination, bytes) else destination
+        peer = self.pacs.peers.by_ae_title(str(destination).strip())
+        if peer is None:
+            log.warning("C-MOVE from %s to unknown destination AE %r", peer_label(event), destination)
+            yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
+            return
+        found = self._retrieve_set(event, "C-MOVE")
+        if isinstance(found, int):
+            yield peer.host, peer.port
+            yield 0
+            yield found, None
+            return
+        contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+        for inst in found:
+            for syntaxes in proposed_syntaxes(inst.transfer_syntax_uid):
+                contexts[(inst.sop_class_uid, tuple(syntaxes))] = None
+        built = [build_context(sop, list(ts)) for sop, ts in list(contexts)[:128]]
+        yield peer.host, peer.port, {"contexts": built, "ae_title": peer.ae_title,
+                                     "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
+        log.info("C-MOVE from %s to %s: %d instances", peer_label(event), peer.ae_title, len(found))
+        yield len(found)
+        accepted: dict[str, set[str]] | None = None
+        for inst in found:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            if accepted is None:
+                accepted = _accepted_by_destination(event, peer.host, peer.port)
+            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()))
+
+
+def _accepted_by_destination(event: evt.Event, host: str, port: int) -> dict[str, set[str]]:
+    """What the C-MOVE destination accepted: pynetdicom opens that association itself and does not hand it
+    over, so find it among the AE's open requestor associations."""
+    out: dict[str, set[str]] = {}
+    for assoc in event.assoc.ae.active_associations:
+        if assoc.is_requestor and assoc.is_established and assoc.acceptor.address == host \
+                and assoc.acceptor.port == port:
+            for cx in assoc.accepted_contexts:
+                out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+            break
+    return out
+

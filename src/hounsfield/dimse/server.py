@@ -1,0 +1,110 @@
+"""The DICOM service: one pynetdicom AE with every SCP role hounsfield plays."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pynetdicom import AE, AllStoragePresentationContexts, _config, build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from hounsfield.dimse.handlers import Handlers
+
+if TYPE_CHECKING:
+    from hounsfield.pacs import Pacs
+
+log = logging.getLogger("hounsfield.dimse")
+
+# Received datasets go straight to a file as they arrive instead of being held in memory.
+_config.STORE_RECV_CHUNKED_DATASET = True
+# pynetdicom's standard handlers format every message for its log; the handlers here log what matters.
+_config.LOG_HANDLER_LEVEL = "none"
+
+STORAGE_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+]
+QR_CLASSES = (
+    PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove,
+)
+
+
+def build_ae(pacs: "Pacs") -> AE:
+    settings = pacs.settings
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = 262144
+    ae.maximum_associations = settings.max_associations
+    ae.network_timeout = 60
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.add_supported_context(Verification)
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_SYNTAXES, scp_role=True, scu_role=True)
+    for sop in QR_CLASSES:
+        ae.add_supported_context(sop)
+    # As C-GET SCP and C-MOVE SCU, hounsfield proposes storage contexts itself.
+    ae.requested_contexts = []
+    if settings.known_aes_only:
+        ae.require_calling_aet = [p.ae_title for p in pacs.peers.all()] or ["\\no-peer\\"]
+    return ae
+
+
+class DicomService:
+    """Starts the AE in the background; ``stop`` lets in-flight associations finish first."""
+
+    def __init__(self, pacs: "Pacs") -> None:
+        self.pacs = pacs
+        self.ae = build_ae(pacs)
+        self.handlers = Handlers(pacs)
+        self.server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        s = self.pacs.settings
+        self.server = self.ae.start_server((s.dicom_host, s.dicom_port), block=False,
+                                           evt_handlers=self.handlers.bindings())
+        log.info("DICOM service %s listening on %s:%d", s.ae_title, s.dicom_host, s.dicom_port)
+
+    def refresh_known_aes(self) -> None:
+        if self.pacs.settings.known_aes_only:
+            self.ae.require_calling_aet = [p.ae_title for p in self.pacs.peers.all()] or ["\\no-peer\\"]
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        threading.Thread(target=server.shutdown, daemon=True).start()  # stop accepting at once
+        deadline = time.monotonic() + grace
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            log.warning("aborting association with %s after %.0f s shutdown grace", assoc.requestor.ae_title, grace)
+            assoc.abort()
+        log.info("DICOM service stopped")

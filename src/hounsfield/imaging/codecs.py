@@ -1,0 +1,44 @@
+"""Decoders for transfer syntaxes that pydicom 3.0 does not handle itself.
+
+Deflated Image Frame Compression (1.2.840.10008.1.2.8.1, PS3.5 A.4.11, added in 2023): each frame is
+encapsulated (PS3.5 A.4) and its fragment is the frame's native pixel bytes compressed with Deflate
+(RFC 1951, no zlib header). Decoding needs only :mod:`zlib`.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+DEFLATED_IMAGE_FRAME = UID("1.2.840.10008.1.2.8.1")
+
+
+def decode_deflated_frames(ds: Dataset, frame: int) -> np.ndarray:
+    """Inflate frame ``frame`` of a Deflated Image Frame Compression instance and decode it as native data."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    for index, fragment in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+        if index == frame:
+            native = zlib.decompress(fragment, wbits=-zlib.MAX_WBITS)
+            break
+    else:
+        raise ValueError(f"frame {frame} is missing from the encapsulated pixel data")
+    arr, _ = get_decoder(ExplicitVRLittleEndian).as_array(
+        native,
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+        bits_allocated=int(ds.BitsAllocated),
+        bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
+        pixel_representation=int(ds.get("PixelRepresentation", 0)),
+        photometric_interpretation=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        planar_configuration=int(ds.get("PlanarConfiguration", 0)),
+        number_of_frames=1,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        pixel_keyword="PixelData",
+    )
+    return arr

@@ -1,0 +1,48 @@
+"""The composition root: builds the index, the file store, the archive and the services from Settings."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from functools import cached_property
+
+from hounsfield.archive import Archive
+from hounsfield.config import Settings
+from hounsfield.db import Database
+from hounsfield.peers import PeerRegistry
+from hounsfield.storage import FileStore
+
+log = logging.getLogger("hounsfield")
+
+
+class Pacs:
+    """Everything one data directory + database holds; CLI commands and ``serve`` both build one."""
+
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.index_url)
+        if migrate:
+            self.db.migrate()
+        self.files = FileStore(settings.data_dir / "files", fsync=settings.fsync)
+        self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy)
+        self.peers = PeerRegistry(self.db, settings.peers)
+
+    @cached_property
+    def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
+        from hounsfield.dimse.server import DicomService
+
+        return DicomService(self)
+
+    def start_dicom(self) -> None:
+        removed = self.files.clean_incoming()
+        if removed:
+            log.warning("removed %d partial incoming files left by an earlier crash", removed)
+        # pynetdicom writes incoming datasets with tempfile; keep them on the store's file system.
+        tempfile.tempdir = str(self.files.incoming)
+        self.dicom.start()
+
+    def close(self) -> None:
+        if "dicom" in self.__dict__:
+            self.dicom.stop()
+        self.db.dispose()

@@ -1,0 +1,119 @@
+"""The file store: bytes under a browsable layout, written atomically; it knows paths, not DICOM.
+
+A write goes to a temporary file in the destination directory, is fsync'ed, renamed over the final name and
+the directory is fsync'ed, so a reader (or a crash) sees either nothing or the whole file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from hounsfield.errors import StorageFull
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._^-]+")
+
+
+def safe_component(value: str, fallback: str = "_") -> str:
+    """A path component made of the value's harmless characters (patient IDs can hold anything)."""
+    cleaned = _UNSAFE.sub("_", value.strip()).strip("._")[:64]
+    return cleaned or fallback
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FileStore:
+    """Files under ``root``; every public path argument is relative to it."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.incoming = self.root / ".incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def open(self, rel: str) -> BinaryIO:
+        return open(self.path(rel), "rb")
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).is_file()
+
+    def new_incoming(self) -> tuple[int, Path]:
+        """A fresh temporary file on the store's own file system, for data still arriving."""
+        fd, name = tempfile.mkstemp(dir=self.incoming, suffix=".part")
+        return fd, Path(name)
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        fd, tmp = self.new_incoming()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self.put_file(rel, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, rel: str, src: Path) -> None:
+        """Move the complete file ``src`` to ``rel`` atomically (copying first if on another file system)."""
+        dest = self.path(rel)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                with open(src, "rb+") as f:
+                    os.fsync(f.fileno())
+            try:
+                os.replace(src, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+                with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                    out.flush()
+                    if self.fsync:
+                        os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            if self.fsync:
+                _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise StorageFull(f"cannot write {dest}: {exc.strerror or exc}") from exc
+
+    def delete(self, rel: str) -> None:
+        path = self.path(rel)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # prune empty directories up to the root
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def clean_incoming(self) -> int:
+        """Remove partial files left by a crash; returns how many were removed."""
+        removed = 0
+        for leftover in self.incoming.glob("*"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -1,0 +1,160 @@
+"""REST API over the archive: list/search/delete patients, studies, series and instances; download an
+instance; the remote nodes. Search parameters are DICOM keywords and use the shared matching rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query as Param, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from pydicom import datadict
+from pydicom.dataset import Dataset
+
+from hounsfield import query as q
+from hounsfield.config import Peer
+from hounsfield.errors import InvalidQuery, NotFound
+from hounsfield.pacs import Pacs
+
+router = APIRouter(prefix="/api")
+
+LEVEL_OF = {"patients": "PATIENT", "studies": "STUDY", "series": "SERIES", "instances": "IMAGE"}
+UID_KEY = {"patients": "PatientID", "studies": "StudyInstanceUID", "series": "SeriesInstanceUID",
+           "instances": "SOPInstanceUID"}
+SUMMARY = {
+    "PATIENT": ["PatientID", "PatientName", "PatientBirthDate", "PatientSex", "NumberOfPatientRelatedStudies"],
+    "STUDY": ["StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber",
+              "StudyDescription", "ReferringPhysicianName", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+              "NumberOfStudyRelatedInstances"],
+    "SERIES": ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
+               "BodyPartExamined", "NumberOfSeriesRelatedInstances"],
+    "IMAGE": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+              "Rows", "Columns", "NumberOfFrames"],
+}
+MAX_LIMIT = 10000
+
+
+def pacs_of(request: Request) -> Pacs:
+    return request.app.state.pacs
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict) and "Alphabetic" in value:
+        return value["Alphabetic"]
+    return value
+
+
+def flatten(json_ds: dict[str, Any], keywords: list[str]) -> dict[str, Any]:
+    """{'00100010': {'vr': 'PN', 'Value': [{'Alphabetic': 'A^B'}]}} → {'PatientName': 'A^B'}."""
+    out: dict[str, Any] = {}
+    for kw in keywords:
+        tag = q.tag_key(kw)
+        values = [_plain(v) for v in json_ds.get(tag, {}).get("Value", [])]
+        out[kw] = None if not values else values[0] if len(values) == 1 else values
+    return out
+
+
+def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offset: int,
+           fuzzy: bool = False) -> list[dict[str, Any]]:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for kw in SUMMARY[level]:
+        setattr(identifier, kw, None)
+    for kw, value in filters.items():
+        try:
+            identifier.__setattr__(kw, value)
+        except (ValueError, TypeError) as exc:
+            raise InvalidQuery(f"{kw}: {exc}") from exc
+    query = q.Query(identifier, model="PATIENT" if level == "PATIENT" else "STUDY", fuzzy_pn=fuzzy)
+    with pacs.db.session() as s:
+        return [flatten(m.json(), SUMMARY[level]) for m in q.run(s, query, offset=offset, limit=limit)]
+
+
+def _filters(request: Request) -> dict[str, str]:
+    out = {}
+    for key, value in request.query_params.items():
+        if key in ("limit", "offset", "fuzzy"):
+            continue
+        if datadict.tag_for_keyword(key) is None:
+            raise InvalidQuery(f"unknown search parameter {key!r}: use DICOM keywords such as PatientID")
+        out[key] = value
+    return out
+
+
+def _list_route(resource: str) -> None:
+    level = LEVEL_OF[resource]
+
+    def list_resource(
+        request: Request,
+        limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
+        offset: Annotated[int, Param(ge=0)] = 0,
+        fuzzy: bool = False,
+    ) -> list[dict[str, Any]]:
+        return search(pacs_of(request), level, _filters(request), limit=limit, offset=offset, fuzzy=fuzzy)
+
+    list_resource.__doc__ = (f"List or search {resource}. Any DICOM keyword is a filter with C-FIND matching "
+                             "(wildcards * ?, ranges 20240101-20241231, UID lists).")
+    router.add_api_route(f"/{resource}", list_resource, methods=["GET"], tags=[resource],
+                         name=f"list_{resource}")
+
+    def get_one(request: Request, uid: str) -> dict[str, Any]:
+        found = search(pacs_of(request), level, {UID_KEY[resource]: uid}, limit=1, offset=0)
+        if not found:
+            raise NotFound(f"no {level.lower()} {uid} in {resource}")
+        return found[0]
+
+    router.add_api_route(f"/{resource}/{{uid}}", get_one, methods=["GET"], tags=[resource],
+                         name=f"get_{resource}")
+
+    def delete_one(request: Request, uid: str) -> dict[str, Any]:
+        removed = pacs_of(request).archive.delete({"patients": "patient", "studies": "study", "series": "series",
+                                                   "instances": "instance"}[resource], uid)
+        return {"deleted": uid, "instances_removed": removed}
+
+    router.add_api_route(f"/{resource}/{{uid}}", delete_one, methods=["DELETE"], tags=[resource],
+                         name=f"delete_{resource}")
+
+
+for _resource in LEVEL_OF:
+    _list_route(_resource)
+
+
+@router.get("/instances/{uid}/file", tags=["instances"], response_class=FileResponse)
+def download_instance(request: Request, uid: str) -> FileResponse:
+    """The stored Part-10 file, byte for byte as received."""
+    inst = pacs_of(request).archive.instance(uid)
+    return FileResponse(inst.path, media_type="application/dicom", filename=f"{uid}.dcm")
+
+
+class PeerIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+
+
+@router.get("/peers", tags=["peers"])
+def list_peers(request: Request) -> list[PeerIn]:
+    """Remote DICOM nodes: from the configuration file and added here."""
+    return [PeerIn(**p.__dict__) for p in pacs_of(request).peers.all()]
+
+
+@router.put("/peers/{name}", tags=["peers"])
+def put_peer(request: Request, name: str, peer: PeerIn) -> PeerIn:
+    """Add or change a remote node (C-MOVE destination, known AE)."""
+    pacs = pacs_of(request)
+    pacs.peers.add(Peer(name, peer.ae_title, peer.host, peer.port))
+    if "dicom" in pacs.__dict__:
+        pacs.dicom.refresh_known_aes()
+    return PeerIn(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port)
+
+
+@router.delete("/peers/{name}", tags=["peers"])
+def delete_peer(request: Request, name: str) -> dict[str, str]:
+    pacs = pacs_of(request)
+    pacs.peers.remove(name)
+    if "dicom" in pacs.__dict__:
+        pacs.dicom.refresh_known_aes()
+    return {"deleted": name}
