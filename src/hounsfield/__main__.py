@@ -1,0 +1,3 @@
+from hounsfield.cli import main
+
+main()

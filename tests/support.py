@@ -1,0 +1,145 @@
+"""Test support: real ``hounsfield serve`` processes on free ports, real dcmtk tools, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("HOUNSFIELD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip when a real peer is missing on a developer machine; fail in CI, where it must be present."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI=true but {why}")
+        pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dcmtk(tool: str) -> str:
+    """Path of a dcmtk tool (``/usr/bin`` first: Python packages also install scripts named storescu...)."""
+    for candidate in (f"/usr/bin/{tool}", shutil.which(tool)):
+        if candidate and os.path.exists(candidate):
+            with open(candidate, "rb") as f:
+                if f.read(2) != b"#!":  # a real binary, not a Python console script
+                    return candidate
+    require(False, f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
+    return ""
+
+
+def dcmtk_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+class PostgresDatabase:
+    """A fresh database on the PostgreSQL server, dropped afterwards."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.name = f"hf_{uuid.uuid4().hex[:12]}"
+        try:
+            self.admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            require(False, f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+        self.admin.execute(f'CREATE DATABASE "{self.name}"')
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def drop(self) -> None:
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.close()
+
+
+class Server:
+    """A ``hounsfield serve`` subprocess with its own data directory and ports."""
+
+    def __init__(self, data_dir: Path, *, database_url: str = "", ae_title: str = "HOUNSFIELD",
+                 config: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.ae_title = ae_title
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.config_text = config
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def args(self) -> list[str]:
+        args = ["--data-dir", str(self.data_dir), "--ae-title", self.ae_title]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        if self.config_text is not None:
+            cfg = self.data_dir.parent / f"{self.data_dir.name}.toml"
+            cfg.write_text(self.config_text)
+            args += ["--config", str(cfg)]
+        return args
+
+    def start(self) -> "Server":
+        cmd = [sys.executable, "-m", "hounsfield", "serve", *self.args(), "--dicom-port", str(self.dicom_port),
+               "--http-host", "127.0.0.1", "--http-port", str(self.http_port)]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).ok and self._dicom_open():
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_text()[-2000:]}")
+
+    def _dicom_open(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.dicom_port)) == 0
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run a ``hounsfield`` command against this server's data directory and database."""
+        proc = subprocess.run([sys.executable, "-m", "hounsfield", *args, *self.args()],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"hounsfield {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
