@@ -28,7 +28,6 @@ from hounsfield.errors import InvalidDataset
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 BULK_THRESHOLD = 1024  # binary values above this size are bulk data, not metadata
-_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 
@@ -46,31 +45,42 @@ class Header:
         return str(self.dataset.SOPInstanceUID)
 
 
-def _check_pixel_data_complete(fp: BinaryIO, size: int, little: bool, implicit: bool) -> None:
-    """Raise when the Pixel Data element at ``fp`` declares more bytes than the stream holds (PS3.5 7.1)."""
-    start = fp.tell()
-    head = fp.read(12)
-    if len(head) < 8:
-        return  # nothing after the header: nothing to check
+def _element_header(head: bytes, order: str, implicit: bool) -> tuple[int, int, int]:
+    """(tag, value length, header length) of the element whose first bytes are ``head``."""
+    group, elem = struct.unpack(order + "HH", head[:4])
+    tag = group << 16 | elem
+    if group == 0xFFFE or implicit or not head[4:6].isalpha():  # items, or Pixel Data written implicitly
+        return tag, struct.unpack(order + "I", head[4:8])[0], 8
+    if head[4:6] in _LONG_LENGTH_VRS:
+        return tag, struct.unpack(order + "I", head[8:12])[0], 12
+    return tag, struct.unpack(order + "H", head[6:8])[0], 8
+
+
+def _check_complete(fp: BinaryIO, size: int, little: bool, implicit: bool) -> None:
+    """Walk the elements from ``fp`` (where header parsing stopped: Pixel Data and what follows it) and raise
+    when one declares more bytes than the stream holds (PS3.5 7.1, 7.5, A.4)."""
     order = "<" if little else ">"
-    if implicit or not head[4:6].isalpha():  # some writers encode Pixel Data implicitly in explicit files
-        length = struct.unpack(order + "I", head[4:8])[0]
-        value_start = start + 8
-    elif head[4:6] in _LONG_LENGTH_VRS:
-        length = struct.unpack(order + "I", head[8:12])[0]
-        value_start = start + 12
-    else:
-        length = struct.unpack(order + "H", head[6:8])[0]
-        value_start = start + 8
-    if length == 0xFFFFFFFF:  # encapsulated: the fragments must end with a sequence delimiter
-        fp.seek(value_start)
-        tail_window = fp.read()
-        if _SEQ_DELIMITER not in tail_window:
-            raise InvalidDataset("encapsulated Pixel Data has no sequence delimiter (truncated)")
-    elif value_start + length > size:
-        raise InvalidDataset(
-            f"Pixel Data declares {length} bytes but only {max(size - value_start, 0)} were received (truncated)"
-        )
+    pos = fp.tell()
+    while pos < size:
+        fp.seek(pos)
+        head = fp.read(12)
+        if len(head) < 8:
+            raise InvalidDataset(f"dataset ends inside an element header at byte {pos} (truncated)")
+        tag, length, header_len = _element_header(head, order, implicit)
+        pos += header_len
+        if length != 0xFFFFFFFF:
+            pos += length
+            if pos > size:
+                raise InvalidDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but "
+                                     f"only {size - pos + length} were received (truncated)")
+            continue
+        fp.seek(pos)  # undefined length: look for the end of the sequence or of the encapsulated fragments
+        rest = fp.read()
+        end = rest.find(_SEQ_DELIMITER if little else b"\xff\xfe\xe0\xdd")
+        if end < 0:
+            raise InvalidDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has no sequence delimiter "
+                                 "(truncated)")
+        pos += end + 8
 
 
 def read_header(source: Path | bytes) -> Header:
@@ -87,7 +97,7 @@ def read_header(source: Path | bytes) -> Header:
         implicit, little = ds.original_encoding
         if implicit is None:
             raise InvalidDataset("not a DICOM dataset (no element could be read)")
-        _check_pixel_data_complete(fp, size, bool(little), bool(implicit))
+        _check_complete(fp, size, bool(little), bool(implicit))
     finally:
         fp.close()
     missing = [k for k in REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]

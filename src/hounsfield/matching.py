@@ -5,7 +5,7 @@ The index keeps matching keys in plain string columns holding *normalised* value
 rules in Python (sequence items, keys that are not columns, explanations). Both sides are built from one parsed
 form of the key (``_Key``), so they agree on SQLite and PostgreSQL alike.
 
-Choices where the standard leaves room (documented in the conformance statement):
+Choices where the standard leaves room (for the conformance statement):
 
 * A value of ``*`` alone, or ``-`` alone for DA/TM/DT, is Universal Matching for every VR; ``*``/``?`` mixed with
   other characters outside the Wild Card VRs of C.2.2.2.4 is refused (``InvalidQuery``).
@@ -60,10 +60,10 @@ _NOT_MATCHED = frozenset({0x00080005, 0x00080052, 0x00080201})  # Specific Chara
 
 _DA_RE = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
 _TM_RE = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d*))?)?)?")
-_DT_RE = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d*))?)?)?)?)?)?(?:[+-]\d{4})?")
+_DT_RE = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d*))?)?)?)?)?)?([+-]\d{4})?")
 _UID_RE = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*")
-_IS_RE = re.compile(r"[+-]?\d+")
-_DS_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_IS_RE = re.compile(r"[+-]?\d{1,20}")  # bounded: no huge int() / format() work on hostile input
+_DS_RE = re.compile(r"[+-]?(\d{1,64}\.?\d{0,64}|\.\d{1,64})([eE][+-]?\d{1,3})?")
 # (floor, ceiling) fill of each DT component; TM uses the last four, DA is always complete.
 _FILL = (("0000", "9999"), ("01", "12"), ("01", "31"), ("00", "23"), ("00", "59"), ("00", "59"), ("000000", "999999"))
 _LIMITS = (None, (1, 12), (1, 31), (0, 23), (0, 59), (0, 60), None)
@@ -82,7 +82,7 @@ def _parts(vr: str, text: str) -> list[str | None] | None:
         match = _TM_RE.fullmatch(text)
         return [None, None, None, *match.groups()] if match else None
     match = _DT_RE.fullmatch(text)
-    return list(match.groups()) if match else None
+    return list(match.groups()[:7]) if match else None
 
 
 def _render(vr: str, parts: list[str | None], *, ceiling: bool = False) -> str:
@@ -93,22 +93,24 @@ def _render(vr: str, parts: list[str | None], *, ceiling: bool = False) -> str:
     return {"DA": text[:8], "TM": text[8:], "DT": text}[vr]
 
 
+def _normalized(vr: str, value: Any) -> str:
+    parts = _parts(vr, str(value or "").strip())
+    return _render(vr, parts) if parts else ""
+
+
 def normalize_date(value: str) -> str:
     """DA -> "YYYYMMDD" (legacy "YYYY.MM.DD" accepted); "" when empty or unreadable."""
-    parts = _parts("DA", str(value or "").strip())
-    return _render("DA", parts) if parts else ""
+    return _normalized("DA", value)
 
 
 def normalize_time(value: str) -> str:
     """TM -> "HHMMSS.ffffff", missing parts filled with zeros (legacy "HH:MM:SS" accepted); "" when unreadable."""
-    parts = _parts("TM", str(value or "").strip())
-    return _render("TM", parts) if parts else ""
+    return _normalized("TM", value)
 
 
 def normalize_datetime(value: str) -> str:
     """DT -> "YYYYMMDDHHMMSS.ffffff", offset dropped, missing month/day 01 and time zeros; "" when unreadable."""
-    parts = _parts("DT", str(value or "").strip())
-    return _render("DT", parts) if parts else ""
+    return _normalized("DT", value)
 
 
 def _trim(vr: str, text: str) -> str:
@@ -146,7 +148,7 @@ def _number(vr: str, text: str) -> str | None:
 def _canonical(vr: str, text: str) -> str:
     """The stored form of one value: dates and times fixed width, numbers canonical, other text as is."""
     if vr in RANGE_VRS:
-        return {"DA": normalize_date, "TM": normalize_time, "DT": normalize_datetime}[vr](text)
+        return _normalized(vr, text)
     if vr in _INTEGER_VRS or vr in _DECIMAL_VRS:
         return _number(vr, text) or text
     return text
@@ -187,12 +189,19 @@ def _checked(vr: str, text: str) -> list[str | None]:
     return parts
 
 
-def _parse_range(vr: str, value: str) -> tuple[str | None, str | None, bool]:
-    """(lower, upper, is_range) of a DA/TM/DT key; a single value gives (v, v, False)."""
+def _is_single_dt(text: str) -> bool:
+    """Whether a DT key is one value, its "-" being a UTC offset (-1200..+1400) rather than a range."""
+    match = _DT_RE.fullmatch(text)
+    offset = match.group(8) if match else None
+    return match is not None and (offset is None or (int(offset[1:3]) <= 14 and int(offset[3:]) < 60))
+
+
+def _parse_range(vr: str, value: str, *, ordered: bool = True) -> tuple[str | None, str | None, bool]:
+    """(lower, upper, is_range) of a DA/TM/DT key; a single value gives (v, v, False). ``ordered``: refuse b < a."""
     if vr not in RANGE_VRS:
         raise InvalidQuery(f"range matching is only defined for DA, TM and DT, not {vr}")
     text = str(value).strip()
-    if "-" not in text or (vr == "DT" and _DT_RE.fullmatch(text)):  # a DT offset "-0500" is not a range
+    if "-" not in text or (vr == "DT" and _is_single_dt(text)):
         single = _render(vr, _checked(vr, text))
         return single, single, False
     splits = [(text[:i].strip(), text[i + 1:].strip()) for i, char in enumerate(text) if char == "-"]
@@ -200,7 +209,7 @@ def _parse_range(vr: str, value: str) -> tuple[str | None, str | None, bool]:
     lo_text, hi_text = (valid or splits)[0]
     lower = _render(vr, _checked(vr, lo_text)) if lo_text else None
     upper = _render(vr, _checked(vr, hi_text), ceiling=True) if hi_text else None
-    if lower and upper and lower > upper:
+    if ordered and lower and upper and lower > upper:
         crossing = " (time ranges crossing midnight are not supported)" if vr == "TM" else ""
         raise InvalidQuery(f"range {text} ends before it starts{crossing}")
     return lower, upper, True
@@ -249,11 +258,11 @@ def _parse_key(vr: str, query_value: Any, fuzzy_pn: bool) -> _Key | None:
         wild = "*" in text or "?" in text
         if wild and vr not in WILDCARD_VRS:
             raise InvalidQuery(f"wild cards are not allowed in {vr} value {text!r}")
-        if vr == "UI":
+        if vr == "UI":  # C.2.2.2.2 List of UID Matching (one UID is C.2.2.2.1)
             if len(text) > 64 or not _UID_RE.fullmatch(text):
                 raise InvalidQuery(f"{text!r} is not a UID")
             exact.append(text)
-        elif vr in RANGE_VRS:
+        elif vr in RANGE_VRS:  # C.2.2.2.5 Range Matching, or C.2.2.2.1 for a single date/time
             lower, upper, is_range = _parse_range(vr, text)
             if lower is None and upper is None:
                 return None
@@ -261,34 +270,21 @@ def _parse_key(vr: str, query_value: Any, fuzzy_pn: bool) -> _Key | None:
                 ranges.append((lower, upper))
             else:
                 exact.append(lower or "")
-        elif vr == "PN" and fuzzy_pn:
+        elif vr == "PN" and fuzzy_pn:  # C.2.2.2.1 / C.2.2.2.4: PN matching may ignore case (our fuzzy rule)
             patterns += _fuzzy_patterns(_fold(text))
-        elif wild:
+        elif wild:  # C.2.2.2.4 Wild Card Matching
             patterns.append(text)
-        elif vr in _INTEGER_VRS or vr in _DECIMAL_VRS:
+        elif vr in _INTEGER_VRS or vr in _DECIMAL_VRS:  # C.2.2.2.1 for IS/DS: implementation defined (CP-2305)
             number = _number(vr, text)
             if number is None:
                 raise InvalidQuery(f"{text!r} is not a valid {vr} value")
             exact.append(number)
-        else:
+        else:  # C.2.2.2.1 Single Value Matching
             exact.append(text)
     return _Key("\\".join(values), tuple(exact), tuple(patterns), tuple(ranges), vr == "PN" and fuzzy_pn)
 
 
 # --- SQL side -------------------------------------------------------------------------------------------------
-
-
-def _glob(pattern: str) -> str:
-    return pattern.replace("[", "[[]")
-
-
-def _like(pattern: str) -> str:
-    escaped = re.sub(r"([!%_])", r"!\1", pattern)
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("".join({"*": ".*", "?": "."}.get(c, re.escape(c)) for c in pattern), re.DOTALL)
 
 
 class _Wildcard(ColumnElement[bool]):
@@ -302,8 +298,9 @@ class _Wildcard(ColumnElement[bool]):
 
     def __init__(self, expr: ColumnElement[Any], pattern: str) -> None:
         self.expr = expr
-        self.glob = bindparam(None, _glob(pattern), type_=String())
-        self.like = bindparam(None, _like(pattern), type_=String())
+        self.glob = bindparam(None, pattern.replace("[", "[[]"), type_=String())  # "*" and "?" are GLOB's own
+        like = re.sub(r"([!%_])", r"!\1", pattern).replace("*", "%").replace("?", "_")
+        self.like = bindparam(None, like, type_=String())
 
 
 class _AsciiLower(ColumnElement[str]):
@@ -406,11 +403,12 @@ def sql_multi_value_condition(column: ColumnElement[Any], vr: str, query_value: 
 def _combined(date_query: Any, time_query: Any) -> tuple[tuple[str, str] | None, tuple[str, str] | None] | None:
     """C.2.2.2.5.4: ((date, time) lower, (date, time) upper) when both keys are ranges of the same form, else None."""
     dates, times = _values("DA", date_query), _values("TM", time_query)
-    if len(dates) != 1 or len(times) != 1:
+    if len(dates) != 1 or len(times) != 1 or "*" in dates[0] + times[0]:
         return None
     d_lo, d_hi, d_range = _parse_range("DA", dates[0])
-    t_lo, t_hi, t_range = _parse_range("TM", times[0])
-    if not (d_range and t_range) or (d_lo is None, d_hi is None) != (t_lo is None, t_hi is None):
+    t_lo, t_hi, t_range = _parse_range("TM", times[0], ordered=False)  # a time range may cross midnight here
+    same_form = d_range and t_range and (d_lo is None, d_hi is None) == (t_lo is None, t_hi is None)
+    if not same_form or d_lo == d_hi is None:  # "-" alone is universal
         return None
     lower = (d_lo, t_lo) if d_lo and t_lo else None
     upper = (d_hi, t_hi) if d_hi and t_hi else None
@@ -444,18 +442,16 @@ def sql_datetime_condition(date_column: ColumnElement[Any], time_column: ColumnE
 # --- Python side ----------------------------------------------------------------------------------------------
 
 
-def _stored(vr: str, stored_value: Any) -> list[str]:
-    return [v for v in (_canonical(vr, text) for text in _values(vr, stored_value)) if v]
-
-
 def _key_result(vr: str, key: _Key, stored_value: Any) -> tuple[bool, str]:
     """(matched, reason) of a parsed key against a stored value, with the same semantics as ``_key_sql``."""
-    shown = _stored(vr, stored_value)
+    shown = [v for v in (_canonical(vr, text) for text in _values(vr, stored_value)) if v]
     values = [_fold(v) for v in shown] if key.fold else shown
+    regexes = [re.compile("".join({"*": ".*", "?": "."}.get(c, re.escape(c)) for c in p), re.DOTALL)
+               for p in key.patterns]
     if (any(v in key.exact for v in values)
-            or any(_regex(p).fullmatch(v) for p in key.patterns for v in values)
+            or any(regex.fullmatch(v) for regex in regexes for v in values)
             or any((lo is None or v >= lo) and (hi is None or v <= hi) for lo, hi in key.ranges for v in values)):
-        return True, "range matching" if key.ranges else "wild card matching" if key.patterns else "single value"
+        return True, "matches"
     item = "\\".join(shown) or "(no value)"
     if key.ranges and not key.exact and not key.patterns and len(key.ranges) == 1:
         return False, f"{item} is outside range {key.text}"
@@ -465,6 +461,8 @@ def _key_result(vr: str, key: _Key, stored_value: Any) -> tuple[bool, str]:
 def _sequence_entries(query_items: Any, stored_items: Any, fuzzy_pn: bool, path: str) -> list[tuple[str, bool, str]]:
     """C.2.2.2.6 Sequence Matching: the entries of the best candidate item (the first one matching every key)."""
     query_items = list(query_items or [])
+    if not all(isinstance(item, Dataset) for item in query_items):
+        raise InvalidQuery(f"{path or 'sequence key'}: a sequence key holds items, not values")
     if len(query_items) > 1:
         raise InvalidQuery(f"{path}: a sequence key must hold a single item (PS3.4 C.2.2.2.6)")
     if not query_items or not _entries(query_items[0], Dataset(), fuzzy_pn, ""):
@@ -484,7 +482,7 @@ def _result(vr: str, query_value: Any, stored_value: Any, fuzzy_pn: bool) -> tup
     if vr == "SQ":
         entries = _sequence_entries(query_value, stored_value, fuzzy_pn, "")
         failed = [f"{path.lstrip('>')}: {reason}" for path, ok, reason in entries if not ok]
-        return (not failed, "; ".join(failed) or "sequence matching") if entries else None
+        return (not failed, "; ".join(failed) or "matches") if entries else None
     key = _parse_key(vr, query_value, fuzzy_pn)
     return None if key is None else _key_result(vr, key, stored_value)
 
@@ -511,7 +509,7 @@ def _combined_result(date_query: Any, time_query: Any, stored_date: Any, stored_
     ok = bool(day) and not (lower and (day < lower[0] or (day == lower[0] and time and time < lower[1])))
     ok = ok and not (upper and (day > upper[0] or (day == upper[0] and time and time > upper[1])))
     shown = f"{day or '(no value)'} {time or '(no value)'}"
-    return ok, "combined date-time range matching" if ok else f"{shown} is outside range {date_query} {time_query}"
+    return ok, "matches" if ok else f"{shown} is outside range {date_query} {time_query}"
 
 
 def matches_datetime(date_query: Any, time_query: Any, stored_date: Any, stored_time: Any) -> bool:
@@ -535,7 +533,7 @@ def _vr_of(query: Dataset, tag: int) -> str:
 def _entries(query: Dataset, candidate: Dataset, fuzzy_pn: bool, prefix: str) -> list[tuple[str, bool, str]]:
     out: list[tuple[str, bool, str]] = []
     done: set[int] = set()
-    for tag in list(query.keys()):
+    for tag in sorted(query.keys()):
         if tag in _NOT_MATCHED or tag.element == 0 or tag in done:
             continue
         vr, keyword = _vr_of(query, tag), query[tag].keyword or str(tag)

@@ -12,8 +12,9 @@ from typing import Any, Iterator
 
 from pydicom import datadict
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from sqlalchemy import Select, distinct, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from hounsfield import matching
@@ -128,10 +129,12 @@ class Query:
         self._parse()
 
     def _value(self, keyword: str) -> Any:
-        elem = self.identifier.get(keyword)
-        if elem is None:
+        """The key's value as ``matching`` takes it (a list when multi-valued), None when universal/absent."""
+        if keyword not in self.identifier:
             return None
         value = self.identifier[keyword].value
+        if isinstance(value, MultiValue):
+            value = [str(v) for v in value]
         if value is None or value == "" or value == []:
             return None
         return value
@@ -142,7 +145,7 @@ class Query:
         for date_kw, time_kw in DATE_TIME_PAIRS:
             d, t = self._value(date_kw), self._value(time_kw)
             if d is not None and t is not None and _level_rank(KEYS[date_kw].level) <= rank:
-                cond = matching.sql_datetime_condition(KEYS[date_kw].column, KEYS[time_kw].column, str(d), str(t))
+                cond = matching.sql_datetime_condition(KEYS[date_kw].column, KEYS[time_kw].column, d, t)
                 if cond is not None:
                     self.conditions.append(cond)
                 paired |= {date_kw, time_kw}
@@ -158,10 +161,7 @@ class Query:
             if key is not None:
                 if _level_rank(key.level) > rank:
                     continue  # a key below the query level is not a matching key here (PS3.4 C.4.1.2.1)
-                query_value = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
-                if elem.VR == "PN":
-                    query_value = str(query_value)
-                cond = matching.sql_condition(key.column, key.vr, query_value, fuzzy_pn=self.fuzzy_pn)
+                cond = matching.sql_condition(key.column, key.vr, value, fuzzy_pn=self.fuzzy_pn)
                 if cond is not None:
                     self.conditions.append(cond)
             elif kw == "ModalitiesInStudy":
@@ -176,8 +176,7 @@ class Query:
     def _modalities_condition(self, value: Any) -> None:
         if _level_rank(self.level) < _level_rank("STUDY"):
             return
-        wanted = "\\".join(value) if isinstance(value, (list, tuple)) else str(value)
-        cond = matching.sql_condition(Series.modality, "CS", wanted)
+        cond = matching.sql_condition(Series.modality, "CS", value)
         if cond is not None:
             self.conditions.append(select(Series.id).where(Series.study_fk == Study.id, cond).exists())
 
@@ -185,7 +184,7 @@ class Query:
         if self.level != "IMAGE":
             return
         try:
-            numbers = [int(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split("\\"))]
+            numbers = [int(v) for v in (value if isinstance(value, list) else str(value).split("\\"))]
         except ValueError as exc:
             raise InvalidQuery(f"InstanceNumber {value!r} is not an integer") from exc
         self.conditions.append(Instance.instance_number.in_(numbers))
@@ -244,11 +243,11 @@ def _counts(s: Session, level: str, row: Any, requested: set[str]) -> dict[str, 
             out["NumberOfStudyRelatedInstances"] = [
                 s.scalar(select(func.count(Instance.id)).where(Instance.series_fk.in_(series)))]
         if "ModalitiesInStudy" in requested:
-            mods = s.scalars(select(distinct(Series.modality)).where(Series.study_fk == row.id)).all()
+            mods = s.scalars(select(Series.modality).distinct().where(Series.study_fk == row.id)).all()
             out["ModalitiesInStudy"] = sorted(m for m in mods if m)
         if "SOPClassesInStudy" in requested:
             out["SOPClassesInStudy"] = sorted(s.scalars(
-                select(distinct(Instance.sop_class_uid)).where(Instance.series_fk.in_(series))).all())
+                select(Instance.sop_class_uid).distinct().where(Instance.series_fk.in_(series))).all())
     elif level == "SERIES" and "NumberOfSeriesRelatedInstances" in requested:
         out["NumberOfSeriesRelatedInstances"] = [
             s.scalar(select(func.count(Instance.id)).where(Instance.series_fk == row.id))]

@@ -1,0 +1,247 @@
+"""The archive domain: store (atomic, duplicate policy, bad input), query at every level, delete.
+
+Runs in-process against both index back ends (the ``database_url`` fixture)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from factories import ct_dataset, encode, tiny_ct
+from hounsfield import config, query
+from hounsfield.archive import StoreOutcome
+from hounsfield.errors import InvalidDataset, InvalidQuery, NotFound
+from hounsfield.models import Instance, Patient, Series, Study
+from hounsfield.pacs import Pacs
+
+
+@pytest.fixture
+def pacs(tmp_path: Path, database_url: str):
+    p = Pacs(config.load(None, environ={}, data_dir=tmp_path / "data", database_url=database_url))
+    yield p
+    p.close()
+
+
+def make_pacs(tmp_path: Path, database_url: str, **settings) -> Pacs:
+    return Pacs(config.load(None, environ={}, data_dir=tmp_path / "data", database_url=database_url, **settings))
+
+
+def count(pacs: Pacs, model) -> int:
+    with pacs.db.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def find(pacs: Pacs, level: str, model: str = "STUDY", **keys) -> list[Dataset]:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for k, v in keys.items():
+        setattr(identifier, k, v)
+    q = query.Query(identifier, model=model)
+    with pacs.db.session() as s:
+        return [m.dataset(identifier) for m in query.run(s, q)]
+
+
+def test_store_keeps_the_bytes_under_a_browsable_path(pacs: Pacs) -> None:
+    ds = ct_dataset(PatientID="PAT/1 x")
+    data = encode(ds)
+    result = pacs.archive.store_bytes(data, "TEST")
+    assert result.outcome is StoreOutcome.STORED
+    stored = pacs.archive.instance(ds.SOPInstanceUID)
+    assert stored.path.read_bytes() == data
+    rel = stored.path.relative_to(pacs.files.root).parts
+    assert rel == ("PAT_1_x", ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm")
+    assert stored.size == len(data)
+    assert list(pacs.files.incoming.iterdir()) == []  # no temporary file left behind
+
+
+def test_duplicate_is_kept_by_default_and_replaced_on_request(tmp_path: Path, database_url: str) -> None:
+    first = ct_dataset(StudyDescription="FIRST")
+    second = copy.deepcopy(first)
+    second.StudyDescription = "SECOND"
+    keep = make_pacs(tmp_path, database_url)
+    assert keep.archive.store_bytes(encode(first)).outcome is StoreOutcome.STORED
+    assert keep.archive.store_bytes(encode(second)).outcome is StoreOutcome.DUPLICATE_KEPT
+    assert dcmread(keep.archive.instance(first.SOPInstanceUID).path).StudyDescription == "FIRST"
+    keep.close()
+    overwrite = make_pacs(tmp_path, database_url, duplicate_policy="overwrite")
+    assert overwrite.archive.store_bytes(encode(second)).outcome is StoreOutcome.REPLACED
+    assert dcmread(overwrite.archive.instance(first.SOPInstanceUID).path).StudyDescription == "SECOND"
+    assert count(overwrite, Instance) == 1
+    overwrite.close()
+
+
+def test_truncated_dataset_is_refused_and_nothing_is_written(pacs: Pacs) -> None:
+    data = encode(ct_dataset())
+    with pytest.raises(InvalidDataset, match="truncated"):
+        pacs.archive.store_bytes(data[:-100])
+    assert count(pacs, Instance) == 0 and count(pacs, Study) == 0
+    assert not any(p.is_file() for p in pacs.files.root.rglob("*.dcm"))
+
+
+def test_dataset_without_sop_instance_uid_is_refused(pacs: Pacs) -> None:
+    ds = ct_dataset()
+    del ds.SOPInstanceUID
+    with pytest.raises(InvalidDataset, match="SOPInstanceUID"):
+        pacs.archive.store_bytes(encode(ds))
+    assert count(pacs, Instance) == 0
+
+
+def test_not_dicom_is_refused(pacs: Pacs) -> None:
+    with pytest.raises(InvalidDataset):
+        pacs.archive.store_bytes(b"this is not a DICOM file at all" * 10)
+
+
+def test_bare_dataset_gets_a_part10_wrapper(pacs: Pacs, shared_data: Path) -> None:
+    src = shared_data / "cr" / "CR-MONO1-10-chest.dcm"  # no preamble, no file meta
+    original = dcmread(src, force=True)
+    pacs.archive.store_file(src)
+    stored = dcmread(pacs.archive.instance(original.SOPInstanceUID).path)  # no force: a real Part-10 file
+    assert stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert stored.PixelData == original.PixelData
+
+
+def seed(pacs: Pacs) -> dict[str, str]:
+    """Two patients, three studies, four series, nine instances with distinct, known attributes."""
+    uids = {k: generate_uid() for k in ("s1", "s2", "s3", "se1", "se2", "se3", "se4")}
+    plan = [
+        ("P1", "DOE^JOHN", uids["s1"], uids["se1"], "CT", "20240110", "083000", "ACC1", 3),
+        ("P1", "DOE^JOHN", uids["s1"], uids["se2"], "SR", "20240110", "083000", "ACC1", 1),
+        ("P1", "DOE^JOHN", uids["s2"], uids["se3"], "MR", "20240301", "141500", "ACC2", 2),
+        ("P2", "ROE^JANE", uids["s3"], uids["se4"], "CT", "20231231", "235959", "ACC3", 3),
+    ]
+    for pid, name, study, series, modality, date, time, acc, n in plan:
+        for i in range(1, n + 1):
+            ds = tiny_ct(pid, study, series, i, PatientName=name, Modality=modality, StudyDate=date,
+                         StudyTime=time, AccessionNumber=acc, StudyDescription=f"desc {acc}",
+                         PatientBirthDate="19700101" if pid == "P1" else "19851224")
+            pacs.archive.store_bytes(encode(ds))
+    return uids
+
+
+def test_find_at_each_level_returns_the_stored_attributes(pacs: Pacs) -> None:
+    uids = seed(pacs)
+    patients = find(pacs, "PATIENT", "PATIENT", PatientID="", PatientName="",
+                    NumberOfPatientRelatedStudies=None, NumberOfPatientRelatedInstances=None)
+    by_id = {p.PatientID: p for p in patients}
+    assert set(by_id) == {"P1", "P2"}
+    assert by_id["P1"].PatientName == "DOE^JOHN"
+    assert by_id["P1"].NumberOfPatientRelatedStudies == 2 and by_id["P1"].NumberOfPatientRelatedInstances == 6
+    studies = find(pacs, "STUDY", PatientID="P1", StudyInstanceUID="", StudyDate="", ModalitiesInStudy="",
+                   NumberOfStudyRelatedSeries=None, NumberOfStudyRelatedInstances=None, AccessionNumber="")
+    s1 = next(s for s in studies if s.StudyInstanceUID == uids["s1"])
+    assert (s1.StudyDate, s1.AccessionNumber) == ("20240110", "ACC1")
+    assert list(s1.ModalitiesInStudy) == ["CT", "SR"]
+    assert (s1.NumberOfStudyRelatedSeries, s1.NumberOfStudyRelatedInstances) == (2, 4)
+    series = find(pacs, "SERIES", StudyInstanceUID=uids["s1"], SeriesInstanceUID="", Modality="",
+                  NumberOfSeriesRelatedInstances=None)
+    assert {(s.Modality, s.NumberOfSeriesRelatedInstances) for s in series} == {("CT", 3), ("SR", 1)}
+    images = find(pacs, "IMAGE", StudyInstanceUID=uids["s1"], SeriesInstanceUID=uids["se1"], SOPInstanceUID="",
+                  InstanceNumber=None)
+    assert [i.InstanceNumber for i in images] == [1, 2, 3]
+    assert "RetrieveAETitle" not in images[0]  # only what was asked (plus the level)
+    assert images[0].QueryRetrieveLevel == "IMAGE"
+
+
+def test_requested_keys_without_value_come_back_zero_length(pacs: Pacs) -> None:
+    seed(pacs)
+    (answer, *_) = find(pacs, "STUDY", PatientID="P2", ReferringPhysicianName="", StudyID="")
+    assert answer["ReferringPhysicianName"].is_empty and answer["StudyID"].is_empty
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"PatientID": "P1"}, {"ACC1", "ACC2"}),  # single value
+        ({"PatientName": "DOE*"}, {"ACC1", "ACC2"}),  # wildcard *
+        ({"PatientName": "?OE^JANE"}, {"ACC3"}),  # wildcard ?
+        ({"PatientName": "doe*"}, set()),  # case-sensitive by default
+        ({"StudyDate": "20240101-20241231"}, {"ACC1", "ACC2"}),  # closed range
+        ({"StudyDate": "-20231231"}, {"ACC3"}),  # open start
+        ({"StudyDate": "20240301-"}, {"ACC2"}),  # open end
+        ({"StudyDate": "20240110", "StudyTime": "080000-090000"}, {"ACC1"}),
+        ({"ModalitiesInStudy": "MR"}, {"ACC2"}),
+        ({"ModalitiesInStudy": ["SR", "MR"]}, {"ACC1", "ACC2"}),  # multiple values: any
+        ({"AccessionNumber": "ACC3"}, {"ACC3"}),
+        ({"PatientBirthDate": "19850101-19851231"}, {"ACC3"}),
+        ({"StudyDescription": "desc ACC*"}, {"ACC1", "ACC2", "ACC3"}),
+        ({"PatientID": "*"}, {"ACC1", "ACC2", "ACC3"}),  # universal
+    ],
+)
+def test_study_matching_rules(pacs: Pacs, keys: dict, expected: set[str]) -> None:
+    seed(pacs)
+    got = {a.AccessionNumber for a in find(pacs, "STUDY", **{"AccessionNumber": "", **keys})}
+    assert got == expected
+
+
+def test_uid_list_matching(pacs: Pacs) -> None:
+    uids = seed(pacs)
+    got = find(pacs, "STUDY", StudyInstanceUID=[uids["s1"], uids["s3"]])
+    assert {a.StudyInstanceUID for a in got} == {uids["s1"], uids["s3"]}
+
+
+def test_key_outside_the_columns_is_matched_on_the_stored_json(pacs: Pacs) -> None:
+    seed(pacs)
+    got = find(pacs, "IMAGE", PatientID="P2", RescaleIntercept="-1024", SOPInstanceUID="")
+    assert len(got) == 3
+    assert find(pacs, "IMAGE", PatientID="P2", RescaleIntercept="7") == []
+
+
+def test_sequence_matching_on_stored_json(pacs: Pacs) -> None:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "T-A0100", "SRT", "Brain"
+    ds = tiny_ct("SEQ", generate_uid(), generate_uid(), 1, AnatomicRegionSequence=[code])
+    pacs.archive.store_bytes(encode(ds))
+    wanted, other = Dataset(), Dataset()
+    wanted.CodeValue, other.CodeValue = "T-A0100", "T-00000"
+    assert len(find(pacs, "IMAGE", PatientID="SEQ", AnatomicRegionSequence=[wanted])) == 1
+    assert find(pacs, "IMAGE", PatientID="SEQ", AnatomicRegionSequence=[other]) == []
+
+
+@pytest.mark.parametrize("level", [None, "", "FOO"])
+def test_missing_or_unknown_level_is_an_invalid_query(level: str | None) -> None:
+    identifier = Dataset()
+    if level is not None:
+        identifier.QueryRetrieveLevel = level
+    with pytest.raises(InvalidQuery, match="QueryRetrieveLevel"):
+        query.Query(identifier)
+
+
+def test_study_root_has_no_patient_level() -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "PATIENT"
+    with pytest.raises(InvalidQuery, match="Study Root"):
+        query.Query(identifier, model="STUDY")
+
+
+def test_malformed_date_range_is_an_invalid_query(pacs: Pacs) -> None:
+    with pytest.raises(InvalidQuery):
+        find(pacs, "STUDY", StudyDate="2024-13-45xx")
+
+
+def test_delete_study_removes_rows_and_files(pacs: Pacs) -> None:
+    uids = seed(pacs)
+    paths = [i.path for i in pacs.archive.instances(study_uid=uids["s1"])]
+    assert len(paths) == 4 and all(p.exists() for p in paths)
+    assert pacs.archive.delete("study", uids["s1"]) == 4
+    assert not any(p.exists() for p in paths)
+    assert {a.StudyInstanceUID for a in find(pacs, "STUDY", StudyInstanceUID="")} == {uids["s2"], uids["s3"]}
+    assert count(pacs, Series) == 2
+    pacs.archive.delete("patient", "P2")
+    assert count(pacs, Patient) == 1
+    with pytest.raises(NotFound):
+        pacs.archive.delete("study", uids["s1"])
+
+
+def test_migrations_are_idempotent(tmp_path: Path, database_url: str) -> None:
+    first = make_pacs(tmp_path, database_url)
+    first.archive.store_bytes(encode(ct_dataset()))
+    first.close()
+    again = make_pacs(tmp_path, database_url)  # upgrading an up-to-date index changes nothing, loses nothing
+    assert count(again, Instance) == 1
+    again.close()
