@@ -44,7 +44,7 @@ def dataset_for(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
             ds.file_meta.TransferSyntaxUID = target
             ds.set_original_encoding(target == ImplicitVRLittleEndian, True)
         else:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)  # same image, other encoding: same identity
             if target == ImplicitVRLittleEndian:
                 ds.file_meta.TransferSyntaxUID = target
                 ds.set_original_encoding(True, True)
