@@ -294,12 +294,9 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
 def _register_plugins() -> None:
     """Commands that live with their feature packages."""
-    try:
-        from hounsfield.imaging import cli as imaging_cli
-    except ImportError:
-        return
-    if hasattr(imaging_cli, "register"):
-        imaging_cli.register(app)
+    from hounsfield.imaging import cli as imaging_cli
+
+    imaging_cli.register(app)
 
 
 def main() -> None:

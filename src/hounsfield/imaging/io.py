@@ -71,7 +71,7 @@ def read_dataset(source: Source, *, pixels: bool = True) -> Dataset:
         raise InvalidDataset(f"{name}: is a directory, not a DICOM file") from None
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
         raise InvalidDataset(f"{name}: not a readable DICOM file ({one_line(exc)})") from None
-    if len(ds) == 0 or not any(tag.group != 0x0002 for tag in ds.keys()):
+    if not any(tag.group != 0x0002 for tag in ds.keys()):  # noqa: SIM118 - keys() leaves raw elements unparsed
         raise InvalidDataset(f"{name}: no data set in the file (empty or truncated)")
     if isinstance(source, (str, os.PathLike)):
         ds.filename = os.fspath(source)
@@ -134,12 +134,12 @@ def decode_frame(ds: Dataset, frame: int = 0) -> tuple[np.ndarray, str]:
             arr = arr.astype(arr.dtype.newbyteorder("="))
     except (InvalidDataset, DependencyMissing):
         raise
-    except Exception as exc:  # every codec and pydicom validation error ends here, with its cause
+    except Exception as exc:  # noqa: BLE001 - every codec and pydicom validation error ends here, with its cause
         raise _decode_error(name, tsuid, ds, exc) from None
     return arr, str(meta.get("photometric_interpretation", photometric))
 
 
-def _decoder_for(tsuid: UID, name: str):  # noqa: ANN202 - pydicom's Decoder type is private
+def _decoder_for(tsuid: UID, name: str):
     try:
         decoder = get_decoder(tsuid)
     except NotImplementedError:

@@ -59,15 +59,21 @@ def modality_transform(ds: Dataset, frame: int = 0) -> ModalityTransform:
 
 
 def apply_modality(stored: np.ndarray, transform: ModalityTransform,
-                   dtype: type[np.floating] = np.float32) -> np.ndarray:
-    """Modality values from stored values: ``stored * slope + intercept`` (C.11.1.1.2) or the LUT (C.11.1.1.1)."""
+                   dtype: type[np.floating] = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """Modality values from stored values: ``stored * slope + intercept`` (C.11.1.1.2) or the LUT (C.11.1.1.1).
+
+    The result has ``dtype``, or is written into ``out`` when given (one pass over the data).
+    """
+    if out is None:
+        out = np.empty(stored.shape, dtype)
     if transform.lut is not None:
-        return _pydicom_modality_lut(stored, transform.lut).astype(dtype, copy=False)
-    out = stored.astype(dtype)
-    if transform.slope != 1.0:
-        out *= dtype(transform.slope)
+        out[...] = _pydicom_modality_lut(stored, transform.lut)
+        return out
+    if transform.slope == 1.0:
+        return np.add(stored, out.dtype.type(transform.intercept), out=out, casting="unsafe")
+    np.multiply(stored, out.dtype.type(transform.slope), out=out, casting="unsafe")
     if transform.intercept != 0.0:
-        out += dtype(transform.intercept)
+        out += out.dtype.type(transform.intercept)
     return out
 
 
@@ -122,7 +128,8 @@ def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     x = values.astype(dtype, copy=False)
     c, w = dtype.type(window.center), dtype.type(window.width)
     if window.function == "SIGMOID":
-        return 1 / (1 + np.exp(-4 * (x - c) / w))
+        with np.errstate(over="ignore"):  # exp overflows to inf far below the center: y is then 0
+            return 1 / (1 + np.exp(-4 * (x - c) / w))
     if window.function == "LINEAR_EXACT":
         y = (x - c) / w + dtype.type(0.5)
     elif window.width == 1:  # the formula's w - 1 is 0: a step at c - 0.5

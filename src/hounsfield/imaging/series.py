@@ -45,7 +45,7 @@ class Volume:
 class _Slice:
     path: str
     header: Dataset
-    values: np.ndarray
+    stored: np.ndarray
 
 
 def dicom_files(inputs: list[str | os.PathLike[str]]) -> list[str]:
@@ -61,7 +61,7 @@ def dicom_files(inputs: list[str | os.PathLike[str]]) -> list[str]:
 
 
 def read_slice(path: str | os.PathLike[str]) -> tuple[Dataset, np.ndarray]:
-    """Header and modality values (float32) of a single-frame slice, via the fast native path when possible."""
+    """Header and stored values of a single-frame grey slice, via the fast native path when possible."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
@@ -77,7 +77,7 @@ def read_slice(path: str | os.PathLike[str]) -> tuple[Dataset, np.ndarray]:
         stored = decode_frame(header, 0)[0]
         if stored.ndim != 2:
             raise InvalidDataset(f"{name}: colour image, not a grey slice of a volume")
-    return header, apply_modality(stored, modality_transform(header, 0))
+    return header, stored
 
 
 def load_series(paths: list[str | os.PathLike[str]]) -> Volume:
@@ -96,11 +96,13 @@ def load_series(paths: list[str | os.PathLike[str]]) -> Volume:
     positions = positions[order]
     _check_distinct(slices, positions @ normal)
     first = slices[0]
-    shape = first.values.shape
-    for s in slices:
-        if s.values.shape != shape:
-            raise InvalidDataset(f"{s.path}: {s.values.shape[0]}x{s.values.shape[1]} pixels, "
+    shape = first.stored.shape
+    values = np.empty((len(slices), *shape), np.float32)
+    for k, s in enumerate(slices):
+        if s.stored.shape != shape:
+            raise InvalidDataset(f"{s.path}: {s.stored.shape[0]}x{s.stored.shape[1]} pixels, "
                                  f"the series' first slice has {shape[0]}x{shape[1]}")
+        apply_modality(s.stored, modality_transform(s.header, 0), out=values[k])
     spacing_rc = pixel_spacing(first.header) or (1.0, 1.0)
     step = _slice_step(first.header, positions, normal)
     affine = np.eye(4)
@@ -108,7 +110,6 @@ def load_series(paths: list[str | os.PathLike[str]]) -> Volume:
     affine[:3, 1] = orientation[1] * spacing_rc[0]
     affine[:3, 2] = orientation[0] * spacing_rc[1]
     affine[:3, 3] = positions[0]
-    values = np.stack([s.values for s in slices])
     return Volume(values, (float(np.linalg.norm(step)), *spacing_rc), affine, orientation, positions,
                   tuple(s.path for s in slices))
 
