@@ -320,6 +320,7 @@ def test_dataset_without_sop_instance_uid_gets_a_failure_status(server: Server, 
     sop = ds.SOPInstanceUID
     del ds.SOPInstanceUID  # the file meta still names it, so the C-STORE request carries it
     path = tmp_path / "nouid.dcm"
+    ds.preamble = b"\0" * 128  # a Part-10 file whose meta names the instance but whose dataset does not
     ds.save_as(path, enforce_file_format=False)
     assert _send_raw(server, path) == 0xC000
     assert _find_instance(server, sop) == []
