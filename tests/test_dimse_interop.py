@@ -337,22 +337,30 @@ def test_truncated_dataset_gets_a_failure_status(server: Server, tmp_path: Path)
 
 
 def test_association_dropped_mid_transfer_leaves_nothing_indexed(server: Server, tmp_path: Path) -> None:
+    import socket as sockets
+
     import numpy as np
-    import threading
 
     ds = tiny_ct("DROP", "1.2.3.5", "1.2.3.6", 1)
     ds.Rows = ds.Columns = 2048
-    ds.PixelData = np.zeros((2048, 2048), np.int16).tobytes()  # 8 MB: long enough to cut in the middle
+    ds.PixelData = np.zeros((2048, 2048), np.int16).tobytes()  # 8 MB, sent as many P-DATA PDUs
+    sent = []
+
+    def cut_after_a_few_pdus(event) -> None:
+        sent.append(1)
+        if len(sent) == 6:  # association set-up, then a few P-DATA: the dataset is half sent
+            event.assoc.dul.socket.socket.shutdown(sockets.SHUT_RDWR)
+
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
-    assoc = associate(server, ae, max_pdu=4096)
-    threading.Timer(0.05, assoc.abort).start()
+    assoc = associate(server, ae, evt_handlers=[(evt.EVT_PDU_SENT, cut_after_a_few_pdus)])
     try:
         assoc.send_c_store(ds)
-    except Exception:  # noqa: BLE001 - the abort may surface as an error on this side
+    except Exception:  # noqa: BLE001 - the dropped connection may surface as an error on this side
         pass
-    time.sleep(0.5)
+    time.sleep(1)
     assert _find_instance(server, ds.SOPInstanceUID) == []
+    assert not list((server.data_dir / "files").glob("DROP/**/*.dcm"))
     ae2 = AE(ae_title="TESTSCU")
     ae2.add_requested_context(Verification)
     again = associate(server, ae2)  # the server goes on serving
