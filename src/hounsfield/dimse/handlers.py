@@ -70,11 +70,13 @@ class Handlers:
         ]
 
     def on_requested(self, event: evt.Event) -> None:
-        calling = event.assoc.requestor.ae_title
+        # At this point pynetdicom has the A-ASSOCIATE-RQ but has not yet copied its calling AE title.
+        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+        where = f"{calling} at {event.assoc.requestor.address}:{event.assoc.requestor.port}"
         if self.pacs.settings.known_aes_only and self.pacs.peers.by_ae_title(calling) is None:
-            log.warning("rejecting association from unknown AE %s", peer_label(event))
+            log.warning("rejecting association from unknown AE %s", where)
         else:
-            log.info("association requested by %s", peer_label(event))
+            log.info("association requested by %s", where)
 
     def on_store(self, event: evt.Event) -> int:
         try:
