@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pydicom.dataset import Dataset
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from hounsfield import matching
 from hounsfield.db import Database
-from hounsfield.dicomfile import Header, pack_json, part10_prefix, read_header, to_json
+from hounsfield.dicomfile import Header, part10_prefix, read_header
 from hounsfield.errors import NotFound
 from hounsfield.models import Instance, Patient, Series, Study
 from hounsfield.query import Query
@@ -60,27 +59,14 @@ class StoredInstance:
     size: int
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value)
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def relative_path(ds: Dataset) -> str:
+def relative_path(header: Header) -> str:
     """Browsable layout: PatientID / StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID.dcm."""
     return "/".join(
         (
-            safe_component(_text(ds, "PatientID"), "no-patient-id"),
-            safe_component(_text(ds, "StudyInstanceUID")),
-            safe_component(_text(ds, "SeriesInstanceUID")),
-            safe_component(_text(ds, "SOPInstanceUID")) + ".dcm",
+            safe_component(header.text("PatientID"), "no-patient-id"),
+            safe_component(header.text("StudyInstanceUID")),
+            safe_component(header.text("SeriesInstanceUID")),
+            safe_component(header.sop_instance_uid) + ".dcm",
         )
     )
 
@@ -106,22 +92,21 @@ class Archive:
         """Store an encoded instance held in memory (STOW-RS part, a file read by ``import``)."""
         header = header or read_header(data)
         if not header.has_file_meta:  # a bare dataset: give it the Part-10 wrapper an archive file needs
-            data = part10_prefix(header.dataset, header.transfer_syntax_uid) + bytes(data)
+            data = part10_prefix(header) + bytes(data)
         return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
 
     def _store(self, header: Header, origin: str, put: Callable[[str], None]) -> StoreResult:
-        ds = header.dataset
         uid = header.sop_instance_uid
         result = StoreResult(
-            StoreOutcome.STORED, uid, _text(ds, "SOPClassUID"), _text(ds, "StudyInstanceUID"),
-            _text(ds, "SeriesInstanceUID"), header.transfer_syntax_uid,
+            StoreOutcome.STORED, uid, header.text("SOPClassUID"), header.text("StudyInstanceUID"),
+            header.text("SeriesInstanceUID"), header.transfer_syntax_uid,
         )
         with self.db.session() as s:
             existing = s.scalar(select(Instance.path).where(Instance.sop_instance_uid == uid))
         if existing is not None and self.duplicate_policy == "keep":
             log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
             return _replace(result, StoreOutcome.DUPLICATE_KEPT)
-        rel = existing or relative_path(ds)
+        rel = existing or relative_path(header)
         put(rel)  # durable before the index row exists
         try:
             with self.db.session() as s:
@@ -136,56 +121,54 @@ class Archive:
         return _replace(result, StoreOutcome.REPLACED if existing else StoreOutcome.STORED)
 
     def _index(self, s: Session, header: Header, rel: str, origin: str, *, replace: bool) -> None:
-        ds = header.dataset
+        h = header
         path = self.files.path(rel)
         size = os.path.getsize(path)
         digest = sha256_file(path)
-        bulk_uri = "/dicom-web/studies/{}/series/{}/instances/{}/bulk".format(
-            _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"), header.sop_instance_uid
-        )
-        header_json = pack_json(to_json(ds, bulk_uri))
+        header_json = h.packed("/dicom-web/studies/{}/series/{}/instances/{}/bulk".format(
+            h.text("StudyInstanceUID"), h.text("SeriesInstanceUID"), h.sop_instance_uid))
         patient = _get_or_create(
             s, Patient,
-            {"patient_id": _text(ds, "PatientID"), "issuer_of_patient_id": _text(ds, "IssuerOfPatientID")},
+            {"patient_id": h.text("PatientID"), "issuer_of_patient_id": h.text("IssuerOfPatientID")},
             {
-                "patient_name": matching.normalize_value("PN", ds.get("PatientName", "")),
-                "patient_birth_date": matching.normalize_date(_text(ds, "PatientBirthDate")),
-                "patient_sex": _text(ds, "PatientSex"),
+                "patient_name": matching.normalize_value("PN", h.text("PatientName")),
+                "patient_birth_date": matching.normalize_date(h.text("PatientBirthDate")),
+                "patient_sex": h.text("PatientSex"),
             },
         )
         study = _get_or_create(
-            s, Study, {"study_instance_uid": _text(ds, "StudyInstanceUID")},
+            s, Study, {"study_instance_uid": h.text("StudyInstanceUID")},
             {
                 "patient_fk": patient,
-                "study_date": matching.normalize_date(_text(ds, "StudyDate")),
-                "study_time": matching.normalize_time(_text(ds, "StudyTime")),
-                "accession_number": _text(ds, "AccessionNumber"),
-                "study_id": _text(ds, "StudyID"),
-                "study_description": _text(ds, "StudyDescription")[:64],
-                "referring_physician_name": matching.normalize_value("PN", ds.get("ReferringPhysicianName", "")),
+                "study_date": matching.normalize_date(h.text("StudyDate")),
+                "study_time": matching.normalize_time(h.text("StudyTime")),
+                "accession_number": h.text("AccessionNumber"),
+                "study_id": h.text("StudyID"),
+                "study_description": h.text("StudyDescription")[:64],
+                "referring_physician_name": matching.normalize_value("PN", h.text("ReferringPhysicianName")),
                 "attrs": header_json,
             },
         )
         series = _get_or_create(
-            s, Series, {"series_instance_uid": _text(ds, "SeriesInstanceUID")},
+            s, Series, {"series_instance_uid": h.text("SeriesInstanceUID")},
             {
                 "study_fk": study,
-                "modality": _text(ds, "Modality"),
-                "series_number": _text(ds, "SeriesNumber"),
-                "series_description": _text(ds, "SeriesDescription")[:64],
-                "body_part_examined": _text(ds, "BodyPartExamined"),
-                "series_date": matching.normalize_date(_text(ds, "SeriesDate")),
-                "series_time": matching.normalize_time(_text(ds, "SeriesTime")),
+                "modality": h.text("Modality"),
+                "series_number": h.text("SeriesNumber"),
+                "series_description": h.text("SeriesDescription")[:64],
+                "body_part_examined": h.text("BodyPartExamined"),
+                "series_date": matching.normalize_date(h.text("SeriesDate")),
+                "series_time": matching.normalize_time(h.text("SeriesTime")),
                 "attrs": header_json,
             },
         )
         values: dict[str, Any] = {
             "series_fk": series,
-            "sop_class_uid": _text(ds, "SOPClassUID"),
-            "instance_number": _int(ds, "InstanceNumber"),
-            "rows": _int(ds, "Rows"),
-            "columns": _int(ds, "Columns"),
-            "number_of_frames": _int(ds, "NumberOfFrames"),
+            "sop_class_uid": h.text("SOPClassUID"),
+            "instance_number": h.integer("InstanceNumber"),
+            "rows": h.integer("Rows"),
+            "columns": h.integer("Columns"),
+            "number_of_frames": h.integer("NumberOfFrames"),
             "transfer_syntax_uid": header.transfer_syntax_uid,
             "path": rel,
             "size": size,

@@ -1,14 +1,16 @@
 """Reading what the index needs from an encoded instance, without decoding its pixel data.
 
-The archive keeps the bytes it received; this module reads the header (everything before Pixel Data),
-checks that the encoded dataset is complete, and turns the header into DICOM JSON (PS3.18 F.2) with bulk
-data left out, which is what the index keeps for C-FIND answers, QIDO-RS and WADO-RS metadata.
+The archive keeps the bytes it received; this module checks that the encoded dataset is complete and
+identifiable and turns its header into DICOM JSON (PS3.18 F.2) with bulk data left out — what the index keeps
+for C-FIND answers, QIDO-RS and WADO-RS metadata. ``headerjson`` walks the bytes (fast); datasets it does not
+understand go through pydicom.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -17,48 +19,72 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
+from hounsfield import headerjson
 from hounsfield.errors import InvalidDataset
 
-REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+REQUIRED_UIDS = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInstanceUID": "0020000D",
+                 "SeriesInstanceUID": "0020000E"}
 BULK_THRESHOLD = 1024  # binary values above this size are bulk data, not metadata
+BULK_PLACEHOLDER = "{bulk}"  # replaced by the instance's bulk data URI prefix when the JSON is packed
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 
 
 @dataclass(frozen=True)
 class Header:
-    """The header of one encoded instance and where its dataset ends."""
+    """The header of one encoded instance as DICOM JSON, and how its dataset is encoded."""
 
-    dataset: Dataset
+    json: dict[str, Any]
     transfer_syntax_uid: str
     has_file_meta: bool
 
+    def values(self, keyword: str) -> list[Any]:
+        return self.json.get(_tag_hex(keyword), {}).get("Value", [])
+
+    def text(self, keyword: str) -> str:
+        """The value as text (several values joined with '\\', a name in its 'A=I=P' form); '' when absent."""
+        out = []
+        for v in self.values(keyword):
+            if isinstance(v, dict):
+                out.append("=".join(v.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")).rstrip("="))
+            elif isinstance(v, float) and v.is_integer():
+                out.append(str(int(v)))
+            else:
+                out.append("" if v is None else str(v))
+        return "\\".join(out)
+
+    def integer(self, keyword: str) -> int | None:
+        try:
+            value = self.values(keyword)[0]
+            return None if value in (None, "") else int(value)
+        except (IndexError, TypeError, ValueError):
+            return None
+
     @property
     def sop_instance_uid(self) -> str:
-        return str(self.dataset.SOPInstanceUID)
+        return self.text("SOPInstanceUID")
+
+    def packed(self, bulk_prefix: str) -> bytes:
+        """zlib-compressed DICOM JSON, its BulkDataURIs under ``bulk_prefix``."""
+        text = json.dumps(self.json, separators=(",", ":"))
+        return zlib.compress(text.replace(f'"{BULK_PLACEHOLDER}/', f'"{bulk_prefix}/').encode(), 1)
 
 
-def _element_header(head: bytes, order: str, implicit: bool) -> tuple[int, int, int]:
-    """(tag, value length, header length) of the element whose first bytes are ``head``."""
-    group, elem = struct.unpack(order + "HH", head[:4])
-    tag = group << 16 | elem
-    if group == 0xFFFE or implicit or not head[4:6].isalpha():  # items, or Pixel Data written implicitly
-        return tag, struct.unpack(order + "I", head[4:8])[0], 8
-    if head[4:6] in _LONG_LENGTH_VRS:
-        return tag, struct.unpack(order + "I", head[8:12])[0], 12
-    return tag, struct.unpack(order + "H", head[6:8])[0], 8
+def _tag_hex(keyword: str) -> str:
+    return f"{int(Tag(keyword)):08X}"
+
+
+def _bulk(tag: int) -> str:
+    return f"{BULK_PLACEHOLDER}/{tag:08X}"
 
 
 def _check_complete(fp: BinaryIO, size: int, little: bool, implicit: bool) -> None:
-    """Walk the elements from ``fp`` (where header parsing stopped: Pixel Data and what follows it) and raise
-    when one declares more bytes than the stream holds (PS3.5 7.1, 7.5, A.4)."""
+    """Raise when an element after the header (Pixel Data, padding) declares more bytes than the stream holds."""
     order = "<" if little else ">"
     pos = fp.tell()
     while pos < size:
@@ -66,73 +92,92 @@ def _check_complete(fp: BinaryIO, size: int, little: bool, implicit: bool) -> No
         head = fp.read(12)
         if len(head) < 8:
             raise InvalidDataset(f"dataset ends inside an element header at byte {pos} (truncated)")
-        tag, length, header_len = _element_header(head, order, implicit)
-        pos += header_len
+        explicit = not implicit and head[4:6].isalpha()
+        long_form = explicit and head[4:6] in (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN",
+                                               b"UR", b"UT")
+        length = struct.unpack(order + ("I" if long_form or not explicit else "H"),
+                               head[8:12] if long_form else head[4:8] if not explicit else head[6:8])[0]
+        pos += 12 if long_form else 8
         if length != 0xFFFFFFFF:
             pos += length
             if pos > size:
-                raise InvalidDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but "
-                                     f"only {size - pos + length} were received (truncated)")
+                raise InvalidDataset(f"an element declares {length} bytes beyond the end of the data (truncated)")
             continue
-        fp.seek(pos)  # undefined length: look for the end of the sequence or of the encapsulated fragments
-        rest = fp.read()
-        end = rest.find(_SEQ_DELIMITER if little else b"\xff\xfe\xe0\xdd")
+        fp.seek(pos)
+        end = fp.read().find(_SEQ_DELIMITER if little else b"\xff\xfe\xe0\xdd")
         if end < 0:
-            raise InvalidDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has no sequence delimiter "
-                                 "(truncated)")
+            raise InvalidDataset("a sequence or encapsulated Pixel Data has no delimiter (truncated)")
         pos += end + 8
 
 
-def read_header(source: Path | bytes) -> Header:
-    """Read the header of a Part-10 file or a raw dataset and check it is complete and identifiable."""
-    fp: BinaryIO = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+def _pydicom_header(data: bytes | mmap.mmap) -> Header:
+    """The slow path, for encodings the walker does not handle (no file meta in big endian, odd meta…)."""
+    fp = io.BytesIO(data)
     try:
-        size = len(source) if isinstance(source, (bytes, bytearray)) else os.fstat(fp.fileno()).st_size
-        try:
-            ds = dcmread(fp, stop_before_pixels=True, force=True)
-        except (InvalidDicomError, EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
-            raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
-        meta = getattr(ds, "file_meta", None)
-        has_meta = meta is not None and "TransferSyntaxUID" in meta
-        implicit, little = ds.original_encoding
-        if implicit is None:
-            raise InvalidDataset("not a DICOM dataset (no element could be read)")
-        _check_complete(fp, size, bool(little), bool(implicit))
-    finally:
-        fp.close()
-    missing = [k for k in REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]
-    if missing:
-        raise InvalidDataset(f"dataset has no {', '.join(missing)}")
+        ds = dcmread(fp, stop_before_pixels=True, force=True)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
+        raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        raise InvalidDataset("not a DICOM dataset (no element could be read)")
+    _check_complete(fp, len(data), bool(little), bool(implicit))
+    meta = getattr(ds, "file_meta", None)
+    has_meta = meta is not None and "TransferSyntaxUID" in meta
     if has_meta:
         ts = str(meta.TransferSyntaxUID)
     else:
-        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-        if not little:
-            ts = "1.2.840.10008.1.2.2"
-    return Header(ds, ts, has_meta)
+        ts = (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian) if little else "1.2.840.10008.1.2.2"
+    return Header(to_json(ds, BULK_PLACEHOLDER), ts, has_meta)
 
 
-def file_meta_for(ds: Dataset, transfer_syntax_uid: str) -> FileMetaDataset:
+def parse_header(data: bytes | mmap.mmap) -> Header:
+    """Check an encoded instance (Part-10 file or bare dataset) and read its header."""
+    try:
+        parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD)
+        header = Header(parsed.json, parsed.transfer_syntax_uid, parsed.has_file_meta)
+    except headerjson.Truncated as exc:
+        raise InvalidDataset(str(exc)) from exc
+    except (headerjson.HeaderError, struct.error, UnicodeDecodeError, LookupError):
+        header = _pydicom_header(data)
+    missing = [k for k in REQUIRED_UIDS if not header.text(k).strip()]
+    if missing:
+        raise InvalidDataset(f"dataset has no {', '.join(missing)}")
+    return header
+
+
+def read_header(source: Path | bytes) -> Header:
+    """``parse_header`` of a file (mapped, not read: Pixel Data is skipped, never loaded) or of bytes."""
+    if isinstance(source, (bytes, bytearray)):
+        return parse_header(bytes(source))
+    with open(source, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise InvalidDataset("empty file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return parse_header(data)
+
+
+def file_meta_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = transfer_syntax_uid
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     return meta
 
 
-def part10_prefix(ds: Dataset, transfer_syntax_uid: str) -> bytes:
-    """Preamble, 'DICM' and file meta to put in front of a raw dataset so that it becomes a Part-10 file."""
+def part10_prefix(header: Header) -> bytes:
+    """Preamble, 'DICM' and file meta to put in front of a bare dataset so that it becomes a Part-10 file."""
     buf = io.BytesIO()
     buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, file_meta_for(ds, transfer_syntax_uid), enforce_standard=True)
+    meta = file_meta_for(header.text("SOPClassUID"), header.sop_instance_uid, header.transfer_syntax_uid)
+    write_file_meta_info(buf, meta, enforce_standard=True)
     return buf.getvalue()
 
 
 def to_json(ds: Dataset, bulk_uri: str | None = None) -> dict[str, Any]:
     """DICOM JSON of ``ds`` without Pixel Data; other large binary values become BulkDataURIs (PS3.18 F.2.7)."""
 
-    def bulk(elem: DataElement) -> str:
+    def bulk(elem) -> str:  # noqa: ANN001 - pydicom DataElement
         return f"{bulk_uri}/{elem.tag:08X}" if bulk_uri else ""
 
     clean = ds
@@ -162,3 +207,8 @@ def pack_json(value: dict[str, Any]) -> bytes:
 
 def unpack_json(blob: bytes) -> dict[str, Any]:
     return json.loads(zlib.decompress(blob))
+
+
+def json_text(blob: bytes) -> bytes:
+    """The DICOM JSON text (UTF-8) of a blob made by ``pack_json``, without parsing it (WADO-RS metadata)."""
+    return zlib.decompress(blob)

@@ -1,0 +1,67 @@
+"""The fast header walker gives the DICOM JSON pydicom gives, on every file we have."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pydicom
+import pydicom.data
+import pytest
+
+from hounsfield import headerjson
+from hounsfield.dicomfile import BULK_PLACEHOLDER, to_json
+from hounsfield.errors import InvalidDataset
+from hounsfield.dicomfile import read_header
+from conftest import SHARED_DATA, require_shared_data
+
+BUNDLED = sorted(str(p) for p in (Path(pydicom.data.__file__).parent / "test_files").rglob("*.dcm"))
+
+
+def _reference(path: str) -> dict | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return to_json(ds, BULK_PLACEHOLDER)
+        except Exception:  # noqa: BLE001 - files pydicom itself cannot read are not compared
+            return None
+
+
+def _public(j: dict) -> dict:
+    """Private elements are left out: pydicom resolves some of their VRs from its private dictionary."""
+    return {k: v for k, v in j.items() if int(k[:4], 16) % 2 == 0 and not k.startswith("0002")}
+
+
+def _compare(path: str) -> None:
+    ref = _reference(path)
+    if ref is None:
+        pytest.skip("pydicom cannot read it either")
+    try:
+        got = headerjson.parse(Path(path).read_bytes(), lambda t: f"{BULK_PLACEHOLDER}/{t:08X}").json
+    except headerjson.Truncated:
+        pytest.skip("truncated: refused (checked below)")
+    except headerjson.HeaderError:
+        return  # the caller falls back to pydicom for these
+    a, b = _public(ref), _public(got)
+    assert {k for k in a if a[k] != b.get(k)} | {k for k in b if k not in a} <= {"00280008"}  # badVR.dcm: '1A'
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[Path(p).name for p in BUNDLED])
+def test_bundled_files(path: str) -> None:
+    _compare(path)
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in SHARED_DATA.rglob("*.dcm")) if SHARED_DATA.is_dir()
+                         else ["missing"])
+def test_shared_files(path: str) -> None:
+    require_shared_data()
+    _compare(path)
+
+
+@pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm",
+                                  "emri_small_jpeg_2k_lossless_too_short.dcm"])
+def test_truncated_files_are_refused(name: str) -> None:
+    root = require_shared_data()
+    with pytest.raises(InvalidDataset, match="truncated"):
+        read_header(root / "malformed" / name)
