@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -101,10 +102,14 @@ def serve(settings: config.Settings) -> None:
     console.print(f"hounsfield: DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}, "
                   f"HTTP http://{settings.http_host}:{settings.http_port}, data {settings.data_dir}",
                   highlight=False)
+    # uvicorn re-raises SIGINT/SIGTERM once it has stopped; catching them here lets the DICOM service then
+    # finish its in-flight associations before the process exits.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _sig, _frame: None)
     try:
         server.run()  # returns after SIGINT/SIGTERM
     finally:
-        pacs.close()  # lets in-flight associations finish
+        pacs.close()
     if not server.started:
         fail(f"cannot listen on HTTP {settings.http_host}:{settings.http_port}")
 
