@@ -102,9 +102,11 @@ class DicomService:
         server, self.server = self.server, None
         threading.Thread(target=server.shutdown, daemon=True).start()  # stop accepting at once
         deadline = time.monotonic() + grace
-        while server.active_associations and time.monotonic() < deadline:
+        while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for assoc in server.active_associations:
-            log.warning("aborting association with %s after %.0f s shutdown grace", assoc.requestor.ae_title, grace)
+        for assoc in server.active_associations:  # idle connections and what outlived the grace period
+            if assoc.is_established:
+                log.warning("aborting association with %s after %.0f s shutdown grace",
+                            assoc.requestor.ae_title, grace)
             assoc.abort()
         log.info("DICOM service stopped")
