@@ -104,9 +104,9 @@ def test_cli_import_ls_and_client_commands(server: Server, tmp_path: Path, share
     (src / "notes.txt").write_text("not dicom")
     (src / "b").mkdir()
     (src / "b" / "trunc.dcm").write_bytes(encode(tiny_ct("CLI1", "1.2.8.1", "1.2.8.2", 9))[:-6])
-    proc = server.cli("import", str(src))
-    assert "imported 4 files: 2 stored; 2 skipped" in " ".join(proc.stdout.split())
-    assert re.search(r"skipped 1: .*truncated", proc.stdout) and "notes.txt" in proc.stdout
+    out = " ".join(server.cli("import", str(src)).stdout.split())
+    assert "imported 4 files: 2 stored; 2 skipped" in out
+    assert re.search(r"skipped 1: [^;]*truncated", out) and re.search(r"skipped 1: not a DICOM file.*notes.txt", out)
     again = server.cli("import", str(src))  # while the server runs; a second import keeps the copies
     assert "2 duplicate-kept" in again.stdout
     listing = server.cli("ls").stdout

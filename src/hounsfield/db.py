@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
@@ -42,7 +43,6 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (no-op when it already is)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -132,6 +132,8 @@ def _pydicom_header(data: bytes | mmap.mmap) -> Header:
 
 def parse_header(data: bytes | mmap.mmap) -> Header:
     """Check an encoded instance (Part-10 file or bare dataset) and read its header."""
+    if data[128:132] != b"DICM" and data[1:2] != b"\x00":  # a bare dataset starts with a low group number
+        raise InvalidDataset("not a DICOM file: no 'DICM' prefix and no dataset at the start")
     try:
         parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD)
         header = Header(parsed.json, parsed.transfer_syntax_uid, parsed.has_file_meta)
