@@ -8,6 +8,7 @@ import inspect
 import logging
 import signal
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -52,7 +53,9 @@ def fail(message: str, code: int = 1) -> None:
 def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add the common options to a command and pass it the loaded ``settings`` instead."""
     sig = inspect.signature(func)
-    own = [p for name, p in sig.parameters.items() if name != "settings"]
+    hints = typing.get_type_hints(func, include_extras=True)  # resolve the postponed annotations for Typer
+    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items()
+           if name != "settings"]
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, opt], default=None)
              for name, (kind, opt) in COMMON_OPTIONS.items()]
 
@@ -66,12 +69,15 @@ def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), 2)
         logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # The server logs pynetdicom's warnings; a client command reports its own one-line errors.
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING if func.__name__ == "serve" else logging.CRITICAL)
         try:
             return func(*args, settings=settings, **kwargs)
         except HounsfieldError as exc:
             fail(str(exc))
 
     wrapper.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
     return wrapper
 
 
