@@ -205,9 +205,7 @@ def _identifier(level: str, keys: list[str] | None) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
     for item in keys or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--key {item!r}: expected KEYWORD=VALUE", 2)
+        name, _, value = item.partition("=")  # a bare KEYWORD asks for the attribute (universal match)
         try:
             setattr(ds, name.strip(), value or None)
         except (ValueError, TypeError, AttributeError) as exc:
