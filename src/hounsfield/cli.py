@@ -71,6 +71,7 @@ def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # The server logs pynetdicom's warnings; a client command reports its own one-line errors.
         logging.getLogger("pynetdicom").setLevel(logging.WARNING if func.__name__ == "serve" else logging.CRITICAL)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
         try:
             return func(*args, settings=settings, **kwargs)
         except HounsfieldError as exc:
