@@ -40,9 +40,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", 8042, "Port of the HTTP service."),
     Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
     Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
-    Setting("max_associations", 16, "Most DICOM associations served at once."),
+    Setting("max_associations", 16, "Most DICOM associations served at once (per DICOM process)."),
+    Setting("dicom_processes", 0, "Processes sharing the DICOM port (0: two per CPU core, at most 8)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
     Setting("fsync", True, "fsync every stored file before it is indexed (turning it off loses crash safety)."),
+    # --- worklist (MWL SCP and MPPS) ---
+    Setting("worklist_station_only", False, "MWL: answer a modality only with items scheduled on its own AE title."),
+    Setting("worklist_days", 0, "MWL: answer only items scheduled within this many days of today (0: any day)."),
+    Setting("worklist_max_answers", 0, "MWL: at most this many answers to one C-FIND (0: no limit)."),
+    Setting("worklist_fuzzy_pn", False, "MWL: match person names ignoring case (and as prefixes of components)."),
+    Setting("worklist_show_closed", False, "MWL: still answer steps that are completed, discontinued or canceled."),
+    Setting("worklist_expire_hours", 0,
+            "Steps still SCHEDULED this many hours after their start become DISCONTINUED (0: never)."),
+    Setting("worklist_query_log_size", 10000, "How many received MWL queries the query log keeps."),
 )
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -68,8 +78,16 @@ class Settings:
     duplicate_policy: str = "keep"
     known_aes_only: bool = False
     max_associations: int = 16
+    dicom_processes: int = 0
     log_level: str = "INFO"
     fsync: bool = True
+    worklist_station_only: bool = False
+    worklist_days: int = 0
+    worklist_max_answers: int = 0
+    worklist_fuzzy_pn: bool = False
+    worklist_show_closed: bool = False
+    worklist_expire_hours: int = 0
+    worklist_query_log_size: int = 10000
     peers: tuple[Peer, ...] = field(default_factory=tuple)
 
     @property

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import tempfile
 from functools import cached_property
+from multiprocessing.process import BaseProcess
 
 from hounsfield.archive import Archive
 from hounsfield.config import Settings
 from hounsfield.db import Database
+from hounsfield.dimse import workers
 from hounsfield.peers import PeerRegistry
 from hounsfield.storage import FileStore
+from hounsfield.worklist import Mpps, Worklist, options_from
 
 log = logging.getLogger("hounsfield")
 
@@ -27,6 +30,9 @@ class Pacs:
         self.files = FileStore(settings.data_dir / "files", fsync=settings.fsync)
         self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy)
         self.peers = PeerRegistry(self.db, settings.peers)
+        self._workers: list[BaseProcess] = []
+        self.worklist = Worklist(self.db, options_from(settings), query_log_size=settings.worklist_query_log_size)
+        self.mpps = Mpps(self.db, self.worklist)
 
     @cached_property
     def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
@@ -34,15 +40,20 @@ class Pacs:
 
         return DicomService(self)
 
-    def start_dicom(self) -> None:
-        removed = self.files.clean_incoming()
-        if removed:
-            log.warning("removed %d partial incoming files left by an earlier crash", removed)
+    def start_dicom(self, *, primary: bool = True) -> None:
+        """Start the DICOM service; the primary process also cleans up after a crash and starts the others."""
+        if primary:
+            removed = self.files.clean_incoming()
+            if removed:
+                log.warning("removed %d partial incoming files left by an earlier crash", removed)
         # pynetdicom writes incoming datasets with tempfile; keep them on the store's file system.
         tempfile.tempdir = str(self.files.incoming)
         self.dicom.start()
+        if primary:
+            self._workers = workers.start(self.settings)
 
-    def close(self) -> None:
+    def close(self, *, grace: float = 30.0) -> None:
         if "dicom" in self.__dict__:
-            self.dicom.stop()
+            self.dicom.stop(grace)
+        workers.stop(self._workers)
         self.db.dispose()

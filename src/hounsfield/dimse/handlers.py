@@ -60,13 +60,15 @@ class Handlers:
         self.pacs = pacs
 
     def bindings(self) -> list[tuple[Any, Any]]:
+        from hounsfield.worklist.dimse import WorklistHandlers  # worklist: MWL C-FIND (routed), MPPS N-CREATE/N-SET
+
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
+            *WorklistHandlers(self.pacs).bindings(qr_find=self.on_find),
         ]
 
     def on_requested(self, event: evt.Event) -> None:
@@ -75,6 +77,7 @@ class Handlers:
         where = f"{calling} at {event.assoc.requestor.address}:{event.assoc.requestor.port}"
         if self.pacs.settings.known_aes_only and self.pacs.peers.by_ae_title(calling) is None:
             log.warning("rejecting association from unknown AE %s", where)
+            event.assoc.acse.send_reject(st.REJECTED_PERMANENT, st.REJECT_SOURCE_USER, st.CALLING_AE_NOT_RECOGNIZED)
         else:
             log.info("association requested by %s", where)
 

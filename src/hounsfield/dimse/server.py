@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config, build_context
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -20,6 +23,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
+from hounsfield.dimse.tuning import shorten_reactor_polling
 
 if TYPE_CHECKING:
     from hounsfield.pacs import Pacs
@@ -70,11 +74,20 @@ def build_ae(pacs: "Pacs") -> AE:
         ae.add_supported_context(cx.abstract_syntax, STORAGE_SYNTAXES, scp_role=True, scu_role=True)
     for sop in QR_CLASSES:
         ae.add_supported_context(sop)
+    ae.add_supported_context(ModalityWorklistInformationFind)  # worklist: MWL SCP
+    ae.add_supported_context(ModalityPerformedProcedureStep)  # worklist: MPPS SCP
     # As C-GET SCP and C-MOVE SCU, hounsfield proposes storage contexts itself.
     ae.requested_contexts = []
-    if settings.known_aes_only:
-        ae.require_calling_aet = [p.ae_title for p in pacs.peers.all()] or ["\\no-peer\\"]
     return ae
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other hounsfield processes may listen on too (SO_REUSEPORT):
+    the kernel spreads new associations over them, so parallel associations use more than one core."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class DicomService:
@@ -88,13 +101,13 @@ class DicomService:
 
     def start(self) -> None:
         s = self.pacs.settings
-        self.server = self.ae.start_server((s.dicom_host, s.dicom_port), block=False,
-                                           evt_handlers=self.handlers.bindings())
+        shorten_reactor_polling()
+        server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
+                                     server_class=SharedPortServer)
+        threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
+        self.ae._servers.append(server)  # so that pynetdicom's own bookkeeping (shutdown) knows it
+        self.server = server
         log.info("DICOM service %s listening on %s:%d", s.ae_title, s.dicom_host, s.dicom_port)
-
-    def refresh_known_aes(self) -> None:
-        if self.pacs.settings.known_aes_only:
-            self.ae.require_calling_aet = [p.ae_title for p in self.pacs.peers.all()] or ["\\no-peer\\"]
 
     def stop(self, grace: float = 30.0) -> None:
         if self.server is None:

@@ -3,6 +3,7 @@
 from alembic import context
 
 from hounsfield.models import Base
+from hounsfield.worklist import models as _worklist_models  # noqa: F401 - registers the worklist tables
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

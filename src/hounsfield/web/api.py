@@ -144,17 +144,11 @@ def list_peers(request: Request) -> list[PeerIn]:
 @router.put("/peers/{name}", tags=["peers"])
 def put_peer(request: Request, name: str, peer: PeerIn) -> PeerIn:
     """Add or change a remote node (C-MOVE destination, known AE)."""
-    pacs = pacs_of(request)
-    pacs.peers.add(Peer(name, peer.ae_title, peer.host, peer.port))
-    if "dicom" in pacs.__dict__:
-        pacs.dicom.refresh_known_aes()
+    pacs_of(request).peers.add(Peer(name, peer.ae_title, peer.host, peer.port))
     return PeerIn(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port)
 
 
 @router.delete("/peers/{name}", tags=["peers"])
 def delete_peer(request: Request, name: str) -> dict[str, str]:
-    pacs = pacs_of(request)
-    pacs.peers.remove(name)
-    if "dicom" in pacs.__dict__:
-        pacs.dicom.refresh_known_aes()
+    pacs_of(request).peers.remove(name)
     return {"deleted": name}

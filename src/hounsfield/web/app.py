@@ -19,6 +19,7 @@ from hounsfield.errors import (
     StorageFull,
 )
 from hounsfield.pacs import Pacs
+from hounsfield.web.multipart import MalformedMultipart, NotAcceptable, UnsupportedMediaType  # issue 5
 
 HTTP_STATUS: dict[type[HounsfieldError], int] = {
     NotFound: 404,
@@ -28,6 +29,9 @@ HTTP_STATUS: dict[type[HounsfieldError], int] = {
     Rejected: 409,
     StorageFull: 507,
     DependencyMissing: 501,
+    MalformedMultipart: 400,  # issue 5: DICOMweb / uploads
+    UnsupportedMediaType: 415,
+    NotAcceptable: 406,
 }
 
 
@@ -61,4 +65,18 @@ def create_app(pacs: Pacs) -> FastAPI:
                 "dicom_port": pacs.settings.dicom_port}
 
     app.include_router(api.router)
+    # --- issue 5: DICOMweb at /dicom-web (CORS there only) and the viewer at /ui ---
+    from hounsfield.web import dicomweb, transfer, ui
+
+    app.include_router(transfer.router)
+    app.include_router(dicomweb.router)
+    app.add_middleware(dicomweb.DicomWebCORS)
+    ui.mount(app)
+    # --- end issue 5 ---
+    # --- issue 3: worklist REST API and the /worklist page ---
+    from hounsfield.web import worklist_api
+
+    app.include_router(worklist_api.router)
+    app.include_router(worklist_api.pages)
+    # --- end issue 3 ---
     return app

@@ -1,0 +1,192 @@
+"""Archive benchmarks: C-STORE ingest of 2,000 CT instances (1 and 4 associations), study-level C-FIND, C-MOVE
+and C-GET after ingest — hounsfield beside dcmtk's storescp and Orthanc, started by ../shared/bench in the same
+run — and study-level C-FIND by PatientID with 100,000 instances indexed.
+
+    python bench/bench_archive.py [--runs 3] [--skip-100k]     (data: HBENCH_WORK, default /tmp/hbench)
+
+Needs the shared harness (../shared/bench), dcmtk, and Orthanc for its rows. Writes bench/results/archive.json,
+whose figures bench/RESULTS.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED_BENCH = Path(os.environ.get("HBENCH_HARNESS", HERE.parent.parent / "shared" / "bench"))
+sys.path.insert(0, str(SHARED_BENCH))
+os.environ.setdefault("TCP_NODELAY", "1")  # dcmtk tools: no delayed-ACK stalls (see the harness README)
+
+import bench_qr  # noqa: E402
+from bench_ingest import cfind_count_instances, run_storescu  # noqa: E402
+from common import HOST, PORT_BASE, WORK, fresh_dir, machine_info, spread, start_process, stop_all, wait_port  # noqa: E402
+from peers import MOVE_DEST_AET, PORT, Orthanc, StoreSCP, _Managed  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+class Hounsfield(_Managed):
+    """``hounsfield serve`` on a fresh data directory, knowing the harness's C-MOVE destination."""
+
+    def __init__(self, port: int = PORT_BASE + 7, http_port: int = PORT_BASE + 8, data_dir: Path | None = None):
+        super().__init__("hounsfield", port, "HOUNSFIELD", os.path.join(WORK, "run", "hounsfield"))
+        self.http = f"http://{HOST}:{http_port}"
+        self.http_port = http_port
+        self.data_dir = data_dir
+
+    def start(self) -> None:
+        if self.data_dir is None:
+            fresh_dir(self.workdir)
+        data = self.data_dir or Path(self.workdir) / "data"
+        cfg = Path(self.workdir) / "hounsfield.toml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(f'[peers.hbdest]\nae_title = "{MOVE_DEST_AET}"\nhost = "{HOST}"\nport = {PORT["move_dest"]}\n')
+        self.proc = start_process([sys.executable, "-m", "hounsfield", "serve", "--config", str(cfg),
+                                   "--data-dir", str(data), "--ae-title", self.aet, "--dicom-port", str(self.port),
+                                   "--http-port", str(self.http_port)], os.path.join(self.workdir, "serve.log"))
+        wait_port(self.port, proc=self.proc)
+        wait_port(self.http_port, proc=self.proc)
+        time.sleep(float(os.environ.get("HBENCH_WARMUP", "20")))  # the extra DICOM processes start up
+
+    def count_stored(self) -> int | None:
+        import requests
+
+        studies = requests.get(f"{self.http}/api/studies", params={"limit": 10000}, timeout=60).json()
+        return sum(s["NumberOfStudyRelatedInstances"] for s in studies)
+
+
+def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
+    m, mb = manifest["instances"], manifest["bytes"] / 1e6
+    rows = []
+    for t in targets:
+        row = {"target": t.describe()}
+        for mode in ("1x", "4x"):
+            secs, counts = [], []
+            for r in range(runs):
+                t.start()
+                dt, ok = run_storescu(t, ct, manifest["studies"], int(mode[0]))
+                n = t.count_stored()
+                if n is None:
+                    n = cfind_count_instances(t, [s["study_uid"] for s in manifest["studies"]])
+                t.stop()
+                secs.append(dt)
+                counts.append(n)
+                print(f"  {t.name:16s} {mode} run {r + 1}: {dt:6.2f} s {m / dt:7.1f} inst/s stored {n}/{m}"
+                      f"{'' if ok else ' (storescu errors)'}", flush=True)
+            row[mode] = {"seconds": spread(secs), "inst_per_s": spread([m / s for s in secs]),
+                         "mb_per_s": spread([mb / s for s in secs]), "stored": counts, "expected": m}
+        rows.append(row)
+    return rows
+
+
+def query_retrieve(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
+    rows = []
+    dest = StoreSCP(port=PORT["move_dest"], aet=MOVE_DEST_AET, name="move destination")
+    dest.start()
+    try:
+        for t in targets:
+            t.start()
+            try:
+                run_storescu(t, ct, manifest["studies"], 1)
+                rows.append({"target": t.describe(), "stored": t.count_stored(),
+                             "find": bench_qr.bench_find(t, manifest["studies"], 20, 3),
+                             "move": bench_qr.bench_move(t, manifest["studies"], runs, dest),
+                             "get": bench_qr.bench_get(t, manifest["studies"], runs,
+                                                       os.path.join(WORK, "run", "cget"))})
+            finally:
+                t.stop()
+    finally:
+        dest.stop()
+    return rows
+
+
+def seed_index(data_dir: Path, ct: str, manifest: dict, patients: int, per_study: int) -> list[dict]:
+    """An index of ``patients`` x 1 study x ``per_study`` instances, rows written in bulk (C-FIND reads only
+    the index, so the files are not needed); every header blob is a real CT header with its UIDs changed."""
+    from sqlalchemy import insert
+
+    from hounsfield import config
+    from hounsfield.dicomfile import read_header
+    from hounsfield.models import Instance, Patient, Series, Study
+    from hounsfield.pacs import Pacs
+
+    pacs = Pacs(config.load(None, environ={}, data_dir=data_dir))
+    template = read_header(next((Path(ct) / manifest["studies"][0]["dir"]).glob("*.dcm")))
+    base = json.dumps(template.json)
+    studies = []
+    with pacs.db.engine.begin() as conn:
+        for p in range(patients):
+            pid, study_uid, series_uid = f"SEED{p:06d}", f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
+            blob = zlib.compress(base.replace(template.text("PatientID"), pid).replace(
+                template.text("StudyInstanceUID"), study_uid).encode(), 1)
+            pk = conn.execute(insert(Patient).values(patient_id=pid, patient_name=f"SEED^{p}")).inserted_primary_key[0]
+            sk = conn.execute(insert(Study).values(patient_fk=pk, study_instance_uid=study_uid, study_date="20240101",
+                                                   attrs=blob)).inserted_primary_key[0]
+            ek = conn.execute(insert(Series).values(study_fk=sk, series_instance_uid=series_uid, modality="CT",
+                                                    attrs=blob)).inserted_primary_key[0]
+            conn.execute(insert(Instance), [
+                {"series_fk": ek, "sop_instance_uid": f"2.25.{uuid.uuid4().int}", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+                 "instance_number": i + 1, "path": f"seed/{p}/{i}.dcm", "size": 0, "sha256": "", "header": blob}
+                for i in range(per_study)])
+            studies.append({"patient_id": pid, "study_uid": study_uid, "instances": per_study})
+    pacs.close()
+    return studies
+
+
+def find_at_scale(patients: int, per_study: int, ct: str, manifest: dict) -> dict:
+    data = Path(WORK) / "run" / "hounsfield-100k"
+    fresh_dir(str(data))
+    t0 = time.perf_counter()
+    studies = seed_index(data, ct, manifest, patients, per_study)
+    print(f"  seeded {patients * per_study} instances in {time.perf_counter() - t0:.0f} s", flush=True)
+    target = Hounsfield(data_dir=data)
+    target.start()
+    try:
+        return {"instances": patients * per_study, "find": bench_qr.bench_find(target, random.Random(1).sample(
+            studies, min(200, len(studies))), 20, 5)}
+    finally:
+        target.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ct", default=os.path.join(WORK, "ct"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", default="storescp,orthanc")
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--skip-qr", action="store_true")
+    ap.add_argument("--skip-100k", action="store_true")
+    ap.add_argument("--patients", type=int, default=1000, help="studies of 100 instances in the large index")
+    a = ap.parse_args()
+    manifest = json.loads((Path(a.ct) / "manifest.json").read_text())
+    peers = {"storescp": StoreSCP, "orthanc": Orthanc}
+    result: dict = {"workload": "archive", "machine": machine_info(),
+                    "hounsfield": subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                                                 capture_output=True, text=True).stdout.strip()}
+    try:
+        if not a.skip_ingest:
+            targets = [peers[p]() for p in a.peers.split(",") if p] + [Hounsfield()]
+            result["ingest"] = ingest(targets, a.ct, manifest, a.runs)
+        if not a.skip_qr:
+            targets = [Orthanc() for p in a.peers.split(",") if p == "orthanc"] + [Hounsfield()]
+            result["qr"] = query_retrieve(targets, a.ct, manifest, 5)
+        if not a.skip_100k:
+            result["find_100k"] = find_at_scale(a.patients, 100, a.ct, manifest)
+    finally:
+        stop_all()
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "archive.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {RESULTS / 'archive.json'}")
+
+
+if __name__ == "__main__":
+    main()

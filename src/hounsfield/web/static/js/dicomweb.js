@@ -1,0 +1,72 @@
+// DICOMweb client for the viewer: QIDO-RS searches, WADO-RS metadata, thumbnails, and the viewer's
+// frame-values resource (modality values as little-endian Int16/Float32 for windowing in the browser).
+
+export const ROOT = "/dicom-web";
+
+export function value(ds, tag, index = 0) {
+  const el = ds && ds[tag];
+  if (!el || !el.Value || el.Value.length <= index) return undefined;
+  const v = el.Value[index];
+  return v && typeof v === "object" && "Alphabetic" in v ? v.Alphabetic : v;
+}
+
+export function values(ds, tag) {
+  const el = ds && ds[tag];
+  return el && el.Value ? el.Value.map((v) => (v && typeof v === "object" && "Alphabetic" in v ? v.Alphabetic : v)) : [];
+}
+
+async function json(url, init) {
+  const r = await fetch(url, { headers: { Accept: "application/dicom+json" }, ...init });
+  if (r.status === 204) return [];
+  if (!r.ok) throw new Error(`${r.status} ${await errorText(r)}`);
+  return r.json();
+}
+
+export async function errorText(r) {
+  try {
+    const body = await r.clone().json();
+    return body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText;
+  } catch {
+    return r.statusText;
+  }
+}
+
+export function searchStudies(params) {
+  const qs = new URLSearchParams(params);
+  qs.append("includefield", "StudyDescription");
+  return json(`${ROOT}/studies?${qs}`);
+}
+
+export function searchSeries(study) {
+  return json(`${ROOT}/studies/${study}/series?includefield=BodyPartExamined`);
+}
+
+export function seriesMetadata(study, series) {
+  return json(`${ROOT}/studies/${study}/series/${series}/metadata`);
+}
+
+export function thumbnailUrl(study, series) {
+  return `${ROOT}/studies/${study}/series/${series}/thumbnail?viewport=96,96`;
+}
+
+// One frame's modality values: {rows, columns, samples, data (Int16Array|Float32Array), min, max}
+export async function frameValues(study, series, sop, frame = 0) {
+  const r = await fetch(`/ui/api/values/${study}/${series}/${sop}?frame=${frame}`);
+  if (!r.ok) throw new Error(`${r.status} ${await errorText(r)}`);
+  const buf = await r.arrayBuffer();
+  const h = (k) => r.headers.get(k);
+  const dtype = h("X-Dtype");
+  return {
+    rows: +h("X-Rows"),
+    columns: +h("X-Columns"),
+    samples: +h("X-Samples"),
+    min: +h("X-Min"),
+    max: +h("X-Max"),
+    data: dtype === "int16" ? new Int16Array(buf) : new Float32Array(buf),
+  };
+}
+
+export async function presets() {
+  const r = await fetch("/ui/api/presets");
+  return r.ok ? r.json() : {};
+}

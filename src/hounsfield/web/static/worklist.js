@@ -1,0 +1,164 @@
+// The receptionist's worklist page: today's schedule per station, add / edit / cancel items, the MWL query log.
+// Plain JS against the REST API at /api/worklist; no build step.
+"use strict";
+
+const API = "/api/worklist";
+const $ = (sel, root = document) => root.querySelector(sel);
+const form = $("#item-form");
+let editing = null; // id of the item being edited, null for a new one
+
+function isoDay(d) { return d.toISOString().slice(0, 10); }
+function text(value) { return value == null ? "" : String(value); }
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+  }
+  node.append(...children.map(c => (c instanceof Node ? c : document.createTextNode(text(c)))));
+  return node;
+}
+
+async function call(method, path, body) {
+  const response = await fetch(API + path, {
+    method, headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) { const error = new Error(data.detail || response.statusText); error.data = data; error.status = response.status; throw error; }
+  return data;
+}
+
+async function loadSchedule() {
+  const params = new URLSearchParams({ date: $("#day").value.replaceAll("-", ""), limit: "1000" });
+  if ($("#station-filter").value.trim()) params.set("station", $("#station-filter").value.trim());
+  if (!$("#show-closed").checked) { params.append("status", "SCHEDULED"); params.append("status", "IN PROGRESS"); }
+  const page = await call("GET", "/items?" + params);
+  const byStation = new Map();
+  for (const item of page.items) {
+    const station = item.fields.station_aet || "(no station)";
+    if (!byStation.has(station)) byStation.set(station, []);
+    byStation.get(station).push(item);
+  }
+  const section = $("#schedule");
+  section.replaceChildren(el("p", {}, `${page.total} items on ${$("#day").value}`));
+  for (const [station, items] of [...byStation].sort()) {
+    const body = el("tbody");
+    for (const item of items) body.append(row(item));
+    section.append(el("h3", {}, station), el("table", { class: "station", "data-station": station },
+      el("thead", {}, el("tr", {}, ...["Time", "Patient ID", "Name", "Mod", "Procedure", "Accession", "Status", "Images", ""].map(h => el("th", {}, h)))),
+      body));
+  }
+}
+
+function row(item) {
+  const f = item.fields;
+  const open = item.status === "SCHEDULED" || item.status === "IN PROGRESS";
+  const actions = el("td");
+  if (open) {
+    actions.append(el("button", { type: "button", class: "edit", onclick: () => openEditor(item) }, "Edit"),
+      el("button", { type: "button", class: "cancel", onclick: () => cancelItem(item) }, "Cancel"));
+  }
+  return el("tr", { "data-id": item.id },
+    el("td", {}, text(f.start).slice(11)), el("td", {}, f.patient_id), el("td", {}, f.patient_name),
+    el("td", {}, f.modality), el("td", {}, f.step_description || f.requested_procedure_description),
+    el("td", {}, f.accession_number), el("td", { class: "status status-" + item.status.replace(" ", "-") }, item.status),
+    el("td", {}, item.study_received ? "received" : ""), actions);
+}
+
+function openEditor(item) {
+  editing = item ? item.id : null;
+  form.reset();
+  clearErrors();
+  $("#form-title").textContent = item ? `Edit item ${item.id}` : "New item";
+  if (item) {
+    for (const input of form.elements) {
+      if (!input.name) continue;
+      let value = text(item.fields[input.name]);
+      if (input.name === "start") value = value.replace(" ", "T");
+      input.value = value;
+    }
+  } else {
+    form.elements.start.value = `${$("#day").value}T${new Date().toTimeString().slice(0, 5)}`;
+  }
+  $("#editor").showModal();
+}
+
+function clearErrors() {
+  $("#form-error").textContent = "";
+  for (const input of form.elements) input.classList && input.classList.remove("invalid");
+}
+
+function formBody() {
+  const body = {};
+  for (const input of form.elements) {
+    if (!input.name) continue;
+    const value = input.value.trim();
+    if (value === "") { if (editing) body[input.name] = null; continue; }
+    body[input.name] = input.name === "start" ? value.replace("T", " ") : value;
+  }
+  if (editing) for (const k of Object.keys(body)) if (body[k] === null) delete body[k];
+  if (body.modality) body.modality = body.modality.toUpperCase();
+  return body;
+}
+
+async function save(event) {
+  event.preventDefault();
+  clearErrors();
+  if (!form.checkValidity()) { // client-side: required, lengths, patterns
+    const bad = [...form.elements].filter(i => i.willValidate && !i.checkValidity());
+    bad.forEach(i => i.classList.add("invalid"));
+    $("#form-error").textContent = bad.map(i => `${i.name}: ${i.validationMessage}`).join("\n");
+    return;
+  }
+  try {
+    if (editing) await call("PATCH", `/items/${editing}`, formBody());
+    else await call("POST", "/items", formBody());
+    $("#editor").close();
+    await loadSchedule();
+  } catch (error) { // server-side: 422 names the fields
+    const details = Array.isArray(error.data && error.data.detail) ? error.data.detail : [];
+    for (const d of details) { const name = d.loc[d.loc.length - 1]; if (form.elements[name]) form.elements[name].classList.add("invalid"); }
+    $("#form-error").textContent = details.length ? details.map(d => `${d.loc[d.loc.length - 1]}: ${d.msg}`).join("\n") : error.message;
+  }
+}
+
+async function cancelItem(item) {
+  if (!confirm(`Cancel ${item.fields.patient_name} (${item.fields.modality} at ${item.fields.start})?`)) return;
+  await call("POST", `/items/${item.id}/cancel`);
+  await loadSchedule();
+}
+
+async function loadQueries() {
+  const page = await call("GET", "/queries?limit=20");
+  const body = $("#queries tbody");
+  body.replaceChildren(...page.queries.map(q => {
+    const itemInput = el("input", { size: "5", placeholder: "item id" });
+    const explain = el("button", { type: "button", onclick: () => explainQuery(q.id, itemInput.value) }, "Explain");
+    return el("tr", { "data-query": q.id }, el("td", {}, q.id), el("td", {}, q.received_at.replace("T", " ").slice(0, 19)),
+      el("td", {}, q.calling_ae), el("td", {}, q.summary), el("td", {}, q.answers),
+      el("td", {}, "0x" + q.status.toString(16).toUpperCase().padStart(4, "0") + (q.error ? " " + q.error : "")),
+      el("td", {}, itemInput, explain));
+  }));
+}
+
+async function explainQuery(queryId, itemId) {
+  const out = $("#explanation");
+  try {
+    const e = await call("GET", `/queries/${queryId}/explain/${encodeURIComponent(itemId)}`);
+    out.textContent = e.keys.map(k => `${k.matched ? "match" : "MISS "} ${k.key}: ${k.reason}`).join("\n") +
+      `\nquery ${queryId} ${e.returned ? "returns" : "does not return"} item ${itemId}`;
+  } catch (error) { out.textContent = error.message; }
+}
+
+async function refresh() {
+  try { await Promise.all([loadSchedule(), loadQueries()]); } catch (error) { $("#schedule").textContent = error.message; }
+}
+
+$("#day").value = isoDay(new Date(Date.now() - new Date().getTimezoneOffset() * 60000));
+$("#refresh").addEventListener("click", refresh);
+$("#day").addEventListener("change", refresh);
+$("#station-filter").addEventListener("change", refresh);
+$("#show-closed").addEventListener("change", refresh);
+$("#new-item").addEventListener("click", () => openEditor(null));
+$("#form-cancel").addEventListener("click", () => $("#editor").close());
+form.addEventListener("submit", save);
+refresh();

@@ -1,0 +1,354 @@
+"""The worklist: schedule, update, cancel, delete and find items; step status and its allowed transitions.
+
+Domain code only: it knows datasets and the index, never sockets or HTTP, and raises ``hounsfield.errors``.
+Every way in (REST, web form, CLI, .wl import) calls ``schedule``/``import_items``; the MWL SCP calls ``find``;
+MPPS calls ``set_status``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Collection, Iterable, Iterator
+
+from pydicom.dataset import Dataset
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from hounsfield import matching
+from hounsfield.db import Database
+from hounsfield.dicomfile import unpack_json
+from hounsfield.errors import Conflict, NotFound
+from hounsfield.models import Study, utcnow
+from hounsfield.worklist import items
+from hounsfield.worklist.models import WorklistItem
+from hounsfield.worklist.mwl import MwlQuery
+from hounsfield.worklist.querylog import QueryLog
+from hounsfield.worklist.status import (
+    CANCELED,
+    DISCONTINUED,
+    OPEN,
+    SCHEDULED,
+    check_transition,
+    with_status,
+)
+
+log = logging.getLogger("hounsfield.worklist")
+
+EXPIRE_CHECK_SECONDS = 60.0
+_ORDER = (WorklistItem.start_date, WorklistItem.start_time, WorklistItem.id)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Site options of the MWL SCP (settings ``worklist_*``)."""
+
+    station_only: bool = False  # answer only items scheduled on the calling AE's station
+    days: int = 0  # only items within this many days of today (0: any day)
+    max_answers: int = 0  # at most this many answers (0: all)
+    fuzzy_pn: bool = False  # case-insensitive person name matching
+    show_closed: bool = False  # completed / discontinued / canceled steps still answered
+    expire_hours: int = 0  # steps still SCHEDULED this long after their start become DISCONTINUED (0: never)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scheduled procedure step as REST, CLI and the web page show it."""
+
+    id: int
+    status: str
+    dataset: Dataset
+    origin: str
+    mpps_uid: str
+    created_at: datetime
+    updated_at: datetime
+    study_received: bool = False  # images with the item's Study Instance UID are in the archive
+
+
+@dataclass
+class ImportSummary:
+    added: int = 0
+    duplicates: int = 0
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+
+
+def _merge(base: Dataset, changes: Dataset) -> Dataset:
+    """``base`` with the elements of ``changes``; the one step item is merged element by element too."""
+    merged = copy.deepcopy(base)
+    for elem in changes:
+        if elem.keyword == items.STEPS and elem.value and items.STEPS in merged:
+            step = items.step_of(merged)
+            for sub in elem.value[0]:
+                step[sub.tag] = copy.deepcopy(sub)
+        else:
+            merged[elem.tag] = copy.deepcopy(elem)
+    return merged
+
+
+class Worklist:
+    def __init__(self, db: Database, options: Options = Options(), *, query_log_size: int = 10000,
+                 clock: Callable[[], datetime] = datetime.now) -> None:
+        self.db = db
+        self.options = options
+        self.queries = QueryLog(db, query_log_size)
+        self.clock = clock
+        self._last_expiry = 0.0
+        self._expiry_lock = threading.Lock()
+
+    # ---- ways in -------------------------------------------------------------------------------------------
+    def schedule(self, ds: Dataset, *, origin: str = "api") -> list[Item]:
+        """Validate a new request (one or more steps), fill its identifiers and store one row per step."""
+        ds = copy.deepcopy(ds)
+        items.validate(ds, strict=True)
+        items.complete(ds, generate_ids=True)
+        steps = items.split_steps(ds)
+        with self.db.session() as s:
+            rows = [self._new_row(s, step, origin) for step in steps]
+            s.flush()
+            return [self._item(r) for r in rows]
+
+    def _new_row(self, s: Session, ds: Dataset, origin: str) -> WorklistItem:
+        values = items.row(ds, origin=origin)
+        self._refuse_duplicate(s, values)
+        row = WorklistItem(**values)
+        s.add(row)
+        return row
+
+    @staticmethod
+    def _refuse_duplicate(s: Session, cols: dict[str, str], exclude: int | None = None) -> None:
+        if not cols["sps_id"]:
+            return
+        same = select(WorklistItem.id).where(WorklistItem.study_instance_uid == cols["study_instance_uid"],
+                                             WorklistItem.sps_id == cols["sps_id"])
+        if exclude is not None:
+            same = same.where(WorklistItem.id != exclude)
+        if s.scalar(same.limit(1)) is not None:
+            raise Conflict(f"step {cols['sps_id']} of study {cols['study_instance_uid']} is already scheduled")
+
+    def import_rows(self, rows: Iterable[dict[str, Any]], *, batch: int = 2000) -> ImportSummary:
+        """Bulk insert of prepared rows (``items.row``), in batches; a step already present (same Study Instance
+        UID and step ID, in the index or earlier in ``rows``) is counted as a duplicate and skipped."""
+        summary = ImportSummary()
+        pending: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            key = (row["study_instance_uid"], row["sps_id"])
+            if row["sps_id"] and key in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(key)
+            pending.append(row)
+            if len(pending) >= batch:
+                self._insert(pending, summary)
+                pending = []
+        self._insert(pending, summary)
+        return summary
+
+    def _insert(self, rows: list[dict[str, Any]], summary: ImportSummary) -> None:
+        if not rows:
+            return
+        keys = [(r["study_instance_uid"], r["sps_id"]) for r in rows if r["sps_id"]]
+        now = utcnow()
+        with self.db.session() as s:
+            present: set[tuple[str, str]] = set()
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                present |= set(s.execute(select(WorklistItem.study_instance_uid, WorklistItem.sps_id).where(
+                    tuple_(WorklistItem.study_instance_uid, WorklistItem.sps_id).in_(chunk))).tuples())
+            fresh = [{**r, "created_at": now, "updated_at": now} for r in rows
+                     if not r["sps_id"] or (r["study_instance_uid"], r["sps_id"]) not in present]
+            if fresh:
+                s.execute(WorklistItem.__table__.insert(), fresh)
+        summary.added += len(fresh)
+        summary.duplicates += len(rows) - len(fresh)
+
+    def update(self, item_id: int, changes: Dataset) -> Item:
+        """Change attributes of an open step (elements given replace the stored ones; status is not changed)."""
+        with self.db.session() as s:
+            row = self._row(s, item_id)
+            if row.status not in OPEN:
+                raise Conflict(f"item {item_id} is {row.status} and can no longer be changed")
+            merged = _merge(items.unpack(row.attrs), changes)
+            items.validate(merged, strict=row.origin != "import")
+            if len(merged[items.STEPS].value) != 1:
+                raise items.InvalidItem(items.STEPS, "an item has exactly one scheduled procedure step")
+            items.complete(merged, generate_ids=False)
+            values = items.row(merged, origin=row.origin)
+            self._refuse_duplicate(s, values, exclude=item_id)
+            for name, value in values.items():
+                if name not in ("status", "origin"):  # the status changes only through set_status
+                    setattr(row, name, value)
+            row.updated_at = utcnow()
+            return self._item(row)
+
+    def set_status(self, item_id: int, status: str, *, mpps_uid: str | None = None,
+                   session: Session | None = None) -> Item:
+        """Move a step to ``status`` if the transition is allowed (``Conflict`` otherwise)."""
+        if session is None:
+            with self.db.session() as s:
+                return self.set_status(item_id, status, mpps_uid=mpps_uid, session=s)
+        row = self._row(session, item_id)
+        check_transition(row.status, status)
+        self._write_status(row, status)
+        if mpps_uid is not None:
+            row.mpps_uid = mpps_uid
+        return self._item(row)
+
+    @staticmethod
+    def _write_status(row: WorklistItem, status: str) -> None:
+        row.status, row.updated_at = status, utcnow()
+        ds = items.unpack(row.attrs)
+        with_status(items.step_of(ds), status)
+        row.attrs = items.pack(ds)
+
+    def cancel(self, item_id: int) -> Item:
+        return self.set_status(item_id, CANCELED)
+
+    def delete(self, item_id: int) -> None:
+        with self.db.session() as s:
+            s.delete(self._row(s, item_id))
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Steps still SCHEDULED ``expire_hours`` after their start become DISCONTINUED; returns how many."""
+        if not self.options.expire_hours:
+            return 0
+        cutoff = (now or self.clock()) - timedelta(hours=self.options.expire_hours)
+        day, moment = cutoff.strftime("%Y%m%d"), cutoff.strftime("%H%M%S.%f")
+        stale = and_(WorklistItem.status == SCHEDULED, WorklistItem.start_date != "",
+                     or_(WorklistItem.start_date < day,
+                         and_(WorklistItem.start_date == day, WorklistItem.start_time < moment)))
+        with self.db.session() as s:
+            rows = s.scalars(select(WorklistItem).where(stale)).all()
+            for row in rows:
+                self._write_status(row, DISCONTINUED)
+        if rows:
+            log.info("%d scheduled steps expired to DISCONTINUED (start before %s)", len(rows), cutoff)
+        return len(rows)
+
+    def _maybe_expire(self) -> None:
+        """Run ``expire`` at most once a minute, from whichever query comes first."""
+        if not self.options.expire_hours:
+            return
+        with self._expiry_lock:
+            if time.monotonic() - self._last_expiry < EXPIRE_CHECK_SECONDS:
+                return
+            self._last_expiry = time.monotonic()
+        self.expire()
+
+    # ---- ways out ------------------------------------------------------------------------------------------
+    def get(self, item_id: int) -> Item:
+        with self.db.session() as s:
+            row = self._row(s, item_id)
+            return self._item(row, self._received(s, [row.study_instance_uid]))
+
+    def list(self, identifier: Dataset | None = None, *, statuses: Iterable[str] | None = None,
+             limit: int = 100, offset: int = 0) -> tuple[int, list[Item]]:
+        """(total, page) of the items matching an MWL identifier (same rules as C-FIND), in schedule order."""
+        query = MwlQuery(identifier or Dataset(), fuzzy_pn=self.options.fuzzy_pn)
+        where = list(query.conditions)
+        if statuses:
+            where.append(WorklistItem.status.in_(list(statuses)))
+        with self.db.session() as s:
+            if not len(query.python_filter):
+                total = s.scalar(select(func.count(WorklistItem.id)).where(*where)) or 0
+                found = list(s.scalars(select(WorklistItem).where(*where).order_by(*_ORDER).offset(offset).limit(limit)))
+            else:
+                rows = s.scalars(select(WorklistItem).where(*where).order_by(*_ORDER))
+                matched = [r for r in rows if query.matches(unpack_json(r.attrs))]
+                total, found = len(matched), matched[offset:offset + limit]
+            received = self._received(s, [r.study_instance_uid for r in found])
+            return total, [self._item(r, received) for r in found]
+
+    def find(self, identifier: Dataset, *, calling_ae: str = "") -> Iterator[Dataset]:
+        """The MWL C-FIND answers to ``identifier`` for ``calling_ae``, one per step, with the site options
+        applied; a generator, so answers stream while the index is read."""
+        self._maybe_expire()
+        query = MwlQuery(identifier, fuzzy_pn=self.options.fuzzy_pn)
+        stmt = select(WorklistItem.attrs).where(*query.conditions, *self.site_conditions(calling_ae))
+        stmt = stmt.order_by(*_ORDER)
+        limit = self.options.max_answers
+        if limit and not len(query.python_filter):
+            stmt = stmt.limit(limit)
+        produced = 0
+        with self.db.session() as s:
+            for blob in s.scalars(stmt.execution_options(yield_per=200)):
+                item = unpack_json(blob)
+                if not query.matches(item):
+                    continue
+                yield query.answer(item)
+                produced += 1
+                if limit and produced >= limit:
+                    return
+
+    def site_conditions(self, calling_ae: str) -> list[ColumnElement[bool]]:
+        """The SQL form of the site options (closed steps, calling station, days around today)."""
+        out: list[ColumnElement[bool]] = []
+        if not self.options.show_closed:
+            out.append(WorklistItem.status.in_(OPEN))
+        if self.options.station_only:
+            station = matching.sql_multi_value_condition(WorklistItem.station_aet, "AE", calling_ae.strip())
+            out.append(false() if station is None else station)
+        if self.options.days:
+            first, last = self._window()
+            out.append(WorklistItem.start_date.between(first, last))
+        return out
+
+    def _window(self) -> tuple[str, str]:
+        today = self.clock().date()
+        span = timedelta(days=self.options.days)
+        return (today - span).strftime("%Y%m%d"), (today + span).strftime("%Y%m%d")
+
+    def explain(self, query_id: int, item_id: int) -> list[tuple[str, bool, str]]:
+        """Replay a logged MWL query against an item: (key, matched, why) for every non-universal key, then
+        the site options that would hide the item."""
+        logged = self.queries.get(query_id)
+        item = self.get(item_id)
+        entries = matching.explain_dataset(logged.identifier(), item.dataset, fuzzy_pn=self.options.fuzzy_pn)
+        return entries + self._site_entries(item, logged.calling_ae)
+
+    def _site_entries(self, item: Item, calling_ae: str) -> list[tuple[str, bool, str]]:
+        out = []
+        if not self.options.show_closed:
+            ok = item.status in OPEN
+            out.append(("status", ok, "matches" if ok else
+                        f"the step is {item.status}; closed steps are not offered (worklist_show_closed)"))
+        if self.options.station_only:
+            stations = items.step_of(item.dataset).get("ScheduledStationAETitle")
+            ok = matching.matches("AE", calling_ae, stations)
+            out.append(("calling AE", ok, "matches" if ok else
+                        f"calling AE {calling_ae} is not the item's station {stations or '(none)'} "
+                        "(worklist_station_only)"))
+        if self.options.days:
+            first, last = self._window()
+            start = matching.normalize_date(str(items.step_of(item.dataset).get("ScheduledProcedureStepStartDate")
+                                                or ""))
+            ok = first <= start <= last if start else False
+            out.append(("days", ok, "matches" if ok else
+                        f"start {start or '(none)'} is outside {first}-{last} (worklist_days)"))
+        return out
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(s: Session, item_id: int) -> WorklistItem:
+        row = s.get(WorklistItem, item_id)
+        if row is None:
+            raise NotFound(f"no worklist item {item_id}")
+        return row
+
+    @staticmethod
+    def _received(s: Session, uids: list[str]) -> set[str]:
+        """Which of these Study Instance UIDs the archive holds (the item → study link, made at query time)."""
+        wanted = [u for u in set(uids) if u]
+        if not wanted:
+            return set()
+        return set(s.scalars(select(Study.study_instance_uid).where(Study.study_instance_uid.in_(wanted))))
+
+    @staticmethod
+    def _item(row: WorklistItem, received: Collection[str] = ()) -> Item:
+        return Item(row.id, row.status, items.unpack(row.attrs), row.origin, row.mpps_uid, row.created_at,
+                    row.updated_at, row.study_instance_uid in received)
+

@@ -1,0 +1,115 @@
+"""The worklist domain in process, on SQLite and PostgreSQL: site options, status transitions, expiry,
+bulk import, the migration against the models."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from hounsfield.config import load
+from hounsfield.errors import Conflict, InvalidQuery
+from hounsfield.models import Base
+from hounsfield.pacs import Pacs
+from hounsfield.worklist import Options, Worklist, flat, mwl
+from hounsfield.worklist.items import InvalidItem
+from test_worklist_common import TODAY, days, modality_query, ymd
+
+
+@pytest.fixture
+def pacs(tmp_path: Path, database_url: str):
+    p = Pacs(load(data_dir=str(tmp_path / "data"), database_url=database_url or None))
+    yield p
+    p.close()
+
+
+def _add(pacs: Pacs, **fields) -> int:
+    body = {"patient_id": "P1", "patient_name": "Doe^Jane", "modality": "CT", "station_aet": "CT1",
+            "start": f"{TODAY.isoformat()} 09:30", **fields}
+    return pacs.worklist.schedule(flat.to_dataset(body))[0].id
+
+
+def _with(pacs: Pacs, **options) -> Worklist:
+    return Worklist(pacs.db, Options(**options))
+
+
+def _ids(worklist: Worklist, calling_ae: str = "CT1", **keys) -> list[str]:
+    return [str(a.PatientID) for a in worklist.find(modality_query(**keys), calling_ae=calling_ae)]
+
+
+def test_migration_matches_models(pacs: Pacs) -> None:
+    with pacs.db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_site_options(pacs: Pacs) -> None:
+    _add(pacs, patient_id="TODAY_CT1")
+    _add(pacs, patient_id="TODAY_CT2", station_aet="CT2")
+    _add(pacs, patient_id="FAR", start=f"{days(10).isoformat()} 09:00")
+    assert sorted(_ids(pacs.worklist)) == ["FAR", "TODAY_CT1", "TODAY_CT2"]
+    assert sorted(_ids(_with(pacs, station_only=True))) == ["FAR", "TODAY_CT1"]
+    assert _ids(_with(pacs, station_only=True), calling_ae="NOBODY") == []
+    assert sorted(_ids(_with(pacs, days=2))) == ["TODAY_CT1", "TODAY_CT2"]
+    assert len(_ids(_with(pacs, max_answers=2))) == 2
+    assert _ids(pacs.worklist, PatientName="DOE*") == []  # case-sensitive by default
+    assert len(_ids(_with(pacs, fuzzy_pn=True), PatientName="doe")) == 3
+
+
+def test_status_transitions_and_closed_steps(pacs: Pacs) -> None:
+    item = _add(pacs)
+    with pytest.raises(Conflict):
+        pacs.worklist.set_status(item, "COMPLETED")  # must start first
+    pacs.worklist.set_status(item, "IN PROGRESS")
+    assert _ids(pacs.worklist) == ["P1"]
+    pacs.worklist.set_status(item, "COMPLETED")
+    assert _ids(pacs.worklist) == []
+    assert _ids(_with(pacs, show_closed=True)) == ["P1"]
+    for status in ("SCHEDULED", "IN PROGRESS", "CANCELED"):
+        with pytest.raises(Conflict):
+            pacs.worklist.set_status(item, status)
+
+
+def test_expiry_discontinues_stale_steps(pacs: Pacs) -> None:
+    stale = _add(pacs, patient_id="STALE", start=f"{days(-2).isoformat()} 09:00")
+    fresh = _add(pacs, patient_id="FRESH", start=f"{TODAY.isoformat()} 23:59")
+    started = _add(pacs, patient_id="STARTED", start=f"{days(-2).isoformat()} 10:00")
+    pacs.worklist.set_status(started, "IN PROGRESS")
+    worklist = _with(pacs, expire_hours=24)
+    assert worklist.expire(datetime.combine(TODAY, datetime.min.time()) + timedelta(hours=12)) == 1
+    statuses = {i: pacs.worklist.get(i).status for i in (stale, fresh, started)}
+    assert statuses == {stale: "DISCONTINUED", fresh: "SCHEDULED", started: "IN PROGRESS"}
+    step = pacs.worklist.get(stale).dataset.ScheduledProcedureStepSequence[0]
+    assert step.ScheduledProcedureStepStatus == "DISCONTINUED"
+    assert sorted(_ids(worklist)) == ["FRESH", "STARTED"]
+
+
+def test_duplicate_step_is_refused(pacs: Pacs) -> None:
+    first = pacs.worklist.get(_add(pacs, step_id="S1"))
+    with pytest.raises(Conflict):
+        _add(pacs, step_id="S1", study_instance_uid=str(first.dataset.StudyInstanceUID))
+
+
+def test_invalid_items_and_queries(pacs: Pacs) -> None:
+    with pytest.raises(InvalidItem) as bad:
+        _add(pacs, patient_sex="MALE!")
+    assert bad.value.field == "PatientSex"
+    with pytest.raises(InvalidQuery):
+        list(pacs.worklist.find(modality_query(ScheduledProcedureStepStartDate="20260230"), calling_ae="X"))
+    with pytest.raises(InvalidQuery):
+        mwl.identifier({"NoSuchKeyword": "1"})
+
+
+def test_explain_names_each_key(pacs: Pacs) -> None:
+    item = _add(pacs)
+    query = modality_query(PatientID="P1", Modality="MR", ScheduledProcedureStepStartDate=f"{ymd(days(1))}-")
+    list(pacs.worklist.find(query, calling_ae="MR1"))
+    pacs.worklist.queries.record(calling_ae="MR1", address="127.0.0.1:1", identifier=query, answers=0, status=0)
+    _, logged = pacs.worklist.queries.recent(limit=1)
+    verdicts = {key: (ok, why) for key, ok, why in pacs.worklist.explain(logged[0].id, item)}
+    assert verdicts["PatientID"] == (True, "matches")
+    assert verdicts["ScheduledProcedureStepSequence>Modality"] == (False, "query MR, item CT")
+    assert not verdicts["ScheduledProcedureStepSequence>ScheduledProcedureStepStartDate"][0]
