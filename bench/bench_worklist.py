@@ -94,7 +94,9 @@ def table(results: list[dict]) -> str:
                 find = r.get("find_median_s")
                 med = f"{find['median'] * 1e3:.1f} ({find['min'] * 1e3:.1f}–{find['max'] * 1e3:.1f})" if find else "–"
                 p95 = f"{r['find_p95_pooled_s'] * 1e3:.1f}" if find else "–"
-                answers = f"{r.get('answers_min', r['expected_answers'][0])}–{r.get('answers_max', r['expected_answers'][1])}"
+                low = r.get("answers_min", r["expected_answers"][0])
+                high = r.get("answers_max", r["expected_answers"][1])
+                answers = f"{low}–{high}"
                 lines.append(f"| {res['n']:,} | {target['target']['name']} | {shape} | {answers} | {med} | {p95} | "
                              f"{r['findscu_s']['median'] * 1e3:.0f} |")
     imports = [f"N={r['n']:,}: {r['hounsfield_import_s']:.1f} s" for r in results]

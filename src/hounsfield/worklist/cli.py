@@ -204,7 +204,8 @@ def find(settings: config.Settings,
                   title=f"{len(answers)} answers")
     for a in answers:
         step = (a.get("ScheduledProcedureStepSequence") or [None])[0] or {}
-        table.add_row(f"{step.get('ScheduledProcedureStepStartDate', '')} {step.get('ScheduledProcedureStepStartTime', '')}",
+        start = f"{step.get('ScheduledProcedureStepStartDate', '')} {step.get('ScheduledProcedureStepStartTime', '')}"
+        table.add_row(start,
                       str(step.get("ScheduledStationAETitle", "") or ""), str(step.get("Modality", "") or ""),
                       str(a.get("PatientID", "") or ""), str(a.get("PatientName", "") or ""),
                       str(a.get("AccessionNumber", "") or ""), str(a.get("RequestedProcedureDescription", "") or ""),

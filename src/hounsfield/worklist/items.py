@@ -16,6 +16,7 @@ from pydicom import config
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 from pydicom.valuerep import validate_value
 
@@ -53,7 +54,7 @@ def _elements(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _check_value(path: str, vr: str, value: Any) -> None:
-    values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
     for v in values:
         if v is None or v == "":
             continue
@@ -158,8 +159,7 @@ def _encodes(char: str, encoding: str) -> bool:
 def _fix_charset(ds: Dataset) -> None:
     """Keep the item's Specific Character Set when it can encode every value, else use UTF-8 (ISO_IR 192)."""
     declared = ds.get("SpecificCharacterSet")
-    names = list(declared) if isinstance(declared, (list, tuple)) or type(declared).__name__ == "MultiValue" \
-        else [declared or ""]
+    names = list(declared) if isinstance(declared, (list, tuple, MultiValue)) else [declared or ""]
     try:
         encodings = convert_encodings(names)
     except LookupError:

@@ -70,7 +70,8 @@ class QueryLog:
                 raise NotFound(f"no worklist query {query_id} in the log")
             return _record(row)
 
-    def recent(self, *, limit: int = 50, offset: int = 0, calling_ae: str | None = None) -> tuple[int, list[LoggedQuery]]:
+    def recent(self, *, limit: int = 50, offset: int = 0,
+               calling_ae: str | None = None) -> tuple[int, list[LoggedQuery]]:
         """(total, newest first) of the logged queries, optionally of one calling AE."""
         where = [WorklistQuery.calling_ae == calling_ae] if calling_ae else []
         with self.db.session() as s:

@@ -255,7 +255,8 @@ class Worklist:
         with self.db.session() as s:
             if not len(query.python_filter):
                 total = s.scalar(select(func.count(WorklistItem.id)).where(*where)) or 0
-                found = list(s.scalars(select(WorklistItem).where(*where).order_by(*_ORDER).offset(offset).limit(limit)))
+                page = select(WorklistItem).where(*where).order_by(*_ORDER).offset(offset).limit(limit)
+                found = list(s.scalars(page))
             else:
                 rows = s.scalars(select(WorklistItem).where(*where).order_by(*_ORDER))
                 matched = [r for r in rows if query.matches(unpack_json(r.attrs))]
