@@ -24,7 +24,7 @@ from hounsfield.errors import HounsfieldError
 app = typer.Typer(help="hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 # The options every command acting on the local archive takes, each with its environment variable.
 COMMON_OPTIONS: dict[str, tuple[type, Any]] = {

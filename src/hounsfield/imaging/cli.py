@@ -31,7 +31,7 @@ from hounsfield.imaging.presets import PRESETS, data_window, preset_window
 from hounsfield.imaging.render import render_image, render_instance
 from hounsfield.imaging.series import Volume, dicom_files, load_series
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error
 
 
 class ExportFormat(str, Enum):
