@@ -2,7 +2,8 @@
 and C-GET after ingest — hounsfield beside dcmtk's storescp and Orthanc, started by ../shared/bench in the same
 run — and study-level C-FIND by PatientID with 100,000 instances indexed.
 
-    python bench/bench_archive.py [--runs 3] [--skip-100k]     (data: HBENCH_WORK, default /tmp/hbench)
+    PATH=/usr/bin:$PATH python bench/bench_archive.py [--runs 3] [--skip-100k]   (data: HBENCH_WORK,
+    default /tmp/hbench, made by ../shared/bench/gen_ct.py; dcmtk's storescu must come first on PATH)
 
 Needs the shared harness (../shared/bench), dcmtk, and Orthanc for its rows. Writes bench/results/archive.json,
 whose figures bench/RESULTS.md quotes.
@@ -32,6 +33,7 @@ from common import HOST, PORT_BASE, WORK, fresh_dir, machine_info, spread, start
 from peers import MOVE_DEST_AET, PORT, Orthanc, StoreSCP, _Managed  # noqa: E402
 
 RESULTS = HERE / "results"
+PROCESSES = min(8, 2 * (os.cpu_count() or 1))  # hounsfield's default dicom_processes
 
 
 class Hounsfield(_Managed):
@@ -55,7 +57,10 @@ class Hounsfield(_Managed):
                                    "--http-port", str(self.http_port)], os.path.join(self.workdir, "serve.log"))
         wait_port(self.port, proc=self.proc)
         wait_port(self.http_port, proc=self.proc)
-        time.sleep(float(os.environ.get("HBENCH_WARMUP", "20")))  # the extra DICOM processes start up
+        log = Path(self.workdir) / "serve.log"
+        deadline = time.time() + 120
+        while log.read_text().count("listening on") < PROCESSES and time.time() < deadline:
+            time.sleep(0.5)  # every DICOM process listens before the clock starts
 
     def count_stored(self) -> int | None:
         import requests
@@ -90,22 +95,20 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
 
 def query_retrieve(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
     rows = []
-    dest = StoreSCP(port=PORT["move_dest"], aet=MOVE_DEST_AET, name="move destination")
-    dest.start()
-    try:
-        for t in targets:
-            t.start()
-            try:
-                run_storescu(t, ct, manifest["studies"], 1)
-                rows.append({"target": t.describe(), "stored": t.count_stored(),
-                             "find": bench_qr.bench_find(t, manifest["studies"], 20, 3),
-                             "move": bench_qr.bench_move(t, manifest["studies"], runs, dest),
-                             "get": bench_qr.bench_get(t, manifest["studies"], runs,
-                                                       os.path.join(WORK, "run", "cget"))})
-            finally:
-                t.stop()
-    finally:
-        dest.stop()
+    for t in targets:
+        # A destination per target: the same studies are moved each time and would overwrite earlier files.
+        dest = StoreSCP(port=PORT["move_dest"], aet=MOVE_DEST_AET, name="move destination")
+        dest.start()
+        t.start()
+        try:
+            run_storescu(t, ct, manifest["studies"], 1)
+            rows.append({"target": t.describe(), "stored": t.count_stored(),
+                         "find": bench_qr.bench_find(t, manifest["studies"], 20, 3),
+                         "move": bench_qr.bench_move(t, manifest["studies"], runs, dest),
+                         "get": bench_qr.bench_get(t, manifest["studies"], runs, os.path.join(WORK, "run", "cget"))})
+        finally:
+            t.stop()
+            dest.stop()
     return rows
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,7 @@ from hounsfield import matching
 from hounsfield.db import Database
 from hounsfield.dicomfile import Header, part10_prefix, read_header
 from hounsfield.errors import NotFound
-from hounsfield.models import Instance, Patient, Series, Study
+from hounsfield.models import Instance, Patient, Series, Study, utcnow
 from hounsfield.query import Query
 from hounsfield.storage import FileStore, safe_component, sha256_file
 
@@ -101,26 +101,29 @@ class Archive:
             StoreOutcome.STORED, uid, header.text("SOPClassUID"), header.text("StudyInstanceUID"),
             header.text("SeriesInstanceUID"), header.transfer_syntax_uid,
         )
-        with self.db.session() as s:
-            existing = s.scalar(select(Instance.path).where(Instance.sop_instance_uid == uid))
-        if existing is not None and self.duplicate_policy == "keep":
-            log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
-            return _replace(result, StoreOutcome.DUPLICATE_KEPT)
-        rel = existing or relative_path(header)
-        put(rel)  # durable before the index row exists
+        existing: str | None = None
+        rel: str | None = None
         try:
-            with self.db.session() as s:
-                self._index(s, header, rel, origin, replace=existing is not None)
+            with self.db.session() as s:  # one transaction: the duplicate check, then the rows
+                existing = s.execute(select(Instance.path).where(Instance.sop_instance_uid == uid)).scalar()
+                if existing is not None and self.duplicate_policy == "keep":
+                    log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
+                    return _replace(result, StoreOutcome.DUPLICATE_KEPT)
+                rel = existing or relative_path(header)
+                put(rel)  # durable before the index row exists
+                self._index(s.connection(), header, rel, origin, replace=existing is not None)
         except IntegrityError:  # another association stored the same instance at the same moment
             log.info("SOP Instance UID %s was stored concurrently; keeping one copy", uid)
             return _replace(result, StoreOutcome.DUPLICATE_KEPT)
         except Exception:
-            if existing is None:
+            if rel is not None and existing is None:
                 self.files.delete(rel)
             raise
         return _replace(result, StoreOutcome.REPLACED if existing else StoreOutcome.STORED)
 
-    def _index(self, s: Session, header: Header, rel: str, origin: str, *, replace: bool) -> None:
+    def _index(self, conn: Connection, header: Header, rel: str, origin: str, *, replace: bool) -> None:
+        """Patient, study and series rows when new, then the instance row (SQLAlchemy Core: this is the
+        per-instance hot path, where the ORM's unit of work costs more than the statements)."""
         h = header
         path = self.files.path(rel)
         size = os.path.getsize(path)
@@ -128,7 +131,7 @@ class Archive:
         header_json = h.packed("/dicom-web/studies/{}/series/{}/instances/{}/bulk".format(
             h.text("StudyInstanceUID"), h.text("SeriesInstanceUID"), h.sop_instance_uid))
         patient = _get_or_create(
-            s, Patient,
+            conn, Patient,
             {"patient_id": h.text("PatientID"), "issuer_of_patient_id": h.text("IssuerOfPatientID")},
             {
                 "patient_name": matching.normalize_value("PN", h.text("PatientName")),
@@ -137,7 +140,7 @@ class Archive:
             },
         )
         study = _get_or_create(
-            s, Study, {"study_instance_uid": h.text("StudyInstanceUID")},
+            conn, Study, {"study_instance_uid": h.text("StudyInstanceUID")},
             {
                 "patient_fk": patient,
                 "study_date": matching.normalize_date(h.text("StudyDate")),
@@ -150,7 +153,7 @@ class Archive:
             },
         )
         series = _get_or_create(
-            s, Series, {"series_instance_uid": h.text("SeriesInstanceUID")},
+            conn, Series, {"series_instance_uid": h.text("SeriesInstanceUID")},
             {
                 "study_fk": study,
                 "modality": h.text("Modality"),
@@ -177,11 +180,10 @@ class Archive:
             "header": header_json,
         }
         if replace:
-            row = s.scalars(select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)).one()
-            for key, value in values.items():
-                setattr(row, key, value)
+            conn.execute(update(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
+                         .values(**values, received_at=utcnow()))
         else:
-            s.add(Instance(sop_instance_uid=header.sop_instance_uid, **values))
+            conn.execute(insert(Instance), {"sop_instance_uid": header.sop_instance_uid, **values})
 
     # ---- ways out ------------------------------------------------------------------------------
     def stored(self, rows: Iterable[tuple[Instance, str, str]]) -> list[StoredInstance]:
@@ -267,13 +269,13 @@ def _replace(result: StoreResult, outcome: StoreOutcome) -> StoreResult:
                        result.series_instance_uid, result.transfer_syntax_uid)
 
 
-def _get_or_create(s: Session, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
+def _get_or_create(conn: Connection, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
     """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing."""
     key_filter = [getattr(model, k) == v for k, v in unique.items()]
-    found = s.scalar(select(model.id).where(*key_filter))
+    found = conn.execute(select(model.id).where(*key_filter)).scalar()
     if found is not None:
         return found
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    s.execute(insert(model).values(**unique, **values).on_conflict_do_nothing())
-    return s.scalar(select(model.id).where(*key_filter))
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(upsert(model).on_conflict_do_nothing(), {**unique, **values})
+    return conn.execute(select(model.id).where(*key_filter)).scalar_one()
 
