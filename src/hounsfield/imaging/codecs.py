@@ -1,4 +1,7 @@
-"""Decoders for transfer syntaxes that pydicom 3.0 does not handle itself.
+"""Decoders for transfer syntaxes that pydicom 3.0 does not handle itself (with permissive codecs).
+
+12-bit JPEG Extended (1.2.840.10008.1.2.4.51, PS3.5 A.4.1): GDCM and Pillow decode 8-bit JPEG only and
+pylibjpeg-libjpeg is GPL; imagecodecs (BSD) bundles libjpeg-turbo 3, which decodes 12-bit DCT JPEG.
 
 Deflated Image Frame Compression (1.2.840.10008.1.2.8.1, PS3.5 A.4.11, added in 2023): each frame is
 encapsulated (PS3.5 A.4) and its fragment is the frame's native pixel bytes compressed with Deflate
@@ -18,15 +21,29 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 DEFLATED_IMAGE_FRAME = UID("1.2.840.10008.1.2.8.1")
 
 
-def decode_deflated_frames(ds: Dataset, frame: int) -> np.ndarray:
-    """Inflate frame ``frame`` of a Deflated Image Frame Compression instance and decode it as native data."""
+def _frame_fragment(ds: Dataset, frame: int) -> bytes:
     frames = int(ds.get("NumberOfFrames") or 1)
     for index, fragment in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
         if index == frame:
-            native = zlib.decompress(fragment, wbits=-zlib.MAX_WBITS)
-            break
-    else:
-        raise ValueError(f"frame {frame} is missing from the encapsulated pixel data")
+            return fragment
+    raise ValueError(f"frame {frame} is missing from the encapsulated pixel data")
+
+
+def decode_jpeg12_frame(ds: Dataset, frame: int) -> np.ndarray:
+    """Decode frame ``frame`` of a 12-bit JPEG Extended instance; signed data (PixelRepresentation 1) is
+    sign-extended from BitsStored, as JPEG samples are unsigned bit patterns."""
+    import imagecodecs
+
+    arr = imagecodecs.jpeg8_decode(_frame_fragment(ds, frame))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        shift = 16 - int(ds.get("BitsStored") or 12)
+        arr = (arr.astype(np.int16) << shift) >> shift
+    return arr
+
+
+def decode_deflated_frames(ds: Dataset, frame: int) -> np.ndarray:
+    """Inflate frame ``frame`` of a Deflated Image Frame Compression instance and decode it as native data."""
+    native = zlib.decompress(_frame_fragment(ds, frame), wbits=-zlib.MAX_WBITS)
     arr, _ = get_decoder(ExplicitVRLittleEndian).as_array(
         native,
         rows=int(ds.Rows),

@@ -29,7 +29,7 @@ from pydicom.uid import (
 )
 
 from hounsfield.errors import DependencyMissing, InvalidDataset
-from hounsfield.imaging.codecs import DEFLATED_IMAGE_FRAME, decode_deflated_frames
+from hounsfield.imaging.codecs import DEFLATED_IMAGE_FRAME, decode_deflated_frames, decode_jpeg12_frame
 
 Source: TypeAlias = str | os.PathLike[str] | bytes | Dataset
 
@@ -126,6 +126,8 @@ def decode_frame(ds: Dataset, frame: int = 0) -> tuple[np.ndarray, str]:
     try:
         if tsuid == DEFLATED_IMAGE_FRAME:
             return decode_deflated_frames(ds, frame), photometric
+        if tsuid == JPEGExtended12Bit and int(ds.get("BitsStored") or 8) > 8:
+            return decode_jpeg12_frame(ds, frame), photometric
         decoder = _decoder_for(tsuid, name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -135,7 +137,7 @@ def decode_frame(ds: Dataset, frame: int = 0) -> tuple[np.ndarray, str]:
     except (InvalidDataset, DependencyMissing):
         raise
     except Exception as exc:  # noqa: BLE001 - every codec and pydicom validation error ends here, with its cause
-        raise _decode_error(name, tsuid, ds, exc) from None
+        raise _decode_error(name, tsuid, exc) from None
     return arr, str(meta.get("photometric_interpretation", photometric))
 
 
@@ -152,13 +154,8 @@ def _decoder_for(tsuid: UID, name: str):
     return decoder
 
 
-def _decode_error(name: str, tsuid: UID, ds: Dataset, exc: Exception) -> InvalidDataset | DependencyMissing:
+def _decode_error(name: str, tsuid: UID, exc: Exception) -> InvalidDataset:
     """Turn a codec failure into a one-line error naming the file and the cause."""
-    if tsuid == JPEGExtended12Bit and int(ds.get("BitsStored") or 8) > 8:
-        return DependencyMissing(
-            f"{name}: no permissively licensed codec installed decodes 12-bit JPEG Extended ({tsuid}); "
-            "GDCM and Pillow builds here support 8-bit only, pylibjpeg-libjpeg is GPL and not installed"
-        )
     message = one_line(exc).split(" - ")[0]
     if message.startswith("Unable to decode as exceptions were raised by all available plugins"):
         message = f"corrupt or unsupported {tsuid.name} data"
