@@ -199,6 +199,14 @@ def test_rendered_and_thumbnail(loaded):
     assert png.shape == expected.shape
     assert int(np.abs(png.astype(int) - expected.astype(int)).max()) <= 1
 
+    # a named preset (hounsfield extension): the lung preset is the PS3.3 linear window -600/1500
+    r = requests.get(f"{base}/instances/{ct.SOPInstanceUID}/rendered", params={"preset": "lung"},
+                     headers={"Accept": "image/png"})
+    lung = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert int(np.abs(lung.astype(int) - linear_window(hu, -600, 1500).astype(int)).max()) <= 1
+    r = requests.get(f"{base}/instances/{ct.SOPInstanceUID}/rendered", params={"preset": "nope"})
+    assert r.status_code == 400 and "unknown preset" in r.json()["detail"]
+
     # frame form, JPEG via the accept query parameter, viewport
     r = requests.get(f"{base}/instances/{ct.SOPInstanceUID}/frames/1/rendered",
                      params={"accept": "image/jpeg", "viewport": "128,128", "window": "40,80"})

@@ -588,7 +588,8 @@ def _render(request: Request, inst: StoredInstance, frame: int, *, thumbnail: bo
     if frame >= _number_of_frames(request, inst.sop_instance_uid):
         raise NotFound(f"instance {inst.sop_instance_uid} has no frame {frame + 1}")
     try:
-        data = render_instance(inst.path, frame=frame, window=window, fmt=IMAGE_TYPES[offer], max_size=size)
+        data = render_instance(inst.path, frame=frame, window=window, fmt=IMAGE_TYPES[offer], max_size=size,
+                               preset=request.query_params.get("preset"))  # hounsfield extension: named window
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None
     return Response(data, media_type=offer)
