@@ -3,7 +3,7 @@
 For each N: generate N items with the harness's gen_worklist.py (once, into $HBENCH_WORK/wl-N), start a fresh
 ``hounsfield serve``, import the .wl files with ``hounsfield worklist import`` (timed: the bulk path), then run
 the harness's bench_worklist.py with hounsfield as an external target (and the managed peers when asked).
-Results go to bench/work/results (JSON from the harness) and a Markdown table on stdout.
+Results go to bench/results (JSON from the harness) and a Markdown table on stdout.
 
 usage: python bench/bench_worklist.py --n 10000 100000 [--peers wlmscpfs,orthanc] [--queries 20] [--rounds 3]
        [--shapes q1,q2,q3,q4] [--q4-queries 3] [--database-url URL]
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HARNESS = Path(os.environ.get("HBENCH_HARNESS", HERE.parent.parent / "shared" / "bench"))
 WORK = Path(os.environ.get("HBENCH_WORK", "/tmp/hbench"))
-RESULTS = Path(os.environ.get("HBENCH_RESULTS", HERE / "work" / "results"))
+RESULTS = Path(os.environ.get("HBENCH_RESULTS", HERE / "results"))
 
 
 def free_port() -> int:

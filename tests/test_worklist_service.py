@@ -113,3 +113,27 @@ def test_explain_names_each_key(pacs: Pacs) -> None:
     assert verdicts["PatientID"] == (True, "matches")
     assert verdicts["ScheduledProcedureStepSequence>Modality"] == (False, "query MR, item CT")
     assert not verdicts["ScheduledProcedureStepSequence>ScheduledProcedureStepStartDate"][0]
+
+
+@pytest.mark.parametrize("charset, name", [(None, "Doe^Jane"), ("ISO_IR 100", "Müller^Jörg"),
+                                           ("ISO_IR 192", "Doe^Jane=山田^太郎"),
+                                           (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎")])
+def test_answers_encode_as_pydicom_would(charset, name) -> None:
+    """Answers built for a known encoding (ASCII text pre-encoded) are byte for byte pydicom's own encoding."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+
+    item = mwl.identifier({"PatientID": "P1", "Modality": "CT", "ScheduledStationAETitle": "CT1\\CT2",
+                           "ScheduledProcedureStepStartDate": "20260101", "AccessionNumber": "A1"}, return_keys=False)
+    item.PatientName = name
+    if charset:
+        item.SpecificCharacterSet = charset
+    item.StudyInstanceUID = "1.2.3"  # odd length: padded with NUL
+    stored = item.to_json_dict()
+    for keys in (mwl.identifier({}), Dataset()):
+        query = mwl.MwlQuery(keys)
+        reference = mwl.select_keys(keys, stored)
+        if "SpecificCharacterSet" in item:
+            reference.SpecificCharacterSet = item.SpecificCharacterSet
+        for implicit in (True, False):
+            assert encode(query.answer(stored, (implicit, True)), implicit, True) == encode(reference, implicit, True)

@@ -34,6 +34,8 @@ log = logging.getLogger("hounsfield.dimse")
 _config.STORE_RECV_CHUNKED_DATASET = True
 # pynetdicom's standard handlers format every message for its log; the handlers here log what matters.
 _config.LOG_HANDLER_LEVEL = "none"
+# ...and would format every C-FIND/C-GET identifier (request and each answer) for a debug line nobody reads.
+_config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = False
 
 STORAGE_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian

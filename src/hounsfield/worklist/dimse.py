@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
@@ -49,6 +50,12 @@ def _decoded(dataset: Callable[[], Dataset], error: type[HounsfieldError] = Inva
         raise error(f"dataset cannot be decoded: {exc}") from exc
 
 
+def _encoding(event: evt.Event) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of the transfer syntax the answers go out in."""
+    syntax = UID(event.context.transfer_syntax)
+    return syntax.is_implicit_VR, syntax.is_little_endian
+
+
 class WorklistHandlers:
     def __init__(self, pacs: "Pacs") -> None:
         self.pacs = pacs
@@ -69,7 +76,7 @@ class WorklistHandlers:
         count, code, error = 0, st.SUCCESS, ""
         try:
             identifier = _decoded(lambda: event.identifier)
-            for answer in self.pacs.worklist.find(identifier, calling_ae=calling_ae):
+            for answer in self.pacs.worklist.find(identifier, calling_ae=calling_ae, encoding=_encoding(event)):
                 if event.is_cancelled:
                     code = st.CANCEL
                     yield code, None

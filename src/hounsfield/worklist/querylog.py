@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, insert, select
 
 from hounsfield.db import Database
 from hounsfield.errors import NotFound
 from hounsfield.worklist.models import WorklistQuery
 
 PRUNE_EVERY = 100  # rows beyond ``keep`` are removed every this many queries
+_TABLE: Table = WorklistQuery.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,14 @@ class QueryLog:
 
     def record(self, *, calling_ae: str, address: str, identifier: Dataset | None, answers: int, status: int,
                error: str = "") -> int:
+        """One INSERT per C-FIND (Core, no ORM unit of work: it runs before the final response goes out)."""
+        values = {"calling_ae": calling_ae[:16], "address": address[:64], "keys": json.dumps(_keys_json(identifier)),
+                  "answers": answers, "status": status, "error": error[:255]}
         with self.db.session() as s:
-            row = WorklistQuery(calling_ae=calling_ae[:16], address=address[:64],
-                                keys=json.dumps(_keys_json(identifier)), answers=answers, status=status,
-                                error=error[:255])
-            s.add(row)
-            s.flush()
-            if self.keep and row.id % PRUNE_EVERY == 0:
-                s.execute(delete(WorklistQuery).where(WorklistQuery.id <= row.id - self.keep))
-            return row.id
+            query_id = int(s.execute(insert(_TABLE).values(**values)).inserted_primary_key[0])
+            if self.keep and query_id % PRUNE_EVERY == 0:
+                s.execute(delete(WorklistQuery).where(WorklistQuery.id <= query_id - self.keep))
+            return query_id
 
     def get(self, query_id: int) -> LoggedQuery:
         with self.db.session() as s:

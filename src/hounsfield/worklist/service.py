@@ -26,7 +26,7 @@ from hounsfield.errors import Conflict, NotFound
 from hounsfield.models import Study, utcnow
 from hounsfield.worklist import items
 from hounsfield.worklist.models import WorklistItem
-from hounsfield.worklist.mwl import MwlQuery
+from hounsfield.worklist.mwl import Encoding, MwlQuery
 from hounsfield.worklist.querylog import QueryLog
 from hounsfield.worklist.status import (
     CANCELED,
@@ -264,9 +264,11 @@ class Worklist:
             received = self._received(s, [r.study_instance_uid for r in found])
             return total, [self._item(r, received) for r in found]
 
-    def find(self, identifier: Dataset, *, calling_ae: str = "") -> Iterator[Dataset]:
+    def find(self, identifier: Dataset, *, calling_ae: str = "",
+             encoding: Encoding | None = None) -> Iterator[Dataset]:
         """The MWL C-FIND answers to ``identifier`` for ``calling_ae``, one per step, with the site options
-        applied; a generator, so answers stream while the index is read."""
+        applied; a generator, so answers stream while the index is read. ``encoding`` (implicit VR, little
+        endian): how the answers will be written, when known; they are then cheaper to write."""
         self._maybe_expire()
         query = MwlQuery(identifier, fuzzy_pn=self.options.fuzzy_pn)
         stmt = select(WorklistItem.attrs).where(*query.conditions, *self.site_conditions(calling_ae))
@@ -280,7 +282,7 @@ class Worklist:
                 item = unpack_json(blob)
                 if not query.matches(item):
                     continue
-                yield query.answer(item)
+                yield query.answer(item, encoding)
                 produced += 1
                 if limit and produced >= limit:
                     return
