@@ -380,14 +380,13 @@ def test_c_cancel_stops_a_long_answer(server: Server) -> None:
     q.StudyInstanceUID = "1.2.3.7"
     q.SOPInstanceUID = ""
     answers, final = 0, None
-    # The cancel goes out a few ms after the request, while the server is still producing the 1000 answers
-    # (waiting for the first answer on this side would be too late: the answers are queued faster than read).
-    import threading
-
-    threading.Timer(0.005, assoc.send_c_cancel, args=(7,), kwargs={"query_model": FIND}).start()
+    # The cancel goes out on the first answer, while the server is still producing the other 999 (pynetdicom
+    # forgets a C-CANCEL that arrives before the request is being served, so it cannot be sent earlier).
     for status, _ in assoc.send_c_find(q, FIND, msg_id=7):
         if status and status.Status == 0xFF00:
             answers += 1
+            if answers == 1:
+                assoc.send_c_cancel(7, query_model=FIND)
         elif status:
             final = status.Status
     assoc.release()
