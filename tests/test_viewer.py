@@ -22,7 +22,11 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def browser_page():
     require(os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}")
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        playwright_api = None
+    require(playwright_api is not None, "playwright is not installed (pip install -e '.[test]')")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
