@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 SHARED_BENCH = Path(os.environ.get("HBENCH_HARNESS", HERE.parent.parent / "shared" / "bench"))
@@ -75,20 +76,26 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
     for t in targets:
         row = {"target": t.describe()}
         for mode in ("1x", "4x"):
-            secs, counts = [], []
+            secs, queryable, counts = [], [], []
             for r in range(runs):
                 t.start()
                 dt, ok = run_storescu(t, ct, manifest["studies"], int(mode[0]))
+                # Until a query sees every instance: hounsfield's queries wait for its indexer to catch up.
+                t0 = time.perf_counter()
                 n = t.count_stored()
                 if n is None:
                     n = cfind_count_instances(t, [s["study_uid"] for s in manifest["studies"]])
+                count_s = time.perf_counter() - t0
                 t.stop()
                 secs.append(dt)
+                queryable.append(dt + count_s)
                 counts.append(n)
-                print(f"  {t.name:16s} {mode} run {r + 1}: {dt:6.2f} s {m / dt:7.1f} inst/s stored {n}/{m}"
-                      f"{'' if ok else ' (storescu errors)'}", flush=True)
+                print(f"  {t.name:16s} {mode} run {r + 1}: {dt:6.2f} s {m / dt:7.1f} inst/s stored {n}/{m}, "
+                      f"all queryable after {dt + count_s:6.2f} s{'' if ok else ' (storescu errors)'}", flush=True)
             row[mode] = {"seconds": spread(secs), "inst_per_s": spread([m / s for s in secs]),
-                         "mb_per_s": spread([mb / s for s in secs]), "stored": counts, "expected": m}
+                         "mb_per_s": spread([mb / s for s in secs]), "stored": counts, "expected": m,
+                         "queryable_seconds": spread(queryable),
+                         "queryable_inst_per_s": spread([m / s for s in queryable])}
         rows.append(row)
     return rows
 
@@ -112,35 +119,55 @@ def query_retrieve(targets: list, ct: str, manifest: dict, runs: int) -> list[di
     return rows
 
 
-def seed_index(data_dir: Path, ct: str, manifest: dict, patients: int, per_study: int) -> list[dict]:
-    """An index of ``patients`` x 1 study x ``per_study`` instances, rows written in bulk (C-FIND reads only
-    the index, so the files are not needed); every header blob is a real CT header with its UIDs changed."""
+def seed_index(data_dir: Path, ct: str, manifest: dict, patients: int, per_study: int, *,
+               database_url: str | None = None, prefix: str = "SEED",
+               study_date: Callable[[int], str] = lambda p: "20240101") -> list[dict]:
+    """An index of ``patients`` x 1 study x ``per_study`` instances, rows written in bulk (C-FIND and QIDO-RS
+    read only the index, so the files are not needed); every header blob is a real CT header with its
+    PatientID, PatientName, StudyDate and UIDs changed to those of its row. Patient ``p`` gets PatientID
+    ``f"{prefix}{p:06d}"`` and StudyDate ``study_date(p)``. Shared by bench_archive (C-FIND) and bench_web
+    (QIDO-RS)."""
     from sqlalchemy import insert
 
     from hounsfield import config
-    from hounsfield.dicomfile import read_header
+    from hounsfield.dicomfile import BULK_PLACEHOLDER, read_header
     from hounsfield.models import Instance, Patient, Series, Study
     from hounsfield.pacs import Pacs
 
-    pacs = Pacs(config.load(None, environ={}, data_dir=data_dir))
+    pacs = Pacs(config.load(None, environ={}, data_dir=data_dir, database_url=database_url or None))
     template = read_header(next((Path(ct) / manifest["studies"][0]["dir"]).glob("*.dcm")))
-    base = json.dumps(template.json)
+    base = json.dumps(template.json, separators=(",", ":"))
+    old = {k: template.text(k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                                         "StudyDate")}
+    old_name = json.dumps({"Alphabetic": template.text("PatientName")}, separators=(",", ":"))
     studies = []
     with pacs.db.engine.begin() as conn:
         for p in range(patients):
-            pid, study_uid, series_uid = f"SEED{p:06d}", f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
-            blob = zlib.compress(base.replace(template.text("PatientID"), pid).replace(
-                template.text("StudyInstanceUID"), study_uid).encode(), 1)
-            pk = conn.execute(insert(Patient).values(patient_id=pid, patient_name=f"SEED^{p}")).inserted_primary_key[0]
-            sk = conn.execute(insert(Study).values(patient_fk=pk, study_instance_uid=study_uid, study_date="20240101",
+            pid, study_uid, series_uid = f"{prefix}{p:06d}", f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
+            date, name = study_date(p), f"{prefix}^{p}"
+            text = (base.replace(f'"{old["PatientID"]}"', f'"{pid}"')
+                    .replace(f'"{old["StudyInstanceUID"]}"', f'"{study_uid}"')
+                    .replace(f'"{old["SeriesInstanceUID"]}"', f'"{series_uid}"')
+                    .replace(f'"{old["StudyDate"]}"', f'"{date}"')
+                    .replace(old_name, json.dumps({"Alphabetic": name})))
+            blob = zlib.compress(text.encode(), 1)
+            pk = conn.execute(insert(Patient).values(patient_id=pid, patient_name=name)).inserted_primary_key[0]
+            sk = conn.execute(insert(Study).values(patient_fk=pk, study_instance_uid=study_uid, study_date=date,
                                                    attrs=blob)).inserted_primary_key[0]
             ek = conn.execute(insert(Series).values(study_fk=sk, series_instance_uid=series_uid, modality="CT",
                                                     attrs=blob)).inserted_primary_key[0]
-            conn.execute(insert(Instance), [
-                {"series_fk": ek, "sop_instance_uid": f"2.25.{uuid.uuid4().int}", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
-                 "instance_number": i + 1, "path": f"seed/{p}/{i}.dcm", "size": 0, "sha256": "", "header": blob}
-                for i in range(per_study)])
-            studies.append({"patient_id": pid, "study_uid": study_uid, "instances": per_study})
+            rows = []
+            for i in range(per_study):
+                sop = f"2.25.{uuid.uuid4().int}"
+                bulk = f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop}/bulk"
+                header = text.replace(f'"{old["SOPInstanceUID"]}"', f'"{sop}"').replace(
+                    f'"{BULK_PLACEHOLDER}/', f'"{bulk}/')
+                rows.append({"series_fk": ek, "sop_instance_uid": sop, "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+                             "instance_number": i + 1, "path": f"seed/{p}/{i}.dcm", "size": 0, "sha256": "",
+                             "header": zlib.compress(header.encode(), 1)})
+            conn.execute(insert(Instance), rows)
+            studies.append({"patient_id": pid, "study_uid": study_uid, "series_uid": series_uid, "date": date,
+                            "instances": per_study})
     pacs.close()
     return studies
 

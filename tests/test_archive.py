@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from factories import ct_dataset, encode, tiny_ct
 from hounsfield import config, query
-from hounsfield.archive import StoreOutcome
+from hounsfield.archive import StoreOutcome, relative_path
+from hounsfield.dicomfile import read_header
 from hounsfield.errors import InvalidDataset, InvalidQuery, NotFound
 from hounsfield.models import Instance, Patient, Series, Study
 from hounsfield.pacs import Pacs
@@ -95,6 +96,81 @@ def test_dataset_without_sop_instance_uid_is_refused(pacs: Pacs) -> None:
 def test_not_dicom_is_refused(pacs: Pacs) -> None:
     with pytest.raises(InvalidDataset):
         pacs.archive.store_bytes(b"this is not a DICOM file at all" * 10)
+
+
+def received(pacs: Pacs, ds: Dataset) -> Path:
+    """What the DICOM service hands the archive: a complete Part-10 file in ``.incoming``."""
+    path = pacs.files.incoming / f"{generate_uid()}.part"
+    path.write_bytes(encode(ds))
+    return path
+
+
+def test_received_instance_is_pending_until_indexed_then_where_store_puts_it(pacs: Pacs) -> None:
+    ds = ct_dataset(PatientID="P-ACK")
+    data = encode(ds)
+    header = pacs.archive.accept_file(received(pacs, ds), "MODALITY")
+    assert header.sop_instance_uid == ds.SOPInstanceUID
+    pending = pacs.files.pending_files()
+    assert len(pending) == 1 and pending[0].read_bytes() == data  # durable, not yet indexed
+    assert count(pacs, Instance) == 0 and list(pacs.files.incoming.iterdir()) == []
+    assert pacs.archive.index_pending() == 1
+    stored = pacs.archive.instance(ds.SOPInstanceUID)
+    assert stored.path.read_bytes() == data
+    assert stored.path.relative_to(pacs.files.root).parts == (
+        "P-ACK", ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm")
+    with pacs.db.session() as s:
+        assert s.scalar(select(Instance.origin)) == "MODALITY"
+    assert pacs.files.pending_files() == [] and list(pacs.files.incoming.iterdir()) == []
+
+
+def test_pending_instances_survive_a_restart_and_a_crash_mid_indexing(tmp_path: Path, database_url: str) -> None:
+    first, second = ct_dataset(), ct_dataset()
+    before = make_pacs(tmp_path, database_url)
+    before.archive.accept_file(received(before, first), "A")
+    before.archive.accept_file(received(before, second), "A")
+    # A crash after the second file was linked into the layout but before its index row was committed:
+    pending = before.files.pending_files()[1]
+    before.files.put_link(relative_path(read_header(pending)), pending)
+    before.close()
+    after = make_pacs(tmp_path, database_url)  # the restart: what was acknowledged is still pending
+    assert after.archive.index_pending() == 2
+    assert {i.sop_instance_uid for i in after.archive.instances()} == {first.SOPInstanceUID, second.SOPInstanceUID}
+    assert after.archive.index_pending() == 0 and count(after, Instance) == 2
+    after.close()
+
+
+def test_indexing_a_pending_file_twice_keeps_one_row(pacs: Pacs) -> None:
+    ds = ct_dataset()
+    pacs.archive.accept_file(received(pacs, ds), "A")
+    pending = pacs.files.pending_files()[0]
+    kept = pending.with_name("copy.dcm")
+    kept.hardlink_to(pending)  # as if the unlink after the commit was lost in a crash
+    assert pacs.archive.index_pending() == 2
+    assert count(pacs, Instance) == 1 and pacs.files.pending_files() == []
+    assert pacs.archive.instance(ds.SOPInstanceUID).path.read_bytes() == encode(ds)
+
+
+def test_duplicates_through_the_pending_queue_follow_the_policy(pacs: Pacs) -> None:
+    first = ct_dataset(StudyDescription="FIRST")
+    second = copy.deepcopy(first)
+    second.StudyDescription = "SECOND"
+    pacs.archive.accept_file(received(pacs, first), "A")
+    pacs.archive.accept_file(received(pacs, second), "A")
+    assert pacs.archive.index_pending() == 2
+    assert dcmread(pacs.archive.instance(first.SOPInstanceUID).path).StudyDescription == "FIRST"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no SOP Instance UID"])
+def test_bad_received_instance_is_refused_before_it_is_pending(pacs: Pacs, damage: str) -> None:
+    ds = ct_dataset()
+    if damage == "no SOP Instance UID":
+        del ds.SOPInstanceUID
+    path = received(pacs, ds)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InvalidDataset, match="truncated" if damage == "truncated" else "SOPInstanceUID"):
+        pacs.archive.accept_file(path, "A")
+    assert pacs.files.pending_files() == []
 
 
 def test_bare_dataset_gets_a_part10_wrapper(pacs: Pacs, shared_data: Path) -> None:

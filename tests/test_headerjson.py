@@ -59,9 +59,25 @@ def test_shared_files(path: str) -> None:
     _compare(path)
 
 
+@pytest.mark.parametrize("keys_only", [False, True], ids=["full", "keys-only"])
 @pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm",
                                   "emri_small_jpeg_2k_lossless_too_short.dcm"])
-def test_truncated_files_are_refused(name: str) -> None:
+def test_truncated_files_are_refused(name: str, keys_only: bool) -> None:
     root = require_shared_data()
     with pytest.raises(InvalidDataset, match="truncated"):
-        read_header(root / "malformed" / name)
+        read_header(root / "malformed" / name, keys_only=keys_only)
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[Path(p).name for p in BUNDLED])
+def test_keys_only_reads_the_identifying_uids_as_the_full_walk_does(path: str) -> None:
+    """The quick check a received instance gets before it is acknowledged."""
+    try:
+        full = read_header(Path(path))
+    except InvalidDataset:
+        with pytest.raises(InvalidDataset):
+            read_header(Path(path), keys_only=True)
+        return
+    quick = read_header(Path(path), keys_only=True)
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        assert quick.text(keyword) == full.text(keyword)
+    assert quick.transfer_syntax_uid == full.transfer_syntax_uid

@@ -4,7 +4,9 @@ and dcmtk's findscu, MPPS messages."""
 from __future__ import annotations
 
 import subprocess
+import time
 from datetime import date, timedelta
+from typing import Any, Callable
 from pathlib import Path
 
 import requests
@@ -16,6 +18,17 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklis
 from support import dcmtk, dcmtk_env
 
 TODAY = date.today()
+
+
+def eventually(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    """``get()`` once ``ok`` holds for it (or the last try after ``timeout`` seconds): for what the server writes
+    right after it answers (the MWL query log) or indexes in the background (received images)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 def ymd(d: date) -> str:

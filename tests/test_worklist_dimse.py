@@ -13,6 +13,7 @@ from test_worklist_common import (
     TODAY,
     add_item,
     days,
+    eventually,
     findscu,
     modality_query,
     mpps,
@@ -174,7 +175,8 @@ def test_malformed_query_is_refused_and_logged(server, schedule) -> None:
     assert found == [] and final == 0xA900
     bad_date = modality_query(ScheduledProcedureStepStartDate="2026-99-99")
     assert mwl_find(server.dicom_port, bad_date)[1] == 0xA900
-    log = requests.get(f"{server.url}/api/worklist/queries").json()["queries"]
+    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json()["queries"],
+                     lambda queries: len(queries) >= 2)  # written just after the final response
     assert [q["status"] for q in log[:2]] == [0xA900, 0xA900]
     assert "must hold a single item" in log[1]["error"]
 
@@ -182,7 +184,7 @@ def test_malformed_query_is_refused_and_logged(server, schedule) -> None:
 def test_query_log_and_explain(server, schedule) -> None:
     mwl_find(server.dicom_port, _query(dict(ScheduledProcedureStepStartDate="TODAY", Modality="CT",
                                             ScheduledStationAETitle="CT2")), calling="CT_ROOM2")
-    log = requests.get(f"{server.url}/api/worklist/queries").json()
+    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json(), lambda log: log["total"])
     assert log["total"] == 1
     entry = log["queries"][0]
     assert entry["calling_ae"] == "CT_ROOM2" and entry["answers"] == 1
@@ -210,5 +212,7 @@ def test_study_link_when_images_arrive(server, schedule, tmp_path: Path) -> None
     proc = subprocess.run([dcmtk("storescu"), "-aec", "HOUNSFIELD", "127.0.0.1", str(server.dicom_port),
                            str(tmp_path / "ct.dcm")], capture_output=True, text=True, env=dcmtk_env())
     assert proc.returncode == 0, proc.stderr
-    assert requests.get(f"{server.url}/api/worklist/items/{item['id']}").json()["study_received"] is True
+    received = eventually(lambda: requests.get(f"{server.url}/api/worklist/items/{item['id']}").json(),
+                          lambda got: got["study_received"])  # the indexer links it in the background
+    assert received["study_received"] is True
     assert requests.get(f"{server.url}/api/worklist/items/{schedule['ct2']['id']}").json()["study_received"] is False

@@ -115,11 +115,35 @@ def test_explain_names_each_key(pacs: Pacs) -> None:
     assert not verdicts["ScheduledProcedureStepSequence>ScheduledProcedureStepStartDate"][0]
 
 
+def _reference_answer(requested, stored):
+    """The answer as plain pydicom builds it: each requested key from the stored item (zero-length when it has
+    none; a sequence key with an item selects within each stored item), plus the item's character set."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    out = Dataset()
+    for elem in requested:
+        if elem.tag.group == 0 or elem.tag == 0x00080005:
+            continue
+        wanted = list(elem.value or []) if elem.VR == "SQ" else []
+        if elem.tag not in stored:
+            out.add_new(elem.tag, elem.VR, Sequence() if elem.VR == "SQ" else None)
+        elif stored[elem.tag].VR == "SQ" and wanted and len(wanted[0]):
+            out.add_new(elem.tag, "SQ", Sequence([_reference_answer(wanted[0], item)
+                                                  for item in stored[elem.tag].value]))
+        else:
+            out[elem.tag] = stored[elem.tag]
+    if "SpecificCharacterSet" in stored:
+        out.SpecificCharacterSet = stored.SpecificCharacterSet
+    return out
+
+
 @pytest.mark.parametrize("charset, name", [(None, "Doe^Jane"), ("ISO_IR 100", "Müller^Jörg"),
                                            ("ISO_IR 192", "Doe^Jane=山田^太郎"),
                                            (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎")])
 def test_answers_encode_as_pydicom_would(charset, name) -> None:
-    """Answers built for a known encoding (ASCII text pre-encoded) are byte for byte pydicom's own encoding."""
+    """Answers are encoded (ASCII text directly, anything else through pydicom) byte for byte as pydicom encodes
+    the same dataset, in every transfer syntax; ``answer`` is that dataset."""
     from pydicom.dataset import Dataset
     from pynetdicom.dsutils import encode
 
@@ -129,11 +153,23 @@ def test_answers_encode_as_pydicom_would(charset, name) -> None:
     if charset:
         item.SpecificCharacterSet = charset
     item.StudyInstanceUID = "1.2.3"  # odd length: padded with NUL
+    item.PatientWeight = "72.5"  # DS, IS, US, binary and a code sequence: written by pydicom
+    item.add_new(0x00201208, "IS", "12")
+    item.add_new(0x00281050, "DS", ["40", "400.5"])
+    item.add_new(0x00280010, "US", 512)
+    item.add_new(0x00420011, "OB", b"\x01\x02")
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CT1", "99X", name
+    item.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = [code]
     stored = item.to_json_dict()
-    for keys in (mwl.identifier({}), Dataset()):
+    whole_steps = Dataset()
+    whole_steps.PatientName = None
+    whole_steps.PatientWeight = None
+    whole_steps.ScheduledProcedureStepSequence = []  # zero-length: the whole stored sequence
+    every = Dataset.from_json(stored)
+    for keys in (mwl.identifier({}), Dataset(), whole_steps, every):
         query = mwl.MwlQuery(keys)
-        reference = mwl.select_keys(keys, stored)
-        if "SpecificCharacterSet" in item:
-            reference.SpecificCharacterSet = item.SpecificCharacterSet
-        for implicit in (True, False):
-            assert encode(query.answer(stored, (implicit, True)), implicit, True) == encode(reference, implicit, True)
+        reference = _reference_answer(keys, Dataset.from_json(stored))
+        for implicit, little in ((True, True), (False, True), (False, False)):
+            assert query.encoded_answer(stored, (implicit, little)) == encode(reference, implicit, little)
+        assert encode(query.answer(stored), False, True) == encode(reference, False, True)

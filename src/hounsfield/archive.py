@@ -1,33 +1,38 @@
 """The archive: store instances (file + index), find what is there, hand back files, delete.
 
-Every way in — C-STORE, STOW-RS, ``hounsfield import`` — calls ``Archive.store_*``; every way out — C-FIND,
-C-GET, C-MOVE, QIDO-RS, WADO-RS, the REST API — goes through ``Archive`` and ``query``.
+Every way in — C-STORE, STOW-RS, ``hounsfield import`` — calls ``Archive.store_*`` (C-STORE through
+``accept_file`` and the indexer process); every way out — C-FIND, C-GET, C-MOVE, QIDO-RS, WADO-RS, the REST
+API — goes through ``Archive.reading`` and ``query``.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from hounsfield import matching
 from hounsfield.db import Database
 from hounsfield.dicomfile import Header, part10_prefix, read_header
-from hounsfield.errors import NotFound
+from hounsfield.errors import HounsfieldError, NotFound, StorageFull
 from hounsfield.models import Instance, Patient, Series, Study, utcnow
 from hounsfield.query import Query
 from hounsfield.storage import FileStore, safe_component, sha256_file
 
 log = logging.getLogger(__name__)
+_arrivals = itertools.count()
 
 
 class StoreOutcome(enum.Enum):
@@ -78,13 +83,11 @@ class Archive:
         self.duplicate_policy = duplicate_policy
 
     # ---- ways in -------------------------------------------------------------------------------
-    def store_file(self, path: Path, origin: str = "", *, consume: bool = False) -> StoreResult:
-        """Store a Part-10 file (or a raw dataset file). With ``consume`` the file is moved, not copied."""
+    def store_file(self, path: Path, origin: str = "") -> StoreResult:
+        """Store (a copy of) a Part-10 file or a raw dataset file."""
         header = read_header(path)
         if not header.has_file_meta:
             return self.store_bytes(Path(path).read_bytes(), origin, header=header)
-        if consume:
-            return self._store(header, origin, lambda rel: self.files.put_file(rel, path))
         data = Path(path).read_bytes()
         return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
 
@@ -94,6 +97,67 @@ class Archive:
         if not header.has_file_meta:  # a bare dataset: give it the Part-10 wrapper an archive file needs
             data = part10_prefix(header) + bytes(data)
         return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
+
+    # ---- C-STORE's way in: acknowledged once durable, indexed by the indexer process ------------------
+    def accept_file(self, path: Path, origin: str = "") -> Header:
+        """Check a received Part-10 file and make it durable in the pending queue (moving it).
+
+        A sender waits for each C-STORE response, so the response goes out as soon as the instance is safe
+        on disk; ``index_pending``, in the indexer process, then puts it in the layout and the index on the
+        other core. Queries ``settle`` first, so a client finds what it has just stored.
+        """
+        header = read_header(path, keys_only=True)
+        if not header.has_file_meta:
+            self.store_file(path, origin)
+            return header
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_arrivals)}_{safe_component(origin, '-')}.dcm"
+        self.files.put_pending(path, name)
+        return header
+
+    def index_pending(self) -> int:
+        """Index the pending instances, oldest first; returns how many were handled.
+
+        The pending file is linked into the layout and removed only after the index row is committed, so a
+        crash at any point leaves it pending, and indexing it again is harmless. A failure that may pass
+        (database busy, disk full) leaves it for the next round.
+        """
+        handled = 0
+        for path in self.files.pending_files():
+            origin = path.stem.partition("_")[2]
+            try:
+                header = read_header(path)
+                self._store(header, origin, lambda rel: self.files.put_link(rel, path))
+            except HounsfieldError as exc:
+                if not isinstance(exc, StorageFull):
+                    log.error("received file %s cannot be indexed, set aside: %s", path.name, exc)
+                    path.rename(path.with_suffix(".failed"))
+                    continue
+                log.warning("indexing %s failed, will retry: %s", path.name, exc)
+                break
+            except (OSError, SQLAlchemyError) as exc:
+                log.warning("indexing %s failed, will retry: %s", path.name, exc)
+                break
+            path.unlink()
+            handled += 1
+        return handled
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the instances acknowledged before this call are indexed (read-your-writes)."""
+        waiting = set(self.files.pending_files())
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                log.warning("%d received instances are still waiting for the indexer", len(waiting))
+                return
+            time.sleep(0.002)
+            waiting.intersection_update(self.files.pending_files())
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session on the index that sees every instance acknowledged so far."""
+        self.settle()
+        with self.db.session() as s:
+            yield s
 
     def _store(self, header: Header, origin: str, put: Callable[[str], None]) -> StoreResult:
         uid = header.sop_instance_uid
@@ -213,12 +277,12 @@ class Archive:
         if sop_uids is not None:
             q = q.where(Instance.sop_instance_uid.in_(list(sop_uids)))
         q = q.order_by(Series.id, Instance.instance_number, Instance.id)
-        with self.db.session() as s:
+        with self.reading() as s:
             return self.stored(s.execute(q).all())
 
     def retrieve(self, query: Query) -> list[StoredInstance]:
         """The stored instances a C-GET / C-MOVE identifier names."""
-        with self.db.session() as s:
+        with self.reading() as s:
             return self.stored(s.execute(query.instances_statement()).all())
 
     def instance(self, sop_uid: str) -> StoredInstance:
@@ -241,7 +305,7 @@ class Archive:
             .join(Patient, Study.patient_fk == Patient.id)
             .where(column == uid)
         )
-        with self.db.session() as s:
+        with self.reading() as s:
             doomed = s.execute(q).all()
             if not doomed:
                 exists = s.scalar(select(column).where(column == uid).limit(1)) if level != "instance" else None

@@ -8,6 +8,7 @@ understand go through pydicom.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import mmap
@@ -30,6 +31,7 @@ from hounsfield.errors import InvalidDataset
 
 REQUIRED_UIDS = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInstanceUID": "0020000D",
                  "SeriesInstanceUID": "0020000E"}
+KEY_TAGS = frozenset(int(tag, 16) for tag in REQUIRED_UIDS.values())
 BULK_THRESHOLD = 1024  # binary values above this size are bulk data, not metadata
 BULK_PLACEHOLDER = "{bulk}"  # replaced by the instance's bulk data URI prefix when the JSON is packed
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0"
@@ -75,6 +77,7 @@ class Header:
         return zlib.compress(text.replace(f'"{BULK_PLACEHOLDER}/', f'"{bulk_prefix}/').encode(), 1)
 
 
+@functools.lru_cache(maxsize=None)
 def _tag_hex(keyword: str) -> str:
     return f"{int(Tag(keyword)):08X}"
 
@@ -130,12 +133,13 @@ def _pydicom_header(data: bytes | mmap.mmap) -> Header:
     return Header(to_json(ds, BULK_PLACEHOLDER), ts, has_meta)
 
 
-def parse_header(data: bytes | mmap.mmap) -> Header:
-    """Check an encoded instance (Part-10 file or bare dataset) and read its header."""
+def parse_header(data: bytes | mmap.mmap, *, keys_only: bool = False) -> Header:
+    """Check an encoded instance (Part-10 file or bare dataset) and read its header (with ``keys_only``, at
+    least the UIDs that identify it: a quicker check of a received instance)."""
     if data[128:132] != b"DICM" and data[1:2] != b"\x00":  # a bare dataset starts with a low group number
         raise InvalidDataset("not a DICOM file: no 'DICM' prefix and no dataset at the start")
     try:
-        parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD)
+        parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD, KEY_TAGS if keys_only else None)
         header = Header(parsed.json, parsed.transfer_syntax_uid, parsed.has_file_meta)
     except headerjson.Truncated as exc:
         raise InvalidDataset(str(exc)) from exc
@@ -147,15 +151,15 @@ def parse_header(data: bytes | mmap.mmap) -> Header:
     return header
 
 
-def read_header(source: Path | bytes) -> Header:
+def read_header(source: Path | bytes, *, keys_only: bool = False) -> Header:
     """``parse_header`` of a file (mapped, not read: Pixel Data is skipped, never loaded) or of bytes."""
     if isinstance(source, (bytes, bytearray)):
-        return parse_header(bytes(source))
+        return parse_header(bytes(source), keys_only=keys_only)
     with open(source, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise InvalidDataset("empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return parse_header(data)
+            return parse_header(data, keys_only=keys_only)
 
 
 def file_meta_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> FileMetaDataset:

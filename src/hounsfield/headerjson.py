@@ -66,8 +66,9 @@ def _dictionary_vr(tag: int, pixel_representation: int) -> str:
 
 class _Walker:
     def __init__(self, data: bytes, *, implicit: bool, little: bool, bulk: Callable[[int], str],
-                 threshold: int) -> None:
+                 threshold: int, only: frozenset[int] | None = None) -> None:
         self.data = data
+        self.only = only
         self.implicit = implicit
         self.order = "<" if little else ">"
         self.bulk = bulk
@@ -107,6 +108,9 @@ class _Walker:
                     _dictionary_vr(tag, self.pixel_representation)
             if top and tag in PIXEL_DATA_TAGS:
                 self.pixel_data_offset = pos
+            if top and self.only is not None and tag not in self.only and length != UNDEFINED:
+                pos = self.skip(tag, start, length)
+                continue
             if vr == "SQ" or (length == UNDEFINED and tag not in PIXEL_DATA_TAGS):
                 items, pos = self.sequence(start, length)
                 out[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
@@ -114,10 +118,7 @@ class _Walker:
             if length == UNDEFINED:  # encapsulated Pixel Data: fragments up to the sequence delimiter
                 pos = self.skip_fragments(start)
                 continue
-            pos = start + length
-            if pos > len(data):
-                raise Truncated(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but "
-                                  f"only {len(data) - start} were received (truncated)")
+            pos = self.skip(tag, start, length)
             if (top and tag in PIXEL_DATA_TAGS) or tag >> 16 == 0xFFFC:
                 continue
             if vr == "UN" and tag >> 16 & 1 == 0 and _dictionary_vr(tag, 0) != "UN":
@@ -125,6 +126,13 @@ class _Walker:
                 continue
             out[f"{tag:08X}"] = self.element(tag, vr, data[start:pos])
         return out, pos
+
+    def skip(self, tag: int, start: int, length: int) -> int:
+        """The end of a value of ``length`` bytes at ``start``, checked against the data received."""
+        if start + length > len(self.data):
+            raise Truncated(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes but "
+                            f"only {len(self.data) - start} were received (truncated)")
+        return start + length
 
     def known_un(self, tag: int, raw: bytes) -> dict[str, Any]:
         """A public element sent with VR UN: its value is implicit VR little endian (PS3.5 6.2.2)."""
@@ -231,8 +239,13 @@ def _text_values(vr: str, text: str) -> list[Any]:
     return values
 
 
-def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: int = 1024) -> ParsedHeader:
-    """Parse a Part-10 file or a bare dataset (implicit VR little endian assumed without file meta)."""
+def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: int = 1024,
+          only: frozenset[int] | None = None) -> ParsedHeader:
+    """Parse a Part-10 file or a bare dataset (implicit VR little endian assumed without file meta).
+
+    With ``only``, top-level elements with other tags are checked for length but not decoded (the
+    Specific Character Set is always decoded): a quick check that the dataset is whole, with a few keys.
+    """
     meta: dict[str, Any] = {}
     pos = 0
     has_meta = len(data) >= 132 and data[128:132] == b"DICM"
@@ -259,6 +272,7 @@ def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: 
         ts_implicit, ts_little = False, True
     else:
         ts_implicit, ts_little = ts == IMPLICIT_LE, ts != EXPLICIT_BE
-    walker = _Walker(data, implicit=ts_implicit, little=ts_little, bulk=bulk, threshold=threshold)
+    walker = _Walker(data, implicit=ts_implicit, little=ts_little, bulk=bulk, threshold=threshold,
+                     only=None if only is None else only | {0x00080005})
     dataset, _ = walker.dataset(pos, len(data), top=True)
     return ParsedHeader(dataset, meta, ts, has_meta, walker.pixel_data_offset)

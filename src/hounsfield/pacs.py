@@ -10,7 +10,7 @@ from multiprocessing.process import BaseProcess
 from hounsfield.archive import Archive
 from hounsfield.config import Settings
 from hounsfield.db import Database
-from hounsfield.dimse import workers
+from hounsfield import processes
 from hounsfield.peers import PeerRegistry
 from hounsfield.storage import FileStore
 from hounsfield.worklist import Mpps, Worklist, options_from
@@ -30,7 +30,7 @@ class Pacs:
         self.files = FileStore(settings.data_dir / "files", fsync=settings.fsync)
         self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy)
         self.peers = PeerRegistry(self.db, settings.peers)
-        self._workers: list[BaseProcess] = []
+        self._children: list[BaseProcess] = []
         self.worklist = Worklist(self.db, options_from(settings), query_log_size=settings.worklist_query_log_size)
         self.mpps = Mpps(self.db, self.worklist)
 
@@ -41,7 +41,8 @@ class Pacs:
         return DicomService(self)
 
     def start_dicom(self, *, primary: bool = True) -> None:
-        """Start the DICOM service; the primary process also cleans up after a crash and starts the others."""
+        """Start the DICOM service; the primary process also cleans up after a crash and starts the other
+        DICOM processes and the indexer."""
         if primary:
             removed = self.files.clean_incoming()
             if removed:
@@ -50,10 +51,10 @@ class Pacs:
         tempfile.tempdir = str(self.files.incoming)
         self.dicom.start()
         if primary:
-            self._workers = workers.start(self.settings)
+            self._children = processes.start(self.settings)
 
     def close(self, *, grace: float = 30.0) -> None:
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
-        workers.stop(self._workers)
+        processes.stop(self._children)
         self.db.dispose()

@@ -2,6 +2,9 @@
 
 A write goes to a temporary file in the destination directory, is fsync'ed, renamed over the final name and
 the directory is fsync'ed, so a reader (or a crash) sees either nothing or the whole file.
+
+Beside the layout: ``.incoming`` holds data still arriving (removed after a crash) and ``.pending`` holds
+instances that were received whole and made durable but are not indexed yet (indexed after a crash).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,6 +54,8 @@ class FileStore:
         self.fsync = fsync
         self.incoming = self.root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
+        self.pending = self.root / ".pending"
+        self.pending.mkdir(exist_ok=True)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -74,12 +80,41 @@ class FileStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_file(self, rel: str, src: Path) -> None:
-        """Move the complete file ``src`` to ``rel`` atomically (copying first if on another file system)."""
-        dest = self.path(rel)
+    def put_pending(self, src: Path, name: str) -> Path:
+        """Make the complete file ``src`` durable as ``.pending/name`` (fsync, rename, directory fsync)."""
+        dest = self.pending / name
+        self._move(src, dest)
+        return dest
+
+    def pending_files(self) -> list[Path]:
+        """Pending instances, oldest first (their names start with the arrival time)."""
+        return sorted(p for p in self.pending.iterdir() if p.suffix == ".dcm")
+
+    def put_link(self, rel: str, src: Path) -> None:
+        """Put a durable file at ``rel`` while keeping ``src`` (a hard link where the file system allows)."""
+        tmp = self.incoming / f"{uuid.uuid4().hex}.part"
+        try:
+            os.link(src, tmp)
+            synced = True
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                raise
+            shutil.copyfile(src, tmp)
+            synced = False
+        try:
+            self.put_file(rel, tmp, synced=synced)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, rel: str, src: Path, *, synced: bool = False) -> None:
+        """Move the complete file ``src`` to ``rel`` atomically (copying first if on another file system);
+        ``synced`` says its data is already durable."""
+        self._move(src, self.path(rel), synced=synced)
+
+    def _move(self, src: Path, dest: Path, *, synced: bool = False) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if self.fsync:
+            if self.fsync and not synced:
                 with open(src, "rb+") as f:
                     os.fsync(f.fileno())
             try:

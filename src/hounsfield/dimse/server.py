@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
-from hounsfield.dimse.tuning import shorten_reactor_polling
+from hounsfield.dimse.tuning import wait_instead_of_polling
 
 if TYPE_CHECKING:
     from hounsfield.pacs import Pacs
@@ -103,7 +103,7 @@ class DicomService:
 
     def start(self) -> None:
         s = self.pacs.settings
-        shorten_reactor_polling()
+        wait_instead_of_polling()
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

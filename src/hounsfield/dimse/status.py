@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from hounsfield.archive import StoreOutcome
 from hounsfield.errors import (
     HounsfieldError,
     InvalidDataset,
@@ -40,11 +39,6 @@ REJECTED_PERMANENT = 0x01
 REJECT_SOURCE_USER = 0x01
 CALLING_AE_NOT_RECOGNIZED = 0x03
 
-STORE_OUTCOME_STATUS = {
-    StoreOutcome.STORED: SUCCESS,
-    StoreOutcome.REPLACED: SUCCESS,
-    StoreOutcome.DUPLICATE_KEPT: SUCCESS,
-}
 
 STORE_ERROR_STATUS: dict[type[HounsfieldError], int] = {
     InvalidDataset: STORE_CANNOT_UNDERSTAND,

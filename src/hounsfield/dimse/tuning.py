@@ -1,33 +1,118 @@
-"""pynetdicom's reactor loops poll with a fixed 1 ms sleep between checks.
+"""pynetdicom's reactor loops poll; here they wait for the thing they poll for instead.
 
-Each association runs two polling threads (the DUL reading the socket, the association reading the DIMSE
-queue), each sleeping 1 ms whenever it finds nothing to do, so every C-STORE request and its response wait up to
-a millisecond or two in queues: a large share of a 0.5 MB CT instance's ~7 ms on this hardware (see
-bench/RESULTS.md). pynetdicom has no setting for it; its modules call ``time.sleep`` through their own ``time``
-name, so giving those two modules a ``time`` whose ``sleep`` is capped shortens the wait without touching any
-other code. The cost is more wake-ups while an association sits idle (10,000/s, a few % of a core).
+Each association runs two threads that loop "check, and sleep 1 ms when there was nothing to do": the DUL
+thread (socket in, primitives out) and the association thread (decoded DIMSE messages). The sleeps put a
+millisecond or two of queueing on every C-STORE request and response (a large share of a 0.5 MB CT instance's
+few milliseconds), and shortening them makes every idle association burn CPU and wake against the GIL.
+
+pynetdicom has no setting for this. Its ``association`` and ``dul`` modules call ``time.sleep`` through their
+own ``time`` name, so they are given a ``time`` whose ``sleep`` blocks on the right thing, up to ``MAX_WAIT``:
+- the DUL thread in ``select`` on its socket and on an eventfd that ``send_pdu`` signals, so incoming data and
+  outgoing primitives wake it at once;
+- the association thread on its DIMSE message queue, which the DUL fills when a message is complete.
+Everything else pynetdicom checks once per loop (timers, release, abort) is still seen within ``MAX_WAIT``.
+
+The DUL loop also sends every queued primitive before it looks at its socket again, so while a long C-FIND,
+C-GET or C-MOVE answer is queued, a C-CANCEL (or an abort) from the peer waits until the whole answer is out.
+While the association is established, incoming data is read first when the socket has some.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import sys
 import time
 import types
+import weakref
+from typing import Any
 
-POLL_INTERVAL = 0.0001  # seconds
-
-
-def _capped_time_module() -> types.ModuleType:
-    shim = types.ModuleType("time")
-    shim.__dict__.update({k: v for k, v in vars(time).items() if not k.startswith("__")})
-    shim.sleep = lambda seconds: time.sleep(min(seconds, POLL_INTERVAL))  # type: ignore[attr-defined]
-    return shim
+MAX_WAIT = 0.005  # seconds: the longest a reactor waits before looking at its timers and flags again
+LOOP_DELAY = 0.001  # pynetdicom's reactor loop delay (seconds)
+REQUESTOR_LOOP_DELAY = 0.0001
 
 
-def shorten_reactor_polling() -> None:
-    """Apply once per process, before associations start."""
+def _wake_fd(dul: Any) -> int:
+    """The DUL's eventfd, made on first use and closed when the DUL is garbage-collected."""
+    fd = dul.__dict__.get("_hounsfield_wake")
+    if fd is None:
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        dul._hounsfield_wake = fd
+        weakref.finalize(dul, os.close, fd)
+    return fd
+
+
+def _wait_dul(dul: Any) -> None:
+    wake = _wake_fd(dul)
+    sock = getattr(dul.socket, "socket", None)
+    watched = [wake] if sock is None or sock.fileno() < 0 else [wake, sock]
+    try:
+        ready, _, _ = select.select(watched, [], [], MAX_WAIT)
+    except (OSError, ValueError):  # the socket closed under us: pynetdicom notices on its next check
+        return
+    if wake in ready:
+        try:
+            os.eventfd_read(wake)
+        except BlockingIOError:
+            pass
+
+
+def _wait_association(assoc: Any) -> None:
+    if assoc.is_requestor:  # a requestor's own send_* calls pause this loop and wait for it to notice
+        time.sleep(REQUESTOR_LOOP_DELAY)
+        return
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:
+        if not messages.queue:
+            messages.not_empty.wait(MAX_WAIT)
+
+
+def _sleep(seconds: float) -> None:
+    """``time.sleep`` for pynetdicom's modules: the reactors' 1 ms loop delays become waits (see the module
+    docstring); other sleeps (shutdown delays, waiting for a reactor to pause) stay as they are."""
+    if seconds == LOOP_DELAY:
+        owner = sys._getframe(1).f_locals.get("self")
+        if owner is not None:
+            from pynetdicom.association import Association
+            from pynetdicom.dul import DULServiceProvider
+
+            if isinstance(owner, DULServiceProvider):
+                return _wait_dul(owner)
+            if isinstance(owner, Association):
+                return _wait_association(owner)
+    time.sleep(seconds)
+
+
+def _waking_send_pdu(send_pdu: Any) -> Any:
+    def send_and_wake(self: Any, primitive: Any) -> None:
+        send_pdu(self, primitive)
+        os.eventfd_write(_wake_fd(self), 1)
+
+    send_and_wake.__wrapped__ = send_pdu  # type: ignore[attr-defined]
+    return send_and_wake
+
+
+def _reading_first(process_recv_primitive: Any) -> Any:
+    def process_unless_peer_spoke(self: Any) -> bool:
+        if self.to_provider_queue.queue and self.state_machine.current_state == "Sta6" and self.socket \
+                and self.socket.ready:
+            return False  # run_reactor goes on to read the socket, then comes back to the queue
+        return process_recv_primitive(self)
+
+    process_unless_peer_spoke.__wrapped__ = process_recv_primitive  # type: ignore[attr-defined]
+    return process_unless_peer_spoke
+
+
+def wait_instead_of_polling() -> None:
+    """Apply once per process, before associations start (idempotent)."""
     from pynetdicom import association, dul
 
-    if getattr(association.time, "sleep", None) is time.sleep:
-        shim = _capped_time_module()
-        association.time = shim  # type: ignore[attr-defined]
-        dul.time = shim  # type: ignore[attr-defined]
+    if getattr(association.time, "sleep", None) is _sleep:
+        return
+    shim = types.ModuleType("time")
+    shim.__dict__.update({k: v for k, v in vars(time).items() if not k.startswith("__")})
+    shim.sleep = _sleep  # type: ignore[attr-defined]
+    association.time = shim  # type: ignore[attr-defined]
+    dul.time = shim  # type: ignore[attr-defined]
+    dul.DULServiceProvider.send_pdu = _waking_send_pdu(dul.DULServiceProvider.send_pdu)
+    dul.DULServiceProvider._process_recv_primitive = _reading_first(dul.DULServiceProvider._process_recv_primitive)

@@ -68,7 +68,7 @@ def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offse
         except (ValueError, TypeError) as exc:
             raise InvalidQuery(f"{kw}: {exc}") from exc
     query = q.Query(identifier, model="PATIENT" if level == "PATIENT" else "STUDY", fuzzy_pn=fuzzy)
-    with pacs.db.session() as s:
+    with pacs.archive.reading() as s:
         return [flatten(m.json(), SUMMARY[level]) for m in q.run(s, query, offset=offset, limit=limit)]
 
 

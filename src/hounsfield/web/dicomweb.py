@@ -229,7 +229,7 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     tags = params.return_tags()
     pacs = pacs_of(request)
     answers = []
-    with pacs.db.session() as s:
+    with pacs.archive.reading() as s:
         for match in q.run(s, query, offset=params.offset, limit=params.limit):
             item = match.json(tags)
             item.pop("00080052", None)  # QueryRetrieveLevel is C-FIND only
@@ -415,7 +415,7 @@ def _metadata(request: Request, study: str, series: str | None = None, sop: str 
     if sop is not None:
         stmt = stmt.where(Instance.sop_instance_uid == sop)
     stmt = stmt.order_by(Series.id, Instance.instance_number, Instance.id)
-    with pacs_of(request).db.session() as s:
+    with pacs_of(request).archive.reading() as s:
         blobs = s.scalars(stmt).all()
     if not blobs:
         _stored(request, study, series, sop)  # raises NotFound naming what is missing
@@ -484,7 +484,7 @@ def frame_bytes(inst: StoredInstance, number: int) -> bytes:
 
 
 def _number_of_frames(request: Request, sop: str) -> int:
-    with pacs_of(request).db.session() as s:
+    with pacs_of(request).archive.reading() as s:
         n = s.scalar(select(Instance.number_of_frames).where(Instance.sop_instance_uid == sop))
     return n or 1
 

@@ -1,17 +1,31 @@
 """Thin DIMSE handlers for the worklist: MWL C-FIND and MPPS N-CREATE / N-SET.
 
 One event → one domain call (``Worklist.find``, ``Mpps.create``, ``Mpps.update``) → one status from the tables
-below. Every MWL C-FIND is written to the query log, whatever its outcome.
+below. Every MWL C-FIND is written to the query log, whatever its outcome (off the answer path: the log writes
+in the background).
+
+MWL answers come from ``Worklist.find`` already encoded in the negotiated transfer syntax and go out through
+``PendingAnswers``: one P-DATA-TF PDU per answer carrying the pending response's command set (encoded once per
+request) and the identifier, written as it is read, instead of pynetdicom re-encoding a dataset and queueing
+two PDUs per answer for its DUL thread.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
+from functools import lru_cache
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import evt
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
 from hounsfield.dimse import status as st
@@ -50,10 +64,74 @@ def _decoded(dataset: Callable[[], Dataset], error: type[HounsfieldError] = Inva
         raise error(f"dataset cannot be decoded: {exc}") from exc
 
 
-def _encoding(event: evt.Event) -> tuple[bool, bool]:
-    """(implicit VR, little endian) of the transfer syntax the answers go out in."""
-    syntax = UID(event.context.transfer_syntax)
-    return syntax.is_implicit_VR, syntax.is_little_endian
+def _pending_response(message_id: int, sop_class: str) -> C_FIND:
+    response = C_FIND()
+    response.MessageIDBeingRespondedTo = message_id
+    response.AffectedSOPClassUID = sop_class
+    response.Status = st.PENDING
+    response.Identifier = BytesIO(b"\0\0")  # a data set follows (CommandDataSetType)
+    return response
+
+
+@lru_cache(maxsize=64)
+def _command_set(message_id: int, sop_class: str) -> bytes:
+    """The encoded command set of a pending C-FIND response as the last (only) command PDV fragment; it only
+    depends on the request's message ID (most requestors start at 1 on every association)."""
+    message = C_FIND_RSP()
+    message.primitive_to_message(_pending_response(message_id, sop_class))
+    return b"\x03" + encode(message.command_set, True, True)
+
+
+class PendingAnswers:
+    """Sends the pending responses of one C-FIND request, their identifiers already encoded (PS3.7 9.1.2.1.6).
+
+    The command set of a pending response is the same for every answer of a request, so it is encoded once;
+    each answer is then one P-DATA-TF PDU holding two PDVs, the last command fragment and the identifier (PS3.8
+    9.3.5 allows several PDVs in one PDU; a message never shares a PDU with another one).
+
+    The PDU is written to the association's socket from here, the handler's thread, instead of being queued
+    for the DUL thread (a primitive, an FSM event and a GIL hand-over per answer): while the handler runs, the
+    DUL has nothing queued to send (only this thread queues for it, and the check below makes sure), and
+    pynetdicom queues the final response only after the handler ends, so the order on the wire is kept. Should
+    the DUL have something queued or the association have left Sta6, the answer is queued like any PDU. An
+    answer too large for the peer's maximum PDU length goes through pynetdicom's own fragmenting. Once one
+    answer went through the DUL, the rest follow it there: the DUL may still be writing it when the next one
+    is ready, and two writers must never share the socket."""
+
+    def __init__(self, event: evt.Event) -> None:
+        context = event.context
+        syntax = UID(context.transfer_syntax)
+        self.encoding = (syntax.is_implicit_VR, syntax.is_little_endian)
+        self.deflated = syntax.is_deflated
+        self.context_id = context.context_id
+        self.assoc = event.assoc
+        request = (int(event.request.MessageID), str(event.request.AffectedSOPClassUID))
+        self.response = _pending_response(*request)  # for an answer pynetdicom has to fragment
+        self.command = _command_set(*request)
+        self.max_pdu = self.assoc.dimse.maximum_pdu_size or 0  # the peer's; 0: no limit
+        self._command_pdv = struct.pack(">IB", len(self.command) + 1, self.context_id) + self.command  # PS3.8 9.3.5.1
+        self._through_dul = False
+
+    def send(self, identifier: bytes) -> None:
+        if self.deflated:
+            deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+            identifier = deflater.compress(identifier) + deflater.flush()
+        if self.max_pdu and 12 + len(self.command) + len(identifier) > self.max_pdu:
+            self._through_dul = True
+            self.response.Identifier = BytesIO(identifier)
+            self.assoc.dimse.send_msg(self.response, self.context_id)
+            return
+        dul = self.assoc.dul
+        self._through_dul = self._through_dul or not (
+            dul.to_provider_queue.empty() and dul.state_machine.current_state == "Sta6" and dul.socket is not None)
+        if not self._through_dul:
+            body = self._command_pdv + struct.pack(">IBB", len(identifier) + 2, self.context_id, 0x02) + identifier
+            dul.socket.send(struct.pack(">BBI", 0x04, 0, len(body)) + body)  # PDU type 4, reserved, length
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = [[self.context_id, self.command],
+                                              [self.context_id, b"\x02" + identifier]]
+        dul.send_pdu(pdata)
 
 
 class WorklistHandlers:
@@ -71,18 +149,23 @@ class WorklistHandlers:
         return [(evt.EVT_C_FIND, on_find), (evt.EVT_N_CREATE, self.on_n_create), (evt.EVT_N_SET, self.on_n_set)]
 
     def on_mwl_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        """Pending answers are sent here as they are read (``PendingAnswers``); pynetdicom sends the final
+        status when this generator ends, or the one it yields (cancel, failure)."""
         calling_ae, address = _requestor(event)
         identifier: Dataset | None = None
         count, code, error = 0, st.SUCCESS, ""
         try:
             identifier = _decoded(lambda: event.identifier)
-            for answer in self.pacs.worklist.find(identifier, calling_ae=calling_ae, encoding=_encoding(event)):
+            answers = PendingAnswers(event)
+            for answer in self.pacs.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
                 if event.is_cancelled:
                     code = st.CANCEL
                     yield code, None
                     return
+                if not event.assoc.is_established:  # aborted or released under us: nobody to answer
+                    return
+                answers.send(answer)
                 count += 1
-                yield st.PENDING, answer
         except HounsfieldError as exc:
             code, error = st.status_for(exc, st.FIND_ERROR_STATUS, st.FIND_UNABLE_TO_PROCESS), str(exc)
             log.warning("MWL C-FIND from %s at %s refused (0x%04X): %s", calling_ae, address, code, exc)

@@ -46,8 +46,11 @@ class WorklistItem(Base):
 
 
 # The shapes a modality asks: day (+ time) range, day + modality (+ station), step of a study (MPPS).
+# Day + modality: the entries of one modality's day come in answer order (start, then id: no sort) and hold the
+# station, so "which of them are on my station" is answered from the index, before any row is read.
 Index("ix_worklist_items_start", WorklistItem.start_date, WorklistItem.start_time)
-Index("ix_worklist_items_modality_start", WorklistItem.modality, WorklistItem.start_date)
+Index("ix_worklist_items_modality_day", WorklistItem.modality, WorklistItem.start_date, WorklistItem.start_time,
+      WorklistItem.id, WorklistItem.station_aet)
 Index("ix_worklist_items_study_step", WorklistItem.study_instance_uid, WorklistItem.sps_id)
 
 

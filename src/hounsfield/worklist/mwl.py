@@ -9,15 +9,21 @@ ScheduledProcedureStepSequence item, is matched in Python on the stored item (``
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from io import BytesIO
+from struct import Struct
+from typing import Any, Iterable
 
 from pydicom import config
+from pydicom.charset import convert_encodings
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 from sqlalchemy import ColumnElement
 
@@ -50,6 +56,8 @@ START_DATE, START_TIME = "ScheduledProcedureStepStartDate", "ScheduledProcedureS
 _NEVER_MATCHED = {0x00080005}  # Specific Character Set
 _CHARSET = "00080005"
 Encoding = tuple[bool, bool]  # (implicit VR, little endian): how an answer will be written
+# VRs whose explicit VR length field has 4 bytes (PS3.5 7.1.2).
+LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 # String VRs whose ASCII values pydicom writes as the plain ASCII text, "\\"-joined and padded to even length.
 PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 # Specific Character Set values (single, no code extensions) whose encodings leave ASCII unchanged; "" = default.
@@ -81,7 +89,8 @@ def _step_item(identifier: Dataset) -> Dataset | None:
 
 
 class MwlQuery:
-    """A parsed MWL identifier: ``conditions`` for SQL, ``python_filter`` for the rest, ``answer`` per item."""
+    """A parsed MWL identifier: ``conditions`` for SQL, ``python_filter`` for the rest, ``encoded_answer`` (or
+    ``answer``) per item."""
 
     def __init__(self, identifier: Dataset, *, fuzzy_pn: bool = False) -> None:
         self.identifier = identifier
@@ -127,112 +136,144 @@ class MwlQuery:
         candidate = Dataset.from_json({t: item[t] for t in tags if t in item})
         return matching.match_dataset(self.python_filter, candidate, fuzzy_pn=self.fuzzy_pn)
 
-    def answer(self, item: dict[str, Any], encoding: Encoding | None = None) -> Dataset:
-        """The C-FIND response identifier: every requested key with the item's value, zero-length when the item
-        has none; in the item's character set. With the ``encoding`` the answer will be written in, ASCII text
-        comes already encoded when the character set allows it (``_raw``): same bytes, a fraction of the cost."""
-        charset = item.get(_CHARSET)
-        raw = encoding if _ascii_superset(charset) else None
-        out = select_keys(self.identifier, item, raw=raw)
-        if charset is not None:
-            out[0x00080005] = _element(0x00080005, charset, raw=raw)
-        return _marked(out, raw)
+    @cached_property
+    def return_keys(self) -> tuple[ReturnKey, ...]:
+        """The keys every answer holds, in tag order: the requested ones and the item's Specific Character Set."""
+        charset = ReturnKey(0x00080005, _CHARSET, "CS", None, optional=True)
+        return tuple(sorted((*return_keys(self.identifier), charset), key=lambda k: k.tag))
+
+    def encoded_answer(self, item: dict[str, Any], encoding: Encoding) -> bytes:
+        """The C-FIND response identifier for a stored item (DICOM JSON), encoded in ``encoding`` (implicit VR,
+        little endian) exactly as pydicom encodes the same dataset: every requested key with the item's value,
+        zero-length when the item has none, plus the item's Specific Character Set, in which its text is
+        written. This is what goes on the wire; building it costs a fraction of building a pydicom dataset."""
+        return _Encoder(encoding, item.get(_CHARSET)).dataset(self.return_keys, item)
+
+    def answer(self, item: dict[str, Any]) -> Dataset:
+        """``encoded_answer`` as a pydicom dataset, for callers that do not send it on the wire."""
+        return read_dataset(BytesIO(self.encoded_answer(item, (False, True))), False, True)
+
+
+@dataclass(frozen=True)
+class ReturnKey:
+    """One requested key: its tag, its DICOM JSON key and requested VR (for a zero-length answer), and for a
+    sequence key with a non-empty item the keys to return from each stored item (None: the whole sequence)."""
+
+    tag: int
+    key: str
+    vr: str
+    within: tuple[ReturnKey, ...] | None
+    optional: bool = False  # left out, not zero-length, when the item lacks it
+
+
+def return_keys(requested: Dataset) -> tuple[ReturnKey, ...]:
+    """The keys an answer to ``requested`` returns (not group lengths, command or file meta elements, nor the
+    Specific Character Set: that one is the item's)."""
+    out = []
+    for elem in requested:
+        tag = elem.tag
+        if tag.group in (0x0000, 0x0002) or tag.element == 0 or tag in _NEVER_MATCHED:
+            continue
+        within = None
+        if elem.VR == "SQ":
+            items = list(elem.value or [])
+            within = return_keys(items[0]) if items and len(items[0]) else None
+        vr = elem.VR.split(" or ")[0]  # an ambiguous VR (implicit VR request) for a zero-length answer
+        out.append(ReturnKey(int(tag), f"{int(tag):08X}", vr, within))
+    return tuple(out)
 
 
 def _ascii_superset(charset: dict[str, Any] | None) -> bool:
-    """Whether the item's Specific Character Set (DICOM JSON entry, None when absent) encodes ASCII text as
-    ASCII: a single value that is not an ISO 2022 code extension."""
+    """Whether a Specific Character Set (DICOM JSON entry, None when absent) encodes ASCII text as ASCII: a
+    single value that is not an ISO 2022 code extension."""
     values = (charset or {}).get("Value") or []
     return len(values) <= 1 and (values[0] if values else "") in ASCII_CHARSETS
 
 
-def _raw(tag: int, vr: str, values: list[Any]) -> RawDataElement | None:
-    """The element already encoded, when its VR is a string VR and every value is ASCII text: these bytes are
-    exactly what pydicom writes in any transfer syntax and ASCII-superset character set, and writing them
-    costs a fraction of pydicom's per-VR encoders (the bulk of a C-FIND answer's cost). None otherwise."""
-    if vr not in PLAIN_VRS:
-        return None
-    texts = [pn_text(v) if isinstance(v, dict) else v for v in values] if vr == "PN" else values
-    if not all(isinstance(t, str) and t.isascii() for t in texts):
-        return None
-    data = "\\".join(texts).encode()
-    if len(data) % 2:
-        data += b"\0" if vr == "UI" else b" "
-    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True, True, False)
+class _Encoder:
+    """Writes DICOM JSON as DICOM in one encoding, byte for byte as pydicom's ``write_dataset`` does (defined
+    lengths, values padded to even length). ASCII text in an ASCII-superset character set is written here
+    directly (the bulk of an MWL answer); any other element is written by pydicom itself."""
+
+    def __init__(self, encoding: Encoding, charset: dict[str, Any] | None) -> None:
+        self.implicit, self.little = encoding
+        self.charset = charset
+        self.plain_text = _ascii_superset(charset)
+        order = "<" if self.little else ">"
+        self._implicit = Struct(order + "HHI")
+        self._short = Struct(order + "HH2sH")
+        self._long = Struct(order + "HH2sHI")
+
+    def header(self, tag: int, vr: str, length: int) -> bytes:
+        if self.implicit:
+            return self._implicit.pack(tag >> 16, tag & 0xFFFF, length)
+        if vr in LONG_LENGTH_VRS:
+            return self._long.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+        return self._short.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+    def dataset(self, keys: Iterable[ReturnKey], stored: dict[str, Any]) -> bytes:
+        """The ``keys`` of ``stored``: absent ones zero-length (optional ones left out)."""
+        parts = []
+        for key in keys:
+            entry = stored.get(key.key)
+            if entry is None:
+                if not key.optional:
+                    parts.append(self.element(key.tag, {"vr": key.vr}))
+            elif key.within is not None and entry["vr"] == "SQ":
+                items = [self.dataset(key.within, item) for item in entry.get("Value") or []]
+                parts.append(self.sequence(key.tag, items))
+            else:
+                parts.append(self.element(key.tag, entry))
+        return b"".join(parts)
+
+    def whole(self, stored: dict[str, Any]) -> bytes:
+        """Every element of a stored sequence item, in its own character set when it declares one."""
+        encoder = self if _CHARSET not in stored else _Encoder((self.implicit, self.little), stored[_CHARSET])
+        tags = sorted(int(key, 16) for key in stored)
+        return b"".join(encoder.element(tag, stored[f"{tag:08X}"]) for tag in tags if tag & 0xFFFF or tag >> 16 <= 6)
+
+    def sequence(self, tag: int, items: list[bytes]) -> bytes:
+        body = b"".join(self._implicit.pack(0xFFFE, 0xE000, len(item)) + item for item in items)
+        return self.header(tag, "SQ", len(body)) + body
+
+    def element(self, tag: int, entry: dict[str, Any]) -> bytes:
+        vr = entry["vr"]
+        values = entry.get("Value") or []
+        if vr == "SQ":
+            return self.sequence(tag, [self.whole(item) for item in values])
+        if self.plain_text and vr in PLAIN_VRS and "InlineBinary" not in entry and "BulkDataURI" not in entry:
+            texts = [pn_text(v) if isinstance(v, dict) else v for v in values] if vr == "PN" else values
+            if all(isinstance(t, str) and t.isascii() for t in texts):
+                data = "\\".join(texts).encode()
+                if len(data) % 2:
+                    data += b"\0" if vr == "UI" else b" "
+                if len(data) <= 0xFFFF or self.implicit or vr in LONG_LENGTH_VRS:
+                    return self.header(tag, vr, len(data)) + data
+        return self._by_pydicom(tag, entry)
+
+    def _by_pydicom(self, tag: int, entry: dict[str, Any]) -> bytes:
+        out = DicomBytesIO()
+        out.is_implicit_VR, out.is_little_endian = self.implicit, self.little
+        charset = (self.charset or {}).get("Value") or []
+        write_data_element(out, _element(tag, entry), convert_encodings(charset) if charset else None)
+        return out.getvalue()
 
 
-def _marked(ds: Dataset, raw: Encoding | None) -> Dataset:
-    """``ds`` declared as read in ``raw``, so pydicom writes its raw elements as they are instead of decoding
-    them (it decodes whenever a dataset's original encoding or character set differs from the written one)."""
-    if raw is not None:
-        ds.set_original_encoding(*raw, character_encoding=ds._character_set)
-    return ds
-
-
-def _element(tag: int, entry: dict[str, Any], *, raw: Encoding | None = None) -> DataElement | RawDataElement:
-    """A DataElement from its DICOM JSON entry, values taken as they are (they were valid when stored): much
-    faster than ``DataElement.from_json``, which matters for answers streamed by the thousand. With ``raw``
-    (the answer's encoding, the item in an ASCII-superset character set) ASCII text comes already encoded."""
+def _element(tag: int, entry: dict[str, Any]) -> DataElement:
+    """A (non-sequence) DataElement from its DICOM JSON entry, values taken as they are (they were valid when
+    stored)."""
     vr = entry["vr"]
-    encoded = _raw(tag, vr, entry.get("Value") or []) if raw and "InlineBinary" not in entry else None
-    if encoded is not None:
-        return encoded
     if "InlineBinary" in entry or "BulkDataURI" in entry:
         return DataElement.from_json(Dataset, f"{tag:08X}", vr, entry.get("InlineBinary"), "InlineBinary")
     values = entry.get("Value") or []
-    if vr == "SQ":
-        value: Any = Sequence([_dataset(item, raw=raw) for item in values])
-    elif vr == "PN":
-        value = [PersonName(pn_text(v)) for v in values]
+    if vr == "PN":
+        values = [PersonName(pn_text(v)) if isinstance(v, dict) else v for v in values]
     elif vr in ("IS", "DS"):
-        value = [str(v) for v in values]
+        values = [str(v) for v in values]
     elif vr == "AT":
-        value = [int(v, 16) for v in values]
-    else:
-        value = values
-    if vr != "SQ":
-        value = None if not value else value[0] if len(value) == 1 else value
+        values = [int(v, 16) for v in values]
+    value = None if not values else values[0] if len(values) == 1 else values
     return DataElement(tag, vr, value, already_converted=True, validation_mode=config.IGNORE)
-
-
-def _dataset(js: dict[str, Any], *, raw: Encoding | None = None) -> Dataset:
-    out = Dataset()
-    for key, entry in js.items():
-        tag = int(key, 16)
-        out[tag] = _element(tag, entry, raw=raw)
-    return _marked(out, raw)
-
-
-def _empty(tag: int, vr: str, *, raw: Encoding | None) -> DataElement | RawDataElement:
-    """A zero-length element (an empty sequence for SQ)."""
-    encoded = _raw(tag, vr, []) if raw else None
-    if encoded is not None:
-        return encoded
-    return DataElement(tag, vr, Sequence() if vr == "SQ" else None, already_converted=True,
-                       validation_mode=config.IGNORE)
-
-
-def select_keys(requested: Dataset, stored: dict[str, Any], *, raw: Encoding | None = None) -> Dataset:
-    """The requested attributes of ``stored`` (DICOM JSON); a sequence key with an item selects within each
-    stored item, a zero-length one (or one with an empty item) returns the whole stored sequence. ``raw``: the
-    encoding the result will be written in, ``stored`` being in an ASCII-superset character set (ASCII text
-    then comes already encoded)."""
-    out = Dataset()
-    for elem in requested:
-        tag = elem.tag
-        if tag.group in (0x0000, 0x0002) or tag in _NEVER_MATCHED:
-            continue
-        entry = stored.get(f"{int(tag):08X}")
-        wanted = list(elem.value or []) if elem.VR == "SQ" else []
-        if entry is None:
-            out[tag] = _empty(tag, elem.VR, raw=raw)
-        elif entry["vr"] == "SQ" and wanted and len(wanted[0]):
-            items = [select_keys(wanted[0], item, raw=raw) for item in entry.get("Value") or []]
-            out[tag] = DataElement(tag, "SQ", Sequence(items), already_converted=True,
-                                   validation_mode=config.IGNORE)
-        else:
-            out[tag] = _element(tag, entry, raw=raw)
-    return _marked(out, raw)
 
 
 # The attributes of a Scheduled Procedure Step item (PS3.4 K.6.1.2.2), for building identifiers from keywords.

@@ -265,10 +265,10 @@ class Worklist:
             return total, [self._item(r, received) for r in found]
 
     def find(self, identifier: Dataset, *, calling_ae: str = "",
-             encoding: Encoding | None = None) -> Iterator[Dataset]:
+             encoding: Encoding | None = None) -> Iterator[Dataset | bytes]:
         """The MWL C-FIND answers to ``identifier`` for ``calling_ae``, one per step, with the site options
-        applied; a generator, so answers stream while the index is read. ``encoding`` (implicit VR, little
-        endian): how the answers will be written, when known; they are then cheaper to write."""
+        applied; a generator, so answers stream while the index is read. With ``encoding`` (implicit VR, little
+        endian) the answers come encoded in it, ready to send (``MwlQuery.encoded_answer``), else as datasets."""
         self._maybe_expire()
         query = MwlQuery(identifier, fuzzy_pn=self.options.fuzzy_pn)
         stmt = select(WorklistItem.attrs).where(*query.conditions, *self.site_conditions(calling_ae))
@@ -277,12 +277,12 @@ class Worklist:
         if limit and not len(query.python_filter):
             stmt = stmt.limit(limit)
         produced = 0
-        with self.db.session() as s:
-            for blob in s.scalars(stmt.execution_options(yield_per=200)):
+        with self.db.engine.connect() as conn:  # a plain read: no ORM session needed
+            for (blob,) in conn.execution_options(yield_per=200).execute(stmt):
                 item = unpack_json(blob)
                 if not query.matches(item):
                     continue
-                yield query.answer(item, encoding)
+                yield query.answer(item) if encoding is None else query.encoded_answer(item, encoding)
                 produced += 1
                 if limit and produced >= limit:
                     return

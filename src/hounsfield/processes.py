@@ -1,0 +1,86 @@
+"""The processes ``serve`` starts beside itself: more DICOM listeners and the indexer.
+
+pynetdicom serves each association in a Python thread, so all associations of one process share one core (the
+GIL). ``serve`` therefore starts ``dicom_processes - 1`` more processes that each run the same DICOM service on
+the same port and the same index and file store; the kernel spreads new associations over them (SO_REUSEPORT).
+C-STORE acknowledges an instance once it is durable in the pending queue, and one indexer process puts the
+queued instances in the layout and the index (``Archive.index_pending``), off the senders' critical path.
+All of them stop with the main process: on its SIGTERM (DICOM listeners after their in-flight associations,
+then the indexer after the queue is empty) or when it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.process import BaseProcess
+
+from hounsfield.config import Settings
+
+log = logging.getLogger("hounsfield")
+INDEXER_IDLE_POLL = 0.002  # seconds between looks at an empty pending queue
+INDEXER_NICENESS = 10  # receiving and acknowledging come first; the indexer catches up when they wait
+
+
+def process_count(settings: Settings) -> int:
+    """Processes listening on the DICOM port (0 in the settings: two per core, at most 8)."""
+    return settings.dicom_processes or min(8, 2 * (os.cpu_count() or 1))
+
+
+def _child(settings: Settings, parent: int, role: str) -> None:
+    from hounsfield.pacs import Pacs
+
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; Ctrl-C reaches the whole group
+    pacs = Pacs(settings, migrate=False)
+    orphaned = False
+
+    def parent_died() -> bool:  # the main process died (SIGKILL): go down with it, as a crash would
+        nonlocal orphaned
+        orphaned = orphaned or os.getppid() != parent
+        return orphaned
+
+    if role == "indexer":
+        os.nice(INDEXER_NICENESS)
+        while not stop.is_set() and not parent_died():
+            if pacs.archive.index_pending() == 0:
+                stop.wait(INDEXER_IDLE_POLL)
+        if not orphaned:
+            pacs.archive.index_pending()
+    else:
+        pacs.start_dicom(primary=False)
+        while not stop.wait(0.2) and not parent_died():
+            pass
+    pacs.close(grace=0 if orphaned else 30)
+
+
+def start(settings: Settings) -> list[BaseProcess]:
+    """The extra DICOM processes, then the indexer (``stop`` relies on that order)."""
+    context = multiprocessing.get_context("spawn")
+    roles = [("dicom", f"hounsfield-dicom-{i}") for i in range(1, process_count(settings))]
+    roles.append(("indexer", "hounsfield-indexer"))
+    children = [context.Process(target=_child, args=(settings, os.getpid(), role), name=name, daemon=False)
+                for role, name in roles]
+    for child in children:
+        child.start()
+    return children
+
+
+def stop(children: list[BaseProcess], grace: float = 35.0) -> None:
+    """Stop the DICOM processes first, so that what they acknowledge last is still indexed."""
+    for group in (children[:-1], children[-1:]):
+        for child in group:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+        for child in group:
+            child.join(grace)
+            if child.is_alive():
+                log.warning("process %s (%s) did not stop in %.0f s; killing it", child.pid, child.name, grace)
+                child.kill()
