@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import CTImageStorage, generate_uid
 from sqlalchemy import func, select
 
 from factories import ct_dataset, encode, tiny_ct
@@ -222,6 +222,25 @@ def test_find_at_each_level_returns_the_stored_attributes(pacs: Pacs) -> None:
     assert [i.InstanceNumber for i in images] == [1, 2, 3]
     assert "RetrieveAETitle" not in images[0]  # only what was asked (plus the level)
     assert images[0].QueryRetrieveLevel == "IMAGE"
+
+
+def test_computed_attributes_are_right_across_answer_chunks(pacs: Pacs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts are fetched for a chunk of answers at once; with one answer per chunk every answer still gets
+    its own (the seed's plan is the independent truth)."""
+    monkeypatch.setattr(query, "CHUNK", 1)
+    uids = seed(pacs)
+    patients = find(pacs, "PATIENT", "PATIENT", PatientID="", NumberOfPatientRelatedStudies=None,
+                    NumberOfPatientRelatedSeries=None, NumberOfPatientRelatedInstances=None)
+    assert {(p.PatientID, p.NumberOfPatientRelatedStudies, p.NumberOfPatientRelatedSeries,
+             p.NumberOfPatientRelatedInstances) for p in patients} == {("P1", 2, 3, 6), ("P2", 1, 1, 3)}
+    studies = find(pacs, "STUDY", StudyInstanceUID="", ModalitiesInStudy="", SOPClassesInStudy="",
+                   NumberOfStudyRelatedSeries=None, NumberOfStudyRelatedInstances=None)
+    got = {s.StudyInstanceUID: (s["ModalitiesInStudy"].VM, str(s.ModalitiesInStudy), s.NumberOfStudyRelatedSeries,
+                                s.NumberOfStudyRelatedInstances) for s in studies}
+    assert got == {uids["s1"]: (2, "['CT', 'SR']", 2, 4), uids["s2"]: (1, "MR", 1, 2), uids["s3"]: (1, "CT", 1, 3)}
+    assert all(s.SOPClassesInStudy == CTImageStorage for s in studies)
+    series = find(pacs, "SERIES", SeriesInstanceUID="", NumberOfSeriesRelatedInstances=None)
+    assert sorted(s.NumberOfSeriesRelatedInstances for s in series) == [1, 2, 3, 3]
 
 
 def test_requested_keys_without_value_come_back_zero_length(pacs: Pacs) -> None:

@@ -8,13 +8,14 @@ Answers are built from the stored DICOM JSON, so they carry the values exactly a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Collection, Iterable, Iterator
 
 from pydicom import datadict
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, distinct, func, select
 from sqlalchemy.orm import Session
 
 from hounsfield import matching
@@ -126,6 +127,9 @@ class Query:
         self.conditions: list[Any] = []
         self.python_filter = Dataset()
         self.requested = {elem.keyword for elem in identifier if elem.keyword}
+        # The stored attributes a C-FIND answer carries: the identifier's keys and the character set.
+        self.answer_tags = {f"{int(elem.tag):08X}" for elem in identifier if elem.tag.group not in (0x0000, 0x0002)}
+        self.answer_tags.add("00080005")
         self._parse()
 
     def _value(self, keyword: str) -> Any:
@@ -190,25 +194,25 @@ class Query:
         self.conditions.append(Instance.instance_number.in_(numbers))
 
     def statement(self) -> Select:
+        """(id, stored DICOM JSON) of the matching entities at the query level, in a stable order."""
         level = self.level
         if level == "PATIENT":
             first_study = (
                 select(Study.attrs).where(Study.patient_fk == Patient.id).order_by(Study.id).limit(1)
                 .scalar_subquery()
             )
-            q = select(Patient, first_study.label("attrs"))
+            q = select(Patient.id, first_study)
         elif level == "STUDY":
-            q = select(Study, Study.attrs).join(Patient, Study.patient_fk == Patient.id)
+            q = select(Study.id, Study.attrs).join(Patient, Study.patient_fk == Patient.id)
         elif level == "SERIES":
-            q = (select(Series, Series.attrs).join(Study, Series.study_fk == Study.id)
+            q = (select(Series.id, Series.attrs).join(Study, Series.study_fk == Study.id)
                  .join(Patient, Study.patient_fk == Patient.id))
         else:
-            q = (select(Instance, Instance.header).join(Series, Instance.series_fk == Series.id)
+            q = (select(Instance.id, Instance.header).join(Series, Instance.series_fk == Series.id)
                  .join(Study, Series.study_fk == Study.id).join(Patient, Study.patient_fk == Patient.id))
         table = _LEVEL_TABLE[level]
         order = [Instance.series_fk, Instance.instance_number, Instance.id] if level == "IMAGE" else [table.id]
         return q.where(*self.conditions).order_by(*order)
-
 
     def instances_statement(self) -> Select:
         """The stored instances under the matching entities (for C-GET / C-MOVE / WADO)."""
@@ -222,62 +226,112 @@ class Query:
         )
 
 
-def _counts(s: Session, level: str, row: Any, requested: set[str]) -> dict[str, Any]:
-    """The computed attributes the identifier asked for."""
-    out: dict[str, Any] = {}
-    if level == "PATIENT":
-        studies = select(Study.id).where(Study.patient_fk == row.id)
-        if "NumberOfPatientRelatedStudies" in requested:
-            out["NumberOfPatientRelatedStudies"] = [s.scalar(select(func.count()).select_from(studies.subquery()))]
-        series = select(Series.id).where(Series.study_fk.in_(studies))
-        if "NumberOfPatientRelatedSeries" in requested:
-            out["NumberOfPatientRelatedSeries"] = [s.scalar(select(func.count()).select_from(series.subquery()))]
-        if "NumberOfPatientRelatedInstances" in requested:
-            out["NumberOfPatientRelatedInstances"] = [
-                s.scalar(select(func.count(Instance.id)).where(Instance.series_fk.in_(series)))]
+CHUNK = 200  # answers whose computed attributes are fetched together
+
+
+def computed_attributes(s: Session, level: str, ids: list[int], wanted: set[str]) -> dict[int, dict[str, Any]]:
+    """The computed attributes in ``wanted`` (PS3.4 C.6.1.1.5, C.6.2.1.2) of the entities ``ids`` at ``level``,
+    a few grouped queries for all of them."""
+    out: dict[int, dict[str, Any]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    if "InstanceAvailability" in wanted:
+        for values in out.values():
+            values["InstanceAvailability"] = ["ONLINE"]
+    if level == "PATIENT" and wanted & {"NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
+                                        "NumberOfPatientRelatedInstances"}:
+        counts = s.execute(
+            select(Study.patient_fk, func.count(distinct(Study.id)), func.count(distinct(Series.id)),
+                   func.count(Instance.id))
+            .select_from(Study).outerjoin(Series, Series.study_fk == Study.id)
+            .outerjoin(Instance, Instance.series_fk == Series.id)
+            .where(Study.patient_fk.in_(ids)).group_by(Study.patient_fk))
+        found = {fk: (st, se, n) for fk, st, se, n in counts}
+        for i, values in out.items():
+            n_studies, n_series, n_inst = found.get(i, (0, 0, 0))
+            _put(values, wanted, "NumberOfPatientRelatedStudies", n_studies)
+            _put(values, wanted, "NumberOfPatientRelatedSeries", n_series)
+            _put(values, wanted, "NumberOfPatientRelatedInstances", n_inst)
     elif level == "STUDY":
-        series = select(Series.id).where(Series.study_fk == row.id)
-        if "NumberOfStudyRelatedSeries" in requested:
-            out["NumberOfStudyRelatedSeries"] = [s.scalar(select(func.count()).select_from(series.subquery()))]
-        if "NumberOfStudyRelatedInstances" in requested:
-            out["NumberOfStudyRelatedInstances"] = [
-                s.scalar(select(func.count(Instance.id)).where(Instance.series_fk.in_(series)))]
-        if "ModalitiesInStudy" in requested:
-            mods = s.scalars(select(Series.modality).distinct().where(Series.study_fk == row.id)).all()
-            out["ModalitiesInStudy"] = sorted(m for m in mods if m)
-        if "SOPClassesInStudy" in requested:
-            out["SOPClassesInStudy"] = sorted(s.scalars(
-                select(Instance.sop_class_uid).distinct().where(Instance.series_fk.in_(series))).all())
-    elif level == "SERIES" and "NumberOfSeriesRelatedInstances" in requested:
-        out["NumberOfSeriesRelatedInstances"] = [
-            s.scalar(select(func.count(Instance.id)).where(Instance.series_fk == row.id))]
-    if "InstanceAvailability" in requested:
-        out["InstanceAvailability"] = ["ONLINE"]
+        if wanted & {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"}:
+            found = {fk: (se, n) for fk, se, n in s.execute(
+                select(Series.study_fk, func.count(distinct(Series.id)), func.count(Instance.id))
+                .select_from(Series).outerjoin(Instance, Instance.series_fk == Series.id)
+                .where(Series.study_fk.in_(ids)).group_by(Series.study_fk))}
+            for i, values in out.items():
+                n_series, n_inst = found.get(i, (0, 0))
+                _put(values, wanted, "NumberOfStudyRelatedSeries", n_series)
+                _put(values, wanted, "NumberOfStudyRelatedInstances", n_inst)
+        if "ModalitiesInStudy" in wanted:
+            _put_sets(out, "ModalitiesInStudy", s.execute(
+                select(Series.study_fk, Series.modality).distinct().where(Series.study_fk.in_(ids))))
+        if "SOPClassesInStudy" in wanted:
+            _put_sets(out, "SOPClassesInStudy", s.execute(
+                select(Series.study_fk, Instance.sop_class_uid).distinct()
+                .join(Instance, Instance.series_fk == Series.id).where(Series.study_fk.in_(ids))))
+    elif level == "SERIES" and "NumberOfSeriesRelatedInstances" in wanted:
+        found = dict(s.execute(select(Instance.series_fk, func.count(Instance.id))
+                               .where(Instance.series_fk.in_(ids)).group_by(Instance.series_fk)).all())
+        for i, values in out.items():
+            _put(values, wanted, "NumberOfSeriesRelatedInstances", found.get(i, 0))
     return out
 
 
-def run(s: Session, query: Query, *, retrieve_ae: str = "", offset: int = 0,
-        limit: int | None = None) -> Iterator[Match]:
-    """Yield the answers to ``query`` in a stable order; ``offset``/``limit`` page through them."""
+def _put(values: dict[str, Any], wanted: set[str], keyword: str, count: int) -> None:
+    if keyword in wanted:
+        values[keyword] = [count]
+
+
+def _put_sets(out: dict[int, dict[str, Any]], keyword: str, pairs: Iterable[Any]) -> None:
+    found: dict[int, set[str]] = {}
+    for fk, value in pairs:
+        if value:
+            found.setdefault(fk, set()).add(value)
+    for i, values in out.items():
+        values[keyword] = sorted(found.get(i, ()))
+
+
+def run(s: Session, query: Query, *, tags: Collection[str] | None = None, computed: set[str] | None = None,
+        retrieve_ae: str = "", offset: int = 0, limit: int | None = None) -> Iterator[Match]:
+    """Yield the answers to ``query`` in a stable order; ``offset``/``limit`` page through them.
+
+    ``tags`` (8-hex-digit strings) are the stored attributes the answers need (None: all of them). Keeping
+    only those matters: a stored header holds hundreds of attributes, and a page of answers holding them all
+    is enough objects to set off the garbage collector's full collections, which then cost more than the
+    query. ``computed`` names the computed attributes each answer carries (default: those the identifier asks
+    for).
+    """
+    wanted = (query.requested if computed is None else set(computed)) & COMPUTED
     stmt = query.statement()
     filtered = len(query.python_filter) > 0
     if not filtered:
         stmt = stmt.offset(offset).limit(limit) if limit is not None else stmt.offset(offset)
+    answers = _matching(s.execute(stmt), query, tags, offset if filtered else 0, limit if filtered else None)
+    while chunk := list(islice(answers, CHUNK)):
+        extra = computed_attributes(s, query.level, [i for i, _ in chunk], wanted)
+        for i, attrs in chunk:
+            values = extra[i]
+            values["QueryRetrieveLevel"] = [query.level]
+            if retrieve_ae:
+                values["RetrieveAETitle"] = [retrieve_ae]
+            yield Match(query.level, attrs, values)
+
+
+def _matching(rows: Iterable[Any], query: Query, tags: Collection[str] | None, offset: int,
+              limit: int | None) -> Iterator[tuple[int, dict]]:
+    """(id, DICOM JSON restricted to ``tags``) of the rows that pass the Python-side filter, after ``offset``,
+    at most ``limit``."""
     skipped = produced = 0
-    for row, blob in s.execute(stmt):
+    for i, blob in rows:
         attrs = unpack_json(blob) if blob else {}
-        if filtered and not _python_match(query, attrs):
+        if query.python_filter and not _python_match(query, attrs):
             continue
-        if filtered and skipped < offset:
+        if skipped < offset:
             skipped += 1
             continue
-        computed = _counts(s, query.level, row, query.requested)
-        computed["QueryRetrieveLevel"] = [query.level]
-        if retrieve_ae:
-            computed["RetrieveAETitle"] = [retrieve_ae]
-        yield Match(query.level, attrs, computed)
+        yield i, attrs if tags is None else {t: attrs[t] for t in tags if t in attrs}
         produced += 1
-        if filtered and limit is not None and produced >= limit:
+        if limit is not None and produced >= limit:
             return
 
 

@@ -119,7 +119,7 @@ class Handlers:
             return
         count = 0
         with self.pacs.archive.reading() as s:
-            for match in q.run(s, query, retrieve_ae=self.pacs.settings.ae_title):
+            for match in q.run(s, query, tags=query.answer_tags, retrieve_ae=self.pacs.settings.ae_title):
                 if event.is_cancelled:
                     log.info("C-FIND from %s cancelled after %d answers", peer_label(event), count)
                     yield st.CANCEL, None

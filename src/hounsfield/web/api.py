@@ -69,7 +69,8 @@ def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offse
             raise InvalidQuery(f"{kw}: {exc}") from exc
     query = q.Query(identifier, model="PATIENT" if level == "PATIENT" else "STUDY", fuzzy_pn=fuzzy)
     with pacs.archive.reading() as s:
-        return [flatten(m.json(), SUMMARY[level]) for m in q.run(s, query, offset=offset, limit=limit)]
+        return [flatten(m.json(), SUMMARY[level])
+                for m in q.run(s, query, tags=query.answer_tags, offset=offset, limit=limit)]
 
 
 def _filters(request: Request) -> dict[str, str]:

@@ -165,8 +165,7 @@ class QidoRequest:
             self._add(tag, texts)
         for keyword, uid in scope.items():  # UIDs in the URL path
             self.identifier.add(_element(_tag(keyword), uid))
-        # Computed attributes (counts, ModalitiesInStudy…) are not put in the identifier: query.run would
-        # compute them row by row; _add_counts computes them for the whole page in two grouped queries.
+        # Computed attributes (counts, ModalitiesInStudy…) answered by default or asked for by includefield.
         wanted = set(self.default_attrs()) | {datadict.keyword_for_tag(int(t, 16)) for t in self.include}
         self.computed = {k for k in wanted if k in q.COMPUTED} if not self.include_all else set(q.COMPUTED)
 
@@ -223,78 +222,29 @@ def _element(tag: str, text: str, vr: str | None = None) -> Any:
         raise InvalidQuery(f"{datadict.keyword_for_tag(int(tag, 16))}: {exc}") from None
 
 
+URL_TAGS = ("0020000D", "0020000E", "00080018")  # the UIDs an answer's RetrieveURL is made of
+
+
 def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     params = QidoRequest(request, level, scope)
     query = q.Query(params.identifier, model="STUDY", level=level, fuzzy_pn=params.fuzzy)
     tags = params.return_tags()
+    needed = None if tags is None else {*tags, *URL_TAGS}
     pacs = pacs_of(request)
     answers = []
     with pacs.archive.reading() as s:
-        for match in q.run(s, query, offset=params.offset, limit=params.limit):
+        for match in q.run(s, query, tags=needed, computed=params.computed, offset=params.offset,
+                           limit=params.limit):
             item = match.json(tags)
             item.pop("00080052", None)  # QueryRetrieveLevel is C-FIND only
             study = _first(match.attrs, "0020000D")
             series = _first(match.attrs, "0020000E") if level != "STUDY" else None
             sop = _first(match.attrs, "00080018") if level == "IMAGE" else None
             item["00081190"] = {"vr": "UR", "Value": [_url(request, study, series, sop)]}
-            answers.append((study, series, item))
-        _add_counts(s, level, params.computed, answers)
-    answers = [dict(sorted(item.items())) for _, _, item in answers]
+            answers.append(dict(sorted(item.items())))
     if not answers:
         return Response(status_code=204)
     return Response(json.dumps(answers, separators=(",", ":")), media_type=DICOM_JSON)
-
-
-def _add_counts(s: Any, level: str, wanted: set[str], answers: list[tuple[str, str | None, dict]]) -> None:
-    """The computed attributes of a page of answers (PS3.4 C.6.1.1.5, C.6.2.1.2), two grouped queries."""
-    from sqlalchemy import distinct, func
-
-    def put(item: dict, keyword: str, value: list) -> None:
-        if keyword in wanted:
-            item[_tag(keyword)] = {"vr": datadict.dictionary_VR(keyword), "Value": value} if value else \
-                {"vr": datadict.dictionary_VR(keyword)}
-
-    if not answers:
-        return
-    for _, _, item in answers:
-        put(item, "InstanceAvailability", ["ONLINE"])
-    if len(answers) > 1000:  # bounded IN lists
-        for start in range(0, len(answers), 1000):
-            _add_counts(s, level, wanted - {"InstanceAvailability"}, answers[start:start + 1000])
-        return
-    if level == "STUDY" and wanted & {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
-                                      "ModalitiesInStudy", "SOPClassesInStudy"}:
-        uids = list({a[0] for a in answers})
-        counts = {uid: (n_series, n_inst) for uid, n_series, n_inst in s.execute(
-            select(Study.study_instance_uid, func.count(distinct(Series.id)), func.count(Instance.id))
-            .join(Series, Series.study_fk == Study.id).join(Instance, Instance.series_fk == Series.id)
-            .where(Study.study_instance_uid.in_(uids)).group_by(Study.study_instance_uid))}
-        modalities: dict[str, set[str]] = {}
-        for uid, modality in s.execute(select(Study.study_instance_uid, Series.modality).distinct()
-                                       .join(Series, Series.study_fk == Study.id)
-                                       .where(Study.study_instance_uid.in_(uids))):
-            if modality:
-                modalities.setdefault(uid, set()).add(modality)
-        classes: dict[str, set[str]] = {}
-        if "SOPClassesInStudy" in wanted:
-            for uid, cls in s.execute(select(Study.study_instance_uid, Instance.sop_class_uid).distinct()
-                                      .join(Series, Series.study_fk == Study.id)
-                                      .join(Instance, Instance.series_fk == Series.id)
-                                      .where(Study.study_instance_uid.in_(uids))):
-                classes.setdefault(uid, set()).add(cls)
-        for uid, _, item in answers:
-            n_series, n_inst = counts.get(uid, (0, 0))
-            put(item, "NumberOfStudyRelatedSeries", [n_series])
-            put(item, "NumberOfStudyRelatedInstances", [n_inst])
-            put(item, "ModalitiesInStudy", sorted(modalities.get(uid, ())))
-            put(item, "SOPClassesInStudy", sorted(classes.get(uid, ())))
-    elif level == "SERIES" and "NumberOfSeriesRelatedInstances" in wanted:
-        uids = list({a[1] for a in answers})
-        counts = dict(s.execute(
-            select(Series.series_instance_uid, func.count(Instance.id)).join(Instance, Instance.series_fk == Series.id)
-            .where(Series.series_instance_uid.in_(uids)).group_by(Series.series_instance_uid)).all())
-        for _, uid, item in answers:
-            put(item, "NumberOfSeriesRelatedInstances", [counts.get(uid, 0)])
 
 
 def _first(json_ds: dict[str, Any], tag: str) -> str:
