@@ -71,6 +71,17 @@ def test_truncated_files_are_refused(name: str, keys_only: bool) -> None:
 @pytest.mark.parametrize("path", BUNDLED, ids=[Path(p).name for p in BUNDLED])
 def test_keys_only_reads_the_identifying_uids_as_the_full_walk_does(path: str) -> None:
     """The quick check a received instance gets before it is acknowledged."""
+    _compare_keys_only(path)
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in SHARED_DATA.rglob("*.dcm")) if SHARED_DATA.is_dir()
+                         else ["missing"])
+def test_keys_only_on_shared_files(path: str) -> None:
+    require_shared_data()
+    _compare_keys_only(path)
+
+
+def _compare_keys_only(path: str) -> None:
     try:
         full = read_header(Path(path))
     except InvalidDataset:

@@ -239,6 +239,43 @@ def _text_values(vr: str, text: str) -> list[Any]:
     return values
 
 
+_EXPLICIT_LE_HEADER = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
+_UL_LE = struct.Struct("<I")
+_LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
+
+
+def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
+    """``walker.dataset(pos, end, top=True)`` of an explicit VR little endian dataset when only a few keys are
+    wanted (``walker.only``): the same checks, without a method call per element, since this runs before
+    every C-STORE acknowledgement. Keys are decoded by the walker; anything unusual (undefined length, a
+    delimiter, an implicit VR element) hands the rest of the dataset to it."""
+    data, only, out = walker.data, walker.only or frozenset(), {}
+    size = len(data)
+    unpack_header, unpack_ul = _EXPLICIT_LE_HEADER.unpack_from, _UL_LE.unpack_from
+    while pos < end:
+        if pos + 12 > size:
+            break  # let the walker say what is missing
+        group, elem, vr, length = unpack_header(data, pos)
+        if vr in _LONG_VR_BYTES:
+            length, start = unpack_ul(data, pos + 8)[0], pos + 12
+        else:
+            start = pos + 8
+        tag = group << 16 | elem
+        if length == UNDEFINED or group == 0xFFFE or not (vr.isalpha() and vr.isupper()):
+            break
+        if tag in only:
+            found, pos = walker.dataset(pos, min(start + length, end), top=True)
+            out.update(found)
+            continue
+        if tag in PIXEL_DATA_TAGS:
+            walker.pixel_data_offset = pos
+        pos = walker.skip(tag, start, length)
+    if pos < end:
+        rest, pos = walker.dataset(pos, end, top=True)
+        out.update(rest)
+    return out
+
+
 def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: int = 1024,
           only: frozenset[int] | None = None) -> ParsedHeader:
     """Parse a Part-10 file or a bare dataset (implicit VR little endian assumed without file meta).
@@ -274,5 +311,8 @@ def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: 
         ts_implicit, ts_little = ts == IMPLICIT_LE, ts != EXPLICIT_BE
     walker = _Walker(data, implicit=ts_implicit, little=ts_little, bulk=bulk, threshold=threshold,
                      only=None if only is None else only | {0x00080005})
-    dataset, _ = walker.dataset(pos, len(data), top=True)
+    if only is not None and not ts_implicit and ts_little:
+        dataset = _scan_keys(walker, pos, len(data))
+    else:
+        dataset, _ = walker.dataset(pos, len(data), top=True)
     return ParsedHeader(dataset, meta, ts, has_meta, walker.pixel_data_offset)

@@ -8,7 +8,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pynetdicom import AE, AllStoragePresentationContexts, _config, build_context
+from pydicom import config as pydicom_config
+from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -23,6 +24,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
+from hounsfield.dimse import store_fastpath
 from hounsfield.dimse.tuning import wait_instead_of_polling
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 _config.LOG_HANDLER_LEVEL = "none"
 # ...and would format every C-FIND/C-GET identifier (request and each answer) for a debug line nobody reads.
 _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = False
+# pydicom checks every value a DIMSE command set or primitive holds against its VR (regular expressions, several
+# per message); the server keeps what peers send and has no use for those warnings.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 STORAGE_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -104,6 +109,7 @@ class DicomService:
     def start(self) -> None:
         s = self.pacs.settings
         wait_instead_of_polling()
+        store_fastpath.install()
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
