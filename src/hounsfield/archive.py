@@ -8,6 +8,7 @@ API — goes through ``Archive.reading`` and ``query``.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -169,7 +170,7 @@ class Archive:
         rel: str | None = None
         try:
             with self.db.session() as s:  # one transaction: the duplicate check, then the rows
-                existing = s.execute(select(Instance.path).where(Instance.sop_instance_uid == uid)).scalar()
+                existing = s.execute(_STORED_PATH, {"uid": uid}).scalar()
                 if existing is not None and self.duplicate_policy == "keep":
                     log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
                     return _replace(result, StoreOutcome.DUPLICATE_KEPT)
@@ -333,13 +334,23 @@ def _replace(result: StoreResult, outcome: StoreOutcome) -> StoreResult:
                        result.series_instance_uid, result.transfer_syntax_uid)
 
 
+@functools.cache
+def _id_lookup(model: type, keys: tuple[str, ...]) -> Select:
+    """``SELECT id FROM model WHERE key = :key ...``, built once: per instance, building the expression cost
+    more than running it."""
+    return select(model.id).where(*(getattr(model, k) == bindparam(k) for k in keys))
+
+
+_STORED_PATH = select(Instance.path).where(Instance.sop_instance_uid == bindparam("uid"))
+
+
 def _get_or_create(conn: Connection, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
     """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing."""
-    key_filter = [getattr(model, k) == v for k, v in unique.items()]
-    found = conn.execute(select(model.id).where(*key_filter)).scalar()
+    lookup = _id_lookup(model, tuple(unique))
+    found = conn.execute(lookup, unique).scalar()
     if found is not None:
         return found
     upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(upsert(model).on_conflict_do_nothing(), {**unique, **values})
-    return conn.execute(select(model.id).where(*key_filter)).scalar_one()
+    return conn.execute(lookup, unique).scalar_one()
 

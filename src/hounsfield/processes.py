@@ -22,7 +22,7 @@ from hounsfield.config import Settings
 
 log = logging.getLogger("hounsfield")
 INDEXER_IDLE_POLL = 0.002  # seconds between looks at an empty pending queue
-INDEXER_NICENESS = 10  # receiving and acknowledging come first; the indexer catches up when they wait
+INDEXER_NICENESS = 19  # where SCHED_IDLE is not available
 
 
 def process_count(settings: Settings) -> int:
@@ -48,7 +48,7 @@ def _child(settings: Settings, parent: int, role: str) -> None:
         return orphaned
 
     if role == "indexer":
-        os.nice(INDEXER_NICENESS)
+        _run_when_idle()
         while not stop.is_set() and not parent_died():
             if pacs.archive.index_pending() == 0:
                 stop.wait(INDEXER_IDLE_POLL)
@@ -59,6 +59,19 @@ def _child(settings: Settings, parent: int, role: str) -> None:
         while not stop.wait(0.2) and not parent_died():
             pass
     pacs.close(grace=0 if orphaned else 30)
+
+
+def _run_when_idle() -> None:
+    """Receiving and acknowledging come first; the indexer uses what CPU they leave (SCHED_IDLE).
+
+    Measured at one association on two cores, an indexer that competes (nice 10) costs the sender 10-15 % of
+    its rate (~270 instead of ~310 instances/s). The price: while the receivers keep every core busy, indexing
+    waits, and queries (which wait for it, ``Archive.settle``) answer late; it catches up as soon as they pause.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(INDEXER_NICENESS)
 
 
 def start(settings: Settings) -> list[BaseProcess]:
