@@ -196,6 +196,8 @@ def main() -> None:
     ap.add_argument("--skip-qr", action="store_true")
     ap.add_argument("--skip-100k", action="store_true")
     ap.add_argument("--patients", type=int, default=1000, help="studies of 100 instances in the large index")
+    ap.add_argument("--out", type=Path, default=RESULTS / "archive.json",
+                    help="results file (a partial run keeps the others' figures apart)")
     a = ap.parse_args()
     manifest = json.loads((Path(a.ct) / "manifest.json").read_text())
     peers = {"storescp": StoreSCP, "orthanc": Orthanc}
@@ -213,9 +215,9 @@ def main() -> None:
             result["find_100k"] = find_at_scale(a.patients, 100, a.ct, manifest)
     finally:
         stop_all()
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "archive.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS / 'archive.json'}")
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,37 @@ def test_indexing_a_pending_file_twice_keeps_one_row(pacs: Pacs) -> None:
     assert pacs.archive.instance(ds.SOPInstanceUID).path.read_bytes() == encode(ds)
 
 
+def test_a_query_indexes_what_a_lagging_indexer_has_not(pacs: Pacs) -> None:
+    """No indexer runs here (as when it is starved of CPU): the query indexes what it waits for itself."""
+    ds = ct_dataset(PatientID="P-LAG")
+    pacs.archive.accept_file(received(pacs, ds), "A")
+    assert count(pacs, Instance) == 0
+    with pacs.archive.reading() as s:  # what C-FIND, QIDO-RS and the REST API query through
+        assert s.scalars(select(Instance.sop_instance_uid)).all() == [ds.SOPInstanceUID]
+    assert pacs.files.pending_files() == []
+
+
+def test_two_indexers_on_the_same_queue_leave_one_row_each(tmp_path: Path, database_url: str) -> None:
+    """The indexer process and a query's process may index the same pending files at the same time."""
+    import threading
+
+    a, b = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
+    sent = [ct_dataset(PatientID="P-RACE") for _ in range(40)]
+    for ds in sent:
+        a.archive.accept_file(received(a, ds), "A")
+    racers = [threading.Thread(target=x.archive.index_pending) for x in (a, b)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert a.files.pending_files() == [] and not list(a.files.pending.glob("*.failed"))
+    assert sorted(i.sop_instance_uid for i in a.archive.instances()) == sorted(ds.SOPInstanceUID for ds in sent)
+    for ds in sent:
+        assert a.archive.instance(ds.SOPInstanceUID).path.read_bytes() == encode(ds)
+    a.close()
+    b.close()
+
+
 def test_duplicates_through_the_pending_queue_follow_the_policy(pacs: Pacs) -> None:
     first = ct_dataset(StudyDescription="FIRST")
     second = copy.deepcopy(first)

@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pydicom
 import pytest
-import requests
 
-from support import require
+from browser import ARTIFACTS, chromium_page, stow_series
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def browser_page():
-    require(os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}")
-    try:
-        import playwright.sync_api as playwright_api
-    except ImportError:
-        playwright_api = None
-    require(playwright_api is not None, "playwright is not installed (pip install -e '.[test]')")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            yield page, errors
-        finally:
-            browser.close()
-
-
-def stow_series(server, files: list[Path]) -> None:
-    url = server.url
-    boundary = "viewer-test-boundary"
-    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f.read_bytes() + b"\r\n"
-                    for f in files) + f"--{boundary}--\r\n".encode()
-    r = requests.post(f"{url}/dicom-web/studies", data=body, timeout=120, headers={
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
-    assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log_text()[-3000:]}"
+    yield from chromium_page()
 
 
 def wait_slice(page, index: int) -> None:

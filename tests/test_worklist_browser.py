@@ -3,17 +3,11 @@ validation), sees it in today's schedule, and a modality's findscu query then re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from support import require
+from browser import ARTIFACTS, chromium_page
 from test_worklist_common import TODAY, findscu, modality_query, ymd
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(params=["sqlite"])
@@ -23,42 +17,30 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.browser
 def test_receptionist_adds_item_and_modality_sees_it(server, tmp_path: Path) -> None:
-    require(os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "playwright is not installed")
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{server.url}/worklist")
-            page.click("#new-item")
-            form = page.locator("#item-form")
-            form.locator("[name=patient_id]").fill("WEB1")
-            form.locator("[name=patient_name]").fill("WEB^PATIENT")
-            form.locator("[name=modality]").fill("CT")
-            form.locator("[name=station_aet]").fill("CT_ROOM1")
-            form.locator("[name=start]").fill(f"{TODAY.isoformat()}T11:45")
-            form.locator("[name=accession_number]").fill("WEBACC1")
-            form.locator("[name=patient_id]").fill("")
-            page.click("#form-save")  # client side: required field empty
-            assert "patient_id" in page.locator("#form-error").inner_text()
-            form.locator("[name=patient_id]").fill("WEB1")
-            form.locator("[name=patient_birth_date]").fill("1970-01-01")
-            form.locator("[name=patient_name]").fill("W" * 70)  # passes maxlength 194, server says PN > 64
-            page.click("#form-save")
-            page.wait_for_function("document.querySelector('#form-error').textContent.includes('patient_name')")
-            form.locator("[name=patient_name]").fill("WEB^PATIENT")
-            page.click("#form-save")
-            row = page.locator("#schedule table tr", has_text="WEB1")
-            row.wait_for()
-            assert "SCHEDULED" in row.inner_text() and "CT_ROOM1" in page.locator("#schedule").inner_text()
-            page.screenshot(path=str(artifacts / "worklist.png"), full_page=True)
-        finally:
-            browser.close()
+    for page, _errors in chromium_page({"width": 1280, "height": 720}):
+        page.goto(f"{server.url}/worklist")
+        page.click("#new-item")
+        form = page.locator("#item-form")
+        form.locator("[name=patient_id]").fill("WEB1")
+        form.locator("[name=patient_name]").fill("WEB^PATIENT")
+        form.locator("[name=modality]").fill("CT")
+        form.locator("[name=station_aet]").fill("CT_ROOM1")
+        form.locator("[name=start]").fill(f"{TODAY.isoformat()}T11:45")
+        form.locator("[name=accession_number]").fill("WEBACC1")
+        form.locator("[name=patient_id]").fill("")
+        page.click("#form-save")  # client side: required field empty
+        assert "patient_id" in page.locator("#form-error").inner_text()
+        form.locator("[name=patient_id]").fill("WEB1")
+        form.locator("[name=patient_birth_date]").fill("1970-01-01")
+        form.locator("[name=patient_name]").fill("W" * 70)  # passes maxlength 194, server says PN > 64
+        page.click("#form-save")
+        page.wait_for_function("document.querySelector('#form-error').textContent.includes('patient_name')")
+        form.locator("[name=patient_name]").fill("WEB^PATIENT")
+        page.click("#form-save")
+        row = page.locator("#schedule table tr", has_text="WEB1")
+        row.wait_for()
+        assert "SCHEDULED" in row.inner_text() and "CT_ROOM1" in page.locator("#schedule").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "worklist.png"), full_page=True)
     answers = findscu(server.dicom_port, modality_query(ScheduledProcedureStepStartDate=ymd(TODAY), Modality="CT",
                                                         ScheduledStationAETitle="CT_ROOM1"), tmp_path / "f")
     assert [(str(a.PatientID), str(a.PatientName), str(a.AccessionNumber)) for a in answers] == [

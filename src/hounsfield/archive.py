@@ -33,6 +33,7 @@ from hounsfield.query import Query
 from hounsfield.storage import FileStore, safe_component, sha256_file
 
 log = logging.getLogger(__name__)
+SETTLE_HELP_AFTER = 0.05  # seconds a query waits for the indexer before it indexes what it waits for
 _arrivals = itertools.count()
 
 
@@ -115,41 +116,52 @@ class Archive:
         self.files.put_pending(path, name)
         return header
 
-    def index_pending(self) -> int:
-        """Index the pending instances, oldest first; returns how many were handled.
+    def index_pending(self, paths: Iterable[Path] | None = None) -> int:
+        """Index the pending instances (``paths``, or all of them), oldest first; returns how many were handled.
 
         The pending file is linked into the layout and removed only after the index row is committed, so a
         crash at any point leaves it pending, and indexing it again is harmless. A failure that may pass
-        (database busy, disk full) leaves it for the next round.
+        (database busy, disk full) leaves it for the next round. A query may help a lagging indexer
+        (``settle``): each file is claimed while it is indexed, and the second to come finds it gone.
         """
         handled = 0
-        for path in self.files.pending_files():
-            origin = path.stem.partition("_")[2]
-            try:
-                header = read_header(path)
-                self._store(header, origin, lambda rel: self.files.put_link(rel, path))
-            except HounsfieldError as exc:
-                if not isinstance(exc, StorageFull):
-                    log.error("received file %s cannot be indexed, set aside: %s", path.name, exc)
-                    path.rename(path.with_suffix(".failed"))
-                    continue
-                log.warning("indexing %s failed, will retry: %s", path.name, exc)
-                break
-            except (OSError, SQLAlchemyError) as exc:
-                log.warning("indexing %s failed, will retry: %s", path.name, exc)
-                break
-            path.unlink()
-            handled += 1
+        for path in self.files.pending_files() if paths is None else paths:
+            with self.files.claiming_pending():
+                if not path.exists():
+                    continue  # indexed by the other process meanwhile
+                try:
+                    header = read_header(path)
+                    self._store(header, path.stem.partition("_")[2], lambda rel: self.files.put_link(rel, path))
+                except HounsfieldError as exc:
+                    if not isinstance(exc, StorageFull):
+                        log.error("received file %s cannot be indexed, set aside: %s", path.name, exc)
+                        path.rename(path.with_suffix(".failed"))
+                        continue
+                    log.warning("indexing %s failed, will retry: %s", path.name, exc)
+                    break
+                except (OSError, SQLAlchemyError) as exc:
+                    log.warning("indexing %s failed, will retry: %s", path.name, exc)
+                    break
+                path.unlink()
+                handled += 1
         return handled
 
     def settle(self, timeout: float = 10.0) -> None:
-        """Wait until the instances acknowledged before this call are indexed (read-your-writes)."""
+        """Wait until the instances acknowledged before this call are indexed (read-your-writes).
+
+        The indexer process only gets CPU the receivers leave (``processes``); when it lags by more than
+        ``SETTLE_HELP_AFTER``, the waiting process indexes what it waits for itself, so a query never waits
+        on a starved indexer.
+        """
         waiting = set(self.files.pending_files())
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
         while waiting:
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - start
+            if waited > timeout:
                 log.warning("%d received instances are still waiting for the indexer", len(waiting))
                 return
+            if waited > SETTLE_HELP_AFTER:
+                self.index_pending(sorted(waiting))
             time.sleep(0.002)
             waiting.intersection_update(self.files.pending_files())
 
@@ -167,7 +179,7 @@ class Archive:
             header.text("SeriesInstanceUID"), header.transfer_syntax_uid,
         )
         existing: str | None = None
-        rel: str | None = None
+        placed: str | None = None
         try:
             with self.db.session() as s:  # one transaction: the duplicate check, then the rows
                 existing = s.execute(_STORED_PATH, {"uid": uid}).scalar()
@@ -176,13 +188,14 @@ class Archive:
                     return _replace(result, StoreOutcome.DUPLICATE_KEPT)
                 rel = existing or relative_path(header)
                 put(rel)  # durable before the index row exists
+                placed = rel if existing is None else None
                 self._index(s.connection(), header, rel, origin, replace=existing is not None)
         except IntegrityError:  # another association stored the same instance at the same moment
             log.info("SOP Instance UID %s was stored concurrently; keeping one copy", uid)
             return _replace(result, StoreOutcome.DUPLICATE_KEPT)
         except Exception:
-            if rel is not None and existing is None:
-                self.files.delete(rel)
+            if placed is not None:
+                self.files.delete(placed)
             raise
         return _replace(result, StoreOutcome.REPLACED if existing else StoreOutcome.STORED)
 

@@ -65,8 +65,9 @@ def _run_when_idle() -> None:
     """Receiving and acknowledging come first; the indexer uses what CPU they leave (SCHED_IDLE).
 
     Measured at one association on two cores, an indexer that competes (nice 10) costs the sender 10-15 % of
-    its rate (~270 instead of ~310 instances/s). The price: while the receivers keep every core busy, indexing
-    waits, and queries (which wait for it, ``Archive.settle``) answer late; it catches up as soon as they pause.
+    its rate (~270 instead of ~310 instances/s). While the receivers keep every core busy, indexing waits and
+    catches up when they pause; a query does not wait for it: after 50 ms it indexes what it needs itself
+    (``Archive.settle``).
     """
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

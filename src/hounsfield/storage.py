@@ -10,14 +10,17 @@ instances that were received whole and made durable but are not indexed yet (ind
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from hounsfield.errors import StorageFull
 
@@ -56,6 +59,8 @@ class FileStore:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.pending = self.root / ".pending"
         self.pending.mkdir(exist_ok=True)
+        self._claim_mutex = threading.Lock()
+        self._claim_fd: int | None = None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -85,6 +90,20 @@ class FileStore:
         dest = self.pending / name
         self._move(src, dest)
         return dest
+
+    @contextmanager
+    def claiming_pending(self) -> Iterator[None]:
+        """Held while one pending instance is indexed: the indexer process and a query that helps it
+        (``Archive.settle``) never work on the same file at once (a lock file for the processes, a mutex for
+        the threads of one process)."""
+        with self._claim_mutex:
+            if self._claim_fd is None:
+                self._claim_fd = os.open(self.pending / "indexing.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(self._claim_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._claim_fd, fcntl.LOCK_UN)
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""

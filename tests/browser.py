@@ -1,0 +1,47 @@
+"""Real headless Chromium (Debian's, driven by Playwright) for the browser tests, and a STOW-RS helper."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+from conftest import ROOT
+from support import require
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots, kept by CI
+
+
+def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[tuple[Any, list[str]]]:
+    """A fresh page and the list its uncaught page errors go to."""
+    require(os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}")
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        playwright_api = None
+    require(playwright_api is not None, "playwright is not installed (pip install -e '.[test]')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def stow_series(server: Any, files: list[Path]) -> None:
+    """Store ``files`` through STOW-RS in one request."""
+    boundary = "browser-test-boundary"
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f.read_bytes() + b"\r\n"
+                    for f in files) + f"--{boundary}--\r\n".encode()
+    r = requests.post(f"{server.url}/dicom-web/studies", data=body, timeout=120, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log_text()[-3000:]}"
