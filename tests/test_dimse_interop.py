@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
+    MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind as FIND,
     StudyRootQueryRetrieveInformationModelGet as GET,
@@ -242,6 +243,46 @@ def test_movescu_to_a_dcmtk_storescp(tmp_path: Path, database_url: str, shared_d
         storescp.terminate()
         storescp.wait()
         server.stop()
+
+
+def test_c_get_converts_for_a_receiver_that_takes_only_native(server: Server, shared_data: Path) -> None:
+    """A C-GET requestor taking the SCP role for MR with native syntaxes only (as many viewers do) gets the JPEG
+    2000 instance decompressed losslessly, and a native one as stored."""
+    compressed = shared_data / "compressed" / "MR_small_jp2klossless.dcm"
+    native = shared_data / "mr" / "MR-SIEMENS-DICOM-WithOverlays.dcm"
+    sender = AE(ae_title="TESTSCU")
+    sender.add_requested_context(MRImageStorage, ["1.2.840.10008.1.2.4.90"])
+    assoc = associate(server, sender)
+    assert assoc.send_c_store(compressed).Status == 0
+    assoc.release()
+    assert storescu(server, native).returncode == 0
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(GET)
+    ae.add_requested_context(MRImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    received: dict[str, Dataset] = {}
+
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received[ds.SOPInstanceUID] = ds
+        return 0x0000
+
+    assoc = associate(server, ae, ext_neg=[build_role(MRImageStorage, scp_role=True)],
+                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    for f in (compressed, native):
+        orig = pydicom.dcmread(f)
+        q = Dataset()
+        q.QueryRetrieveLevel = "IMAGE"
+        q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = (
+            orig.StudyInstanceUID, orig.SeriesInstanceUID, orig.SOPInstanceUID)
+        statuses = [s.Status for s, _ in assoc.send_c_get(q, GET) if s]
+        assert statuses[-1] == 0x0000, f"{f.name}: C-GET 0x{statuses[-1]:04X}"
+        got = received[orig.SOPInstanceUID]
+        assert got.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+        assert (got.pixel_array == orig.pixel_array).all()
+        a, b = comparable(got), comparable(orig)
+        assert [t for t in set(a) | set(b) if a.get(t) != b.get(t)] == ([0x7FE00010] if f == compressed else [])
+    assoc.release()
 
 
 def test_c_move_to_unknown_destination_is_refused(server: Server, ct_series: list[Dataset]) -> None:

@@ -145,7 +145,7 @@ class Handlers:
             return
         accepted: dict[str, set[str]] = {}
         for cx in event.assoc.accepted_contexts:
-            if cx.as_scp:
+            if cx.as_scu:  # the storage contexts on which hounsfield sends (the requestor took the SCP role)
                 accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
         log.info("C-GET from %s: %d instances", peer_label(event), len(found))
         yield len(found)

@@ -1,5 +1,10 @@
 """The per-instance C-STORE path without pynetdicom's generic encoders, byte for byte what pynetdicom writes.
 
+Sending (C-GET, C-MOVE): an instance the receiver accepts as stored goes as a ``retrieve.StoredDataset``,
+whose stored dataset bytes replace pynetdicom's decode-and-encode of the file.
+
+Receiving:
+
 For every received instance pynetdicom builds two pydicom datasets only to encode them: the file meta it puts
 in front of the received dataset (``create_file_meta`` + ``write_file_meta_info``, ~0.2 ms) and the response's
 command set (a primitive turned into a Dataset, every value checked, encoded twice for its group length,
@@ -109,9 +114,25 @@ def _direct_store_responses(send_msg: Any) -> Any:
     return send
 
 
+def _stored_bytes_when_they_fit(encode: Any) -> Any:
+    """pynetdicom's ``encode`` for the dataset of a C-STORE request: a ``StoredDataset`` asked for in its own
+    encoding is its stored bytes; in another one, its decoded copy encoded."""
+    from hounsfield.retrieve import StoredDataset
+
+    def encode_or_stored(ds: Any, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> Any:
+        if isinstance(ds, StoredDataset):
+            if ds.stored_encoding() == (is_implicit_vr, is_little_endian, deflated):
+                return ds.stored_bytes()
+            ds = ds.decoded()
+        return encode(ds, is_implicit_vr, is_little_endian, deflated)
+
+    encode_or_stored.__wrapped__ = encode  # type: ignore[attr-defined]
+    return encode_or_stored
+
+
 def install() -> None:
     """Apply once per process, before associations start (idempotent)."""
-    from pynetdicom import dimse_messages
+    from pynetdicom import association, dimse_messages
     from pynetdicom.dimse import DIMSEServiceProvider
 
     if hasattr(DIMSEServiceProvider.send_msg, "__wrapped__"):
@@ -120,3 +141,5 @@ def install() -> None:
     # Used there only for the file meta of a C-STORE dataset received to a file (STORE_RECV_CHUNKED_DATASET).
     dimse_messages.create_file_meta = _create_file_meta  # type: ignore[assignment]
     dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[assignment]
+    # The association module encodes every dataset it sends with it; only a StoredDataset is treated apart.
+    association.encode = _stored_bytes_when_they_fit(association.encode)  # type: ignore[assignment]
