@@ -27,10 +27,19 @@ def require(condition: bool, why: str) -> None:
         pytest.skip(why)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this run (the kernel may offer a just-closed port again,
+    which once gave one server the same DICOM and HTTP port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def dcmtk(tool: str) -> str:

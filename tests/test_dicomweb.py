@@ -376,7 +376,7 @@ def test_send_study_with_progress(server, shared_data, tmp_path):
             time.sleep(0.1)
             job = requests.get(f"{server.url}/api/jobs/{job['id']}").json()
             seen.add(job["done"])
-        assert job["state"] == "completed", job
+        assert job["state"] == "completed", f"{job}\n{server.log_text()[-3000:]}\n{remote.log_text()[-3000:]}"
         assert job["sent"] == 28 and job["failed"] == 0
         assert count_instances(remote.url) == 28
         assert requests.post(f"{server.url}/api/studies/{study}/send", json={"peer": "nope"}).status_code == 404

@@ -13,7 +13,7 @@ import requests
 
 from factories import encode, tiny_ct, write
 from hounsfield import config
-from support import Server, dcmtk, dcmtk_env
+from support import Server, dcmtk, dcmtk_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,6 +132,14 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     bad_cfg.write_text("nonsense = 1\n")
     proc = hounsfield("ls", "--config", str(bad_cfg), "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 2 and "unknown setting" in proc.stderr
+
+
+def test_a_second_server_on_the_same_dicom_port_is_refused(server: Server, tmp_path: Path) -> None:
+    """The DICOM processes share their port (SO_REUSEPORT); another hounsfield must not silently join them."""
+    proc = hounsfield("serve", "--data-dir", str(tmp_path / "other"), "--dicom-port", str(server.dicom_port),
+                      "--http-port", str(free_port()))
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot listen on DICOM port {server.dicom_port}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_settings_precedence(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class Pacs:
                 log.warning("removed %d partial incoming files left by an earlier crash", removed)
         # pynetdicom writes incoming datasets with tempfile; keep them on the store's file system.
         tempfile.tempdir = str(self.files.incoming)
-        self.dicom.start()
+        self.dicom.start(first=primary)
         if primary:
             self._children = processes.start(self.settings)
 

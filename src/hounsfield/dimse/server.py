@@ -97,6 +97,14 @@ class SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
+def _claim_port(host: str, port: int) -> None:
+    """Fail (OSError) when something already listens on the port. SO_REUSEPORT would let a second hounsfield
+    of the same user share it silently, each taking part of the associations into its own archive."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        probe.bind((host, port))
+
+
 class DicomService:
     """Starts the AE in the background; ``stop`` lets in-flight associations finish first."""
 
@@ -106,10 +114,13 @@ class DicomService:
         self.handlers = Handlers(pacs)
         self.server: ThreadedAssociationServer | None = None
 
-    def start(self) -> None:
+    def start(self, *, first: bool = True) -> None:
+        """``first``: the process that claims the port (the others share it with SO_REUSEPORT)."""
         s = self.pacs.settings
         wait_instead_of_polling()
         store_fastpath.install()
+        if first:
+            _claim_port(s.dicom_host, s.dicom_port)
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

@@ -15,6 +15,13 @@ Everything else pynetdicom checks once per loop (timers, release, abort) is stil
 The DUL loop also sends every queued primitive before it looks at its socket again, so while a long C-FIND,
 C-GET or C-MOVE answer is queued, a C-CANCEL (or an abort) from the peer waits until the whole answer is out.
 While the association is established, incoming data is read first when the socket has some.
+
+And pynetdicom's "pause the reactor" hand-shake has a gap: a ``send_*`` call clears the reactor's checkpoint
+and goes on as soon as it sees ``_is_paused``, which the reactor sets just before it waits and clears just
+after, before it takes the next message off the queue. A reactor in that gap can take the response the
+``send_*`` call is waiting for, which then times out and aborts the association (seen with hounsfield's own
+C-STORE requests: REST "send to node", C-MOVE sub-operations). A message the reactor takes while a ``send_*``
+call has the checkpoint cleared is put back for that call.
 """
 
 from __future__ import annotations
@@ -103,9 +110,26 @@ def _reading_first(process_recv_primitive: Any) -> Any:
     return process_unless_peer_spoke
 
 
+def _leaving_responses_to_the_sender(get_msg: Any) -> Any:
+    def get_msg_unless_paused(self: Any, block: bool = False) -> Any:
+        item = get_msg(self, block)
+        # Looked at after taking the message: a send_* call clears the checkpoint before it sends its request,
+        # so a message taken while the checkpoint was still set cannot be the answer to it.
+        if not block and item[1] is not None and not self.assoc._reactor_checkpoint.is_set():
+            messages = self.msg_queue
+            with messages.mutex:  # back in front, for the send_* call waiting on the queue
+                messages.queue.appendleft(item)
+                messages.not_empty.notify()
+            return None, None
+        return item
+
+    get_msg_unless_paused.__wrapped__ = get_msg  # type: ignore[attr-defined]
+    return get_msg_unless_paused
+
+
 def wait_instead_of_polling() -> None:
     """Apply once per process, before associations start (idempotent)."""
-    from pynetdicom import association, dul
+    from pynetdicom import association, dimse, dul
 
     if getattr(association.time, "sleep", None) is _sleep:
         return
@@ -116,3 +140,4 @@ def wait_instead_of_polling() -> None:
     dul.time = shim  # type: ignore[attr-defined]
     dul.DULServiceProvider.send_pdu = _waking_send_pdu(dul.DULServiceProvider.send_pdu)
     dul.DULServiceProvider._process_recv_primitive = _reading_first(dul.DULServiceProvider._process_recv_primitive)
+    dimse.DIMSEServiceProvider.get_msg = _leaving_responses_to_the_sender(dimse.DIMSEServiceProvider.get_msg)
