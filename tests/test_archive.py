@@ -160,6 +160,34 @@ def test_a_query_indexes_what_a_lagging_indexer_has_not(pacs: Pacs) -> None:
     assert pacs.files.pending_files() == []
 
 
+def test_a_query_does_not_wait_on_a_file_the_indexer_holds(tmp_path: Path, database_url: str) -> None:
+    """A starved indexer holding its claim on a pending file must not hold a query up past its timeout."""
+    import threading
+    import time
+
+    indexer, query_side = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
+    indexer.archive.accept_file(received(indexer, ct_dataset(PatientID="P-HELD")), "A")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with indexer.files.claiming_pending():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    start = time.monotonic()
+    query_side.archive.settle(timeout=0.5)
+    assert time.monotonic() - start < 2 and len(query_side.files.pending_files()) == 1
+    release.set()
+    holder.join()
+    query_side.archive.settle(timeout=5)  # the claim is free: the query indexes it itself
+    assert query_side.files.pending_files() == [] and count(query_side, Instance) == 1
+    indexer.close()
+    query_side.close()
+
+
 def test_two_indexers_on_the_same_queue_leave_one_row_each(tmp_path: Path, database_url: str) -> None:
     """The indexer process and a query's process may index the same pending files at the same time."""
     import threading

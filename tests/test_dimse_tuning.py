@@ -25,3 +25,13 @@ def test_a_paused_reactor_leaves_the_response_to_the_waiting_sender() -> None:
     assert assoc.dimse.get_msg(block=True) == response  # the sender's
     assoc._reactor_checkpoint.set()
     assert assoc.dimse.get_msg(block=False) == other  # an unpaused reactor takes what comes
+
+
+def test_the_abort_wake_up_goes_back_to_the_waiting_sender_too() -> None:
+    assoc = Association(AE(), mode="requestor")
+    original = getattr(DIMSEServiceProvider.get_msg, "__wrapped__", DIMSEServiceProvider.get_msg)
+    assoc.dimse.get_msg = types.MethodType(_leaving_responses_to_the_sender(original), assoc.dimse)
+    assoc.dimse.msg_queue.put((None, None))  # what pynetdicom queues when the association is aborted
+    assoc._reactor_checkpoint.clear()
+    assert assoc.dimse.get_msg(block=False) == (None, None)
+    assert list(assoc.dimse.msg_queue.queue) == [(None, None)]  # still there for the sender

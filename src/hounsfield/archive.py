@@ -116,19 +116,23 @@ class Archive:
         self.files.put_pending(path, name)
         return header
 
-    def index_pending(self, paths: Iterable[Path] | None = None) -> int:
+    def index_pending(self, paths: Iterable[Path] | None = None, *, deadline: float | None = None) -> int:
         """Index the pending instances (``paths``, or all of them), oldest first; returns how many were handled.
 
         The pending file is linked into the layout and removed only after the index row is committed, so a
         crash at any point leaves it pending, and indexing it again is harmless. A failure that may pass
         (database busy, disk full) leaves it for the next round. A query may help a lagging indexer
-        (``settle``): each file is claimed while it is indexed, and the second to come finds it gone.
+        (``settle``, with a ``deadline`` on ``time.monotonic()``): each file is claimed while it is indexed,
+        the helper skips what the indexer holds, and the second to come finds a file gone.
         """
         handled = 0
+        helping = deadline is not None
         for path in self.files.pending_files() if paths is None else paths:
-            with self.files.claiming_pending():
-                if not path.exists():
-                    continue  # indexed by the other process meanwhile
+            if helping and time.monotonic() > deadline:
+                break
+            with self.files.claiming_pending(wait=not helping) as claimed:
+                if not claimed or not path.exists():
+                    continue  # the indexer is on it, or has indexed it meanwhile
                 try:
                     header = read_header(path)
                     self._store(header, path.stem.partition("_")[2], lambda rel: self.files.put_link(rel, path))
@@ -147,21 +151,23 @@ class Archive:
         return handled
 
     def settle(self, timeout: float = 10.0) -> None:
-        """Wait until the instances acknowledged before this call are indexed (read-your-writes).
+        """Wait until the instances acknowledged before this call are indexed (read-your-writes), at most
+        ``timeout`` seconds.
 
         The indexer process only gets CPU the receivers leave (``processes``); when it lags by more than
-        ``SETTLE_HELP_AFTER``, the waiting process indexes what it waits for itself, so a query never waits
-        on a starved indexer.
+        ``SETTLE_HELP_AFTER``, the waiting process indexes what it waits for itself (what the indexer is not
+        working on), so a query does not wait on a starved indexer.
         """
         waiting = set(self.files.pending_files())
         start = time.monotonic()
+        deadline = start + timeout
         while waiting:
-            waited = time.monotonic() - start
-            if waited > timeout:
+            now = time.monotonic()
+            if now > deadline:
                 log.warning("%d received instances are still waiting for the indexer", len(waiting))
                 return
-            if waited > SETTLE_HELP_AFTER:
-                self.index_pending(sorted(waiting))
+            if now - start > SETTLE_HELP_AFTER:
+                self.index_pending(sorted(waiting), deadline=deadline)
             time.sleep(0.002)
             waiting.intersection_update(self.files.pending_files())
 

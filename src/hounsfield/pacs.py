@@ -43,13 +43,16 @@ class Pacs:
     def start_dicom(self, *, primary: bool = True) -> None:
         """Start the DICOM service; the primary process also cleans up after a crash and starts the other
         DICOM processes and the indexer."""
-        if primary:
+        if primary:  # the port first: a second server on the same data must not clean up the first one's files
+            from hounsfield.dimse.server import claim_port
+
+            claim_port(self.settings.dicom_host, self.settings.dicom_port)
             removed = self.files.clean_incoming()
             if removed:
                 log.warning("removed %d partial incoming files left by an earlier crash", removed)
         # pynetdicom writes incoming datasets with tempfile; keep them on the store's file system.
         tempfile.tempdir = str(self.files.incoming)
-        self.dicom.start(first=primary)
+        self.dicom.start()
         if primary:
             self._children = processes.start(self.settings)
 
@@ -57,4 +60,5 @@ class Pacs:
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
         processes.stop(self._children)
+        self.files.close()
         self.db.dispose()

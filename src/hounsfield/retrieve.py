@@ -8,6 +8,7 @@ import logging
 import struct
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -36,13 +37,12 @@ class StoredDataset(Dataset):
     dataset it sends; ``dimse/store_fastpath.py`` then hands over the stored dataset bytes where pynetdicom
     would encode a decoded copy (5-10 ms for a CT slice, the bulk of a C-GET or C-MOVE sub-operation)."""
 
-    def __init__(self, instance: StoredInstance) -> None:
+    def __init__(self, instance: StoredInstance, syntax: UID) -> None:
         super().__init__()
         self.SOPClassUID = instance.sop_class_uid
         self.SOPInstanceUID = instance.sop_instance_uid
         self.file_meta = FileMetaDataset()
-        self.file_meta.TransferSyntaxUID = instance.transfer_syntax_uid
-        syntax = UID(instance.transfer_syntax_uid)
+        self.file_meta.TransferSyntaxUID = syntax
         self.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian)
         self.stored_path = instance.path
 
@@ -62,12 +62,25 @@ class StoredDataset(Dataset):
         return dcmread(self.stored_path)
 
 
+def _file_syntax(instance: StoredInstance) -> UID | None:
+    """The transfer syntax the file itself declares (an overwrite may be on disk before its index row), when
+    pydicom knows it; None sends the instance the slow way, where a failure is one failed sub-operation."""
+    try:
+        syntax = UID(read_file_meta_info(instance.path).TransferSyntaxUID)
+    except Exception:  # noqa: BLE001 - unreadable meta: let the slow path report it
+        return None
+    return syntax if syntax.is_transfer_syntax else None
+
+
 def dataset_for(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
     """The dataset to send, in a transfer syntax from ``accepted`` when one can be reached."""
-    stored = instance.transfer_syntax_uid
-    if accepted is None or stored in accepted:
-        return StoredDataset(instance)
+    stored = _file_syntax(instance)
+    if stored is not None and (accepted is None or stored in accepted):
+        return StoredDataset(instance, stored)
     ds = dcmread(instance.path)
+    stored = str(ds.file_meta.get("TransferSyntaxUID", instance.transfer_syntax_uid))
+    if accepted is None or stored in accepted:
+        return ds
     target = next((ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts in accepted), None)
     if target is None:
         return ds  # nothing reachable: the send fails and counts as a failed sub-operation

@@ -92,18 +92,34 @@ class FileStore:
         return dest
 
     @contextmanager
-    def claiming_pending(self) -> Iterator[None]:
+    def claiming_pending(self, *, wait: bool = True) -> Iterator[bool]:
         """Held while one pending instance is indexed: the indexer process and a query that helps it
         (``Archive.settle``) never work on the same file at once (a lock file for the processes, a mutex for
-        the threads of one process)."""
-        with self._claim_mutex:
+        the threads of one process). Yields whether the claim was had; without ``wait`` it is not when the
+        other one holds it (a starved indexer must not hold a query up)."""
+        if not self._claim_mutex.acquire(blocking=wait):
+            yield False
+            return
+        try:
             if self._claim_fd is None:
                 self._claim_fd = os.open(self.pending / "indexing.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(self._claim_fd, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(self._claim_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(self._claim_fd, fcntl.LOCK_UN)
+        finally:
+            self._claim_mutex.release()
+
+    def close(self) -> None:
+        with self._claim_mutex:
+            if self._claim_fd is not None:
+                os.close(self._claim_fd)
+                self._claim_fd = None
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""

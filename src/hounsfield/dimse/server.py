@@ -97,12 +97,14 @@ class SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-def _claim_port(host: str, port: int) -> None:
+def claim_port(host: str, port: int) -> None:
     """Fail (OSError) when something already listens on the port. SO_REUSEPORT would let a second hounsfield
     of the same user share it silently, each taking part of the associations into its own archive."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
-        probe.bind((host, port))
+        probe.bind(address)
 
 
 class DicomService:
@@ -114,13 +116,10 @@ class DicomService:
         self.handlers = Handlers(pacs)
         self.server: ThreadedAssociationServer | None = None
 
-    def start(self, *, first: bool = True) -> None:
-        """``first``: the process that claims the port (the others share it with SO_REUSEPORT)."""
+    def start(self) -> None:
         s = self.pacs.settings
         wait_instead_of_polling()
         store_fastpath.install()
-        if first:
-            _claim_port(s.dicom_host, s.dicom_port)
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

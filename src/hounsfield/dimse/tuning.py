@@ -27,6 +27,7 @@ call has the checkpoint cleared is put back for that call.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import sys
 import time
@@ -112,11 +113,17 @@ def _reading_first(process_recv_primitive: Any) -> Any:
 
 def _leaving_responses_to_the_sender(get_msg: Any) -> Any:
     def get_msg_unless_paused(self: Any, block: bool = False) -> Any:
-        item = get_msg(self, block)
-        # Looked at after taking the message: a send_* call clears the checkpoint before it sends its request,
-        # so a message taken while the checkpoint was still set cannot be the answer to it.
-        if not block and item[1] is not None and not self.assoc._reactor_checkpoint.is_set():
-            messages = self.msg_queue
+        if block:
+            return get_msg(self, block)
+        messages = self.msg_queue
+        try:
+            item = messages.get(block=False)
+        except queue.Empty:
+            return None, None
+        # Looked at after taking the item: a send_* call clears the checkpoint before it sends its request,
+        # so an item taken while the checkpoint was still set cannot be the answer to it. The abort wake-up
+        # (None, None) that pynetdicom queues goes back too, so that the waiting call sees it at once.
+        if not self.assoc._reactor_checkpoint.is_set():
             with messages.mutex:  # back in front, for the send_* call waiting on the queue
                 messages.queue.appendleft(item)
                 messages.not_empty.notify()
