@@ -5,6 +5,7 @@ Runs in-process against both index back ends (the ``database_url`` fixture)."""
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,6 @@ def test_a_query_indexes_what_a_lagging_indexer_has_not(pacs: Pacs) -> None:
 
 def test_a_query_does_not_wait_on_a_file_the_indexer_holds(tmp_path: Path, database_url: str) -> None:
     """A starved indexer holding its claim on a pending file must not hold a query up past its timeout."""
-    import threading
     import time
 
     indexer, query_side = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
@@ -190,8 +190,6 @@ def test_a_query_does_not_wait_on_a_file_the_indexer_holds(tmp_path: Path, datab
 
 def test_two_indexers_on_the_same_queue_leave_one_row_each(tmp_path: Path, database_url: str) -> None:
     """The indexer process and a query's process may index the same pending files at the same time."""
-    import threading
-
     a, b = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
     sent = [ct_dataset(PatientID="P-RACE") for _ in range(40)]
     for ds in sent:

@@ -24,7 +24,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from factories import comparable, encode, tiny_ct, write
+from factories import comparable, encode, tiny_ct
 from support import Server, dcmtk, dcmtk_env, free_port
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -45,6 +45,25 @@ def readable_files(root: Path) -> dict[Path, Dataset]:
             seen.add(ds.SOPInstanceUID)
             chosen[f] = ds
     return chosen
+
+
+def collector(received: dict[str, Dataset]):
+    """An EVT_C_STORE handler keeping each received dataset (with its file meta) by SOP Instance UID."""
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received[ds.SOPInstanceUID] = ds
+        return 0x0000
+    return on_store
+
+
+def image_query(ds: Dataset) -> Dataset:
+    """An IMAGE-level identifier for the instance ``ds``."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "IMAGE"
+    q.StudyInstanceUID, q.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    q.SOPInstanceUID = ds.SOPInstanceUID
+    return q
 
 
 def storescu(server: Server, *files: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -85,14 +104,8 @@ def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_
         ae.add_requested_context(sop, [ts])
     received: dict[str, Dataset] = {}
 
-    def on_store(event):
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received[ds.SOPInstanceUID] = ds
-        return 0x0000
-
     roles = [build_role(sop, scu_role=True, scp_role=True) for sop in sorted({s for s, _ in pairs})]
-    assoc = associate(server, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = associate(server, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, collector(received))])
     problems = {}
     for f, d in compressed.items():
         try:
@@ -104,10 +117,7 @@ def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_
     for f, orig in files.items():
         if f.name in problems:
             continue
-        q = Dataset()
-        q.QueryRetrieveLevel = "IMAGE"
-        q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = (
-            orig.StudyInstanceUID, orig.SeriesInstanceUID, orig.SOPInstanceUID)
+        q = image_query(orig)
         q.SOPClassUID = ""
         found = [i for s, i in assoc.send_c_find(q, FIND) if s and s.Status == 0xFF00]
         assert len(found) == 1 and found[0].SOPClassUID == orig.SOPClassUID, f
@@ -261,20 +271,11 @@ def test_c_get_converts_for_a_receiver_that_takes_only_native(server: Server, sh
     ae.add_requested_context(MRImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
     received: dict[str, Dataset] = {}
 
-    def on_store(event):
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received[ds.SOPInstanceUID] = ds
-        return 0x0000
-
     assoc = associate(server, ae, ext_neg=[build_role(MRImageStorage, scp_role=True)],
-                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                      evt_handlers=[(evt.EVT_C_STORE, collector(received))])
     for f in (compressed, native):
         orig = pydicom.dcmread(f)
-        q = Dataset()
-        q.QueryRetrieveLevel = "IMAGE"
-        q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = (
-            orig.StudyInstanceUID, orig.SeriesInstanceUID, orig.SOPInstanceUID)
+        q = image_query(orig)
         statuses = [s.Status for s, _ in assoc.send_c_get(q, GET) if s]
         assert statuses[-1] == 0x0000, f"{f.name}: C-GET 0x{statuses[-1]:04X}"
         got = received[orig.SOPInstanceUID]

@@ -83,6 +83,11 @@ def _level_rank(level: str) -> int:
     return LEVELS.index(level)
 
 
+def answer_tags(identifier: Dataset) -> set[str]:
+    """The stored attributes a C-FIND answer to ``identifier`` carries: its keys and the character set."""
+    return {f"{int(elem.tag):08X}" for elem in identifier if elem.tag.group not in (0x0000, 0x0002)} | {"00080005"}
+
+
 @dataclass
 class Match:
     """One answer: the stored DICOM JSON of its level plus the computed attributes."""
@@ -103,10 +108,8 @@ class Match:
 
     def dataset(self, identifier: Dataset) -> Dataset:
         """The C-FIND answer to ``identifier``: each requested key, zero-length where the index has no value."""
-        tags = [f"{int(elem.tag):08X}" for elem in identifier if elem.tag.group not in (0x0000, 0x0002)]
-        if "00080005" in self.attrs:
-            tags.append("00080005")
-        selected = {t: v for t, v in self.json(tags).items() if "BulkDataURI" not in v and "InlineBinary" not in v}
+        selected = {t: v for t, v in self.json(sorted(answer_tags(identifier))).items()
+                    if "BulkDataURI" not in v and "InlineBinary" not in v}
         answer = Dataset.from_json(selected)
         for elem in identifier:
             if elem.tag not in answer and elem.tag.group not in (0x0000, 0x0002):
@@ -127,9 +130,7 @@ class Query:
         self.conditions: list[Any] = []
         self.python_filter = Dataset()
         self.requested = {elem.keyword for elem in identifier if elem.keyword}
-        # The stored attributes a C-FIND answer carries: the identifier's keys and the character set.
-        self.answer_tags = {f"{int(elem.tag):08X}" for elem in identifier if elem.tag.group not in (0x0000, 0x0002)}
-        self.answer_tags.add("00080005")
+        self.answer_tags = answer_tags(identifier)
         self._parse()
 
     def _value(self, keyword: str) -> Any:

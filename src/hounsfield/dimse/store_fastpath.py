@@ -23,10 +23,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from hounsfield.headerjson import LONG_VRS
+
 C_STORE_RSP = 0x8001
 NO_DATASET = 0x0101
 LAST_COMMAND_FRAGMENT = 0x03  # PS3.8 E.2: message control header, command + last fragment
-EXPLICIT_LONG = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 
 
 def _uid(value: str) -> bytes:
@@ -38,10 +39,10 @@ def _implicit(tag: int, value: bytes) -> bytes:
     return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
 
 
-def _explicit(tag: int, vr: bytes, value: bytes) -> bytes:
-    if vr in EXPLICIT_LONG:
-        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+def _explicit(tag: int, vr: str, value: bytes) -> bytes:
+    if vr in LONG_VRS:
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
 
 
 def command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int) -> bytes:
@@ -74,14 +75,14 @@ def file_meta(meta: FileMeta) -> bytes:
 
     version = (meta.implementation_version or PYNETDICOM_IMPLEMENTATION_VERSION).encode("ascii")
     body = b"".join((
-        _explicit(0x00020001, b"OB", b"\x00\x01"),
-        _explicit(0x00020002, b"UI", _uid(meta.sop_class_uid)),
-        _explicit(0x00020003, b"UI", _uid(meta.sop_instance_uid)),
-        _explicit(0x00020010, b"UI", _uid(meta.transfer_syntax)),
-        _explicit(0x00020012, b"UI", _uid(meta.implementation_uid or PYNETDICOM_IMPLEMENTATION_UID)),
-        _explicit(0x00020013, b"SH", version + b" " if len(version) % 2 else version),
+        _explicit(0x00020001, "OB", b"\x00\x01"),
+        _explicit(0x00020002, "UI", _uid(meta.sop_class_uid)),
+        _explicit(0x00020003, "UI", _uid(meta.sop_instance_uid)),
+        _explicit(0x00020010, "UI", _uid(meta.transfer_syntax)),
+        _explicit(0x00020012, "UI", _uid(meta.implementation_uid or PYNETDICOM_IMPLEMENTATION_UID)),
+        _explicit(0x00020013, "SH", version + b" " if len(version) % 2 else version),
     ))
-    return _explicit(0x00020000, b"UL", struct.pack("<I", len(body))) + body
+    return _explicit(0x00020000, "UL", struct.pack("<I", len(body))) + body
 
 
 def _create_file_meta(**kwargs: Any) -> FileMeta:
