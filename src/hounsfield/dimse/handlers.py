@@ -21,6 +21,8 @@ from hounsfield.dimse import status as st
 from hounsfield.retrieve import dataset_for, proposed_syntaxes
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
     from hounsfield.archive import StoredInstance
     from hounsfield.pacs import Pacs
 
@@ -52,7 +54,11 @@ def ack_now(event: evt.Event) -> None:
 
 
 def peer_label(event: evt.Event) -> str:
-    req = event.assoc.requestor
+    return association_peer(event.assoc)
+
+
+def association_peer(assoc: "Association") -> str:
+    req = assoc.requestor
     return f"{req.ae_title} at {req.address}:{req.port}"
 
 
@@ -96,14 +102,21 @@ class Handlers:
             log.info("association requested by %s", where)
 
     def on_store(self, event: evt.Event) -> int:
+        return self.store_received(Path(event.dataset_path), event.assoc, str(event.request.AffectedSOPInstanceUID))
+
+    # ---- dimse.store_receive.ReceivedStore: C-STOREs received below pynetdicom, and ``on_store`` ----
+    def new_incoming(self) -> tuple[int, Path]:
+        return self.pacs.archive.files.new_incoming()
+
+    def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         try:
-            header = self.pacs.archive.accept_file(Path(event.dataset_path), event.assoc.requestor.ae_title)
+            header = self.pacs.archive.accept_file(path, assoc.requestor.ae_title)
         except HounsfieldError as exc:
             code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
-            log.warning("C-STORE of %s from %s refused (0x%04X): %s", event.request.AffectedSOPInstanceUID,
-                        peer_label(event), code, exc)
+            log.warning("C-STORE of %s from %s refused (0x%04X): %s", sop_instance_uid, association_peer(assoc),
+                        code, exc)
             return code
-        log.debug("C-STORE %s from %s accepted", header.sop_instance_uid, peer_label(event))
+        log.debug("C-STORE %s from %s accepted", header.sop_instance_uid, association_peer(assoc))
         return st.SUCCESS
 
     def _query(self, event: evt.Event) -> tuple[Dataset, q.Query]:

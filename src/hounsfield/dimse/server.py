@@ -24,7 +24,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
-from hounsfield.dimse import store_fastpath
+from hounsfield.dimse import store_fastpath, store_receive
 from hounsfield.dimse.tuning import wait_instead_of_polling
 
 if TYPE_CHECKING:
@@ -120,6 +120,8 @@ class DicomService:
         s = self.pacs.settings
         wait_instead_of_polling()
         store_fastpath.install()
+        store_receive.install()
+        store_receive.enable(self.ae, self.handlers)
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

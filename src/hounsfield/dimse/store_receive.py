@@ -1,0 +1,348 @@
+"""C-STORE requests received below pynetdicom's DIMSE layer: PDU → file → store → response, in the DUL thread.
+
+pynetdicom receives a C-STORE dataset as a chain of Python objects: the socket read 4 KB at a time, every
+P-DATA-TF PDU decoded into PDV objects and a primitive, each fragment written through a temporary-file wrapper,
+the command set decoded with pydicom, the request queued to the association thread, which builds an event and a
+response primitive and queues that back to the DUL thread to be encoded and sent. For a 0.5 MB CT instance that
+is ~1.5 ms of CPU and two thread hand-overs per instance, on a path where the sender waits for each response.
+
+On an acceptor association of an AE ``enable``d here, the DUL thread reads each PDU whole into one buffer
+(``recv_into``) and looks at it itself when the association is established (Sta6) and nothing else is queued:
+- a P-DATA-TF PDU whose first PDV is a complete C-STORE-RQ command set, on an accepted presentation context
+  of the request's SOP class, starts a received instance: a file in the store's incoming directory, with the
+  same Part-10 preamble and file meta pynetdicom writes (``store_fastpath.file_meta``);
+- the data fragments that follow are written to that file straight from the buffer;
+- after the last fragment, ``ReceivedStore.store_received`` makes the instance durable (the same call the
+  pynetdicom ``EVT_C_STORE`` handler makes) and its C-STORE-RSP (``store_fastpath.command_set``) is written
+  to the socket from this thread, the only one that writes to it.
+Everything else (other services, a command set split over fragments, other PDU types, other states) goes on to
+pynetdicom exactly as it would have. A fragment that breaks the message (a command fragment or another
+presentation context before the last data fragment) is a protocol error: pynetdicom's Evt19 (A-ABORT).
+An instance still arriving when the association ends is removed. ``tests/test_store_receive.py`` drives this
+path with dcmtk's storescu and pynetdicom and checks files, responses and the fall-backs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hounsfield.storage import start_writeback
+from hounsfield.dimse.store_fastpath import LAST_COMMAND_FRAGMENT, FileMeta, command_set, file_meta
+
+if TYPE_CHECKING:
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+
+log = logging.getLogger("hounsfield.dimse")
+
+P_DATA_TF = 0x04
+PDU_TYPES = range(0x01, 0x08)
+C_STORE_RQ = 0x0001
+NO_DATASET = 0x0101
+COMMAND = 0x01  # message control header bits (PS3.8 E.2)
+LAST = 0x02
+UNEXPECTED_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
+OUT_OF_RESOURCES = 0xA700
+PREAMBLE = b"\x00" * 128 + b"DICM"
+_HEADER = struct.Struct(">BBL")
+_PDV = struct.Struct(">LBB")
+_ELEMENT = struct.Struct("<HHL")
+
+
+class ReceivedStore(Protocol):
+    """Where received instances go (``dimse.handlers.Handlers``)."""
+
+    def new_incoming(self) -> tuple[int, Path]:
+        """A new file for an instance still arriving: an open descriptor and its path."""
+
+    def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
+        """Take the complete received Part-10 file at ``path``; return the C-STORE status."""
+
+
+_stores: "weakref.WeakKeyDictionary[AE, ReceivedStore]" = weakref.WeakKeyDictionary()
+
+
+def enable(ae: "AE", store: ReceivedStore) -> None:
+    """Receive C-STORE requests on ``ae``'s acceptor associations into ``store`` (``install`` first)."""
+    _stores[ae] = store
+
+
+@dataclass
+class _Request:
+    """What a C-STORE-RQ command set says (the elements the response and the file meta need)."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+def parse_store_request(command: memoryview) -> _Request | None:
+    """The C-STORE-RQ in an encoded command set (implicit VR little endian), or None for any other command or
+    one that cannot be read here."""
+    values: dict[int, memoryview] = {}
+    pos, end = 0, len(command)
+    while pos + 8 <= end:
+        group, element, length = _ELEMENT.unpack_from(command, pos)
+        pos += 8
+        if group != 0 or pos + length > end:
+            return None
+        values[element] = command[pos:pos + length]
+        pos += length
+    if pos != end:
+        return None
+    try:
+        field, = struct.unpack("<H", values[0x0100])
+        message_id, = struct.unpack("<H", values[0x0110])
+        data_set_type, = struct.unpack("<H", values[0x0800])
+        sop_class = bytes(values[0x0002]).rstrip(b"\x00 ").decode("ascii")
+        sop_instance = bytes(values[0x1000]).rstrip(b"\x00 ").decode("ascii")
+    except (KeyError, struct.error, UnicodeDecodeError):
+        return None
+    if field != C_STORE_RQ or data_set_type == NO_DATASET or not sop_class or not sop_instance:
+        return None
+    return _Request(message_id, sop_class, sop_instance)
+
+
+def response_pdu(context_id: int, request: _Request, status: int) -> bytes:
+    """The P-DATA-TF PDU carrying the C-STORE-RSP to ``request``."""
+    pdv = bytes((context_id, LAST_COMMAND_FRAGMENT)) + command_set(
+        request.message_id, request.sop_class_uid, request.sop_instance_uid, status)
+    return _HEADER.pack(P_DATA_TF, 0, len(pdv) + 4) + struct.pack(">L", len(pdv)) + pdv
+
+
+class _Instance:
+    """A C-STORE dataset arriving into its file."""
+
+    def __init__(self, store: ReceivedStore, context_id: int, request: _Request, transfer_syntax: str) -> None:
+        self.context_id = context_id
+        self.request = request
+        self.fd, self.path = store.new_incoming()
+        self.error: OSError | None = None
+        self.size = 0
+        self.write(PREAMBLE + file_meta(FileMeta(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)))
+
+    def write(self, data: memoryview | bytes) -> None:
+        if self.error is not None:
+            return  # a failed write: the rest is read and dropped, and the response says why
+        start = self.size
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+                self.size += written
+        except OSError as exc:
+            self.error = exc
+        start_writeback(self.fd, start, self.size - start)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Receiver:
+    """The C-STORE receive path of one association's DUL (see the module docstring)."""
+
+    def __init__(self, dul: Any, store: ReceivedStore) -> None:
+        self.dul = dul
+        self.store = store
+        self.buffer = bytearray(max(dul.assoc.acceptor.maximum_length or 0, 16384) + 6)
+        self.instance: _Instance | None = None
+
+    def read_pdu(self) -> None:
+        """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors."""
+        dul = self.dul
+        sock = dul.socket.socket
+        header = memoryview(self.buffer)[:6]
+        try:
+            complete = _recv_exactly(sock, header)
+        except OSError:
+            complete = False
+        if not complete:
+            return self._closed()
+        pdu_type, _, length = _HEADER.unpack_from(self.buffer)
+        if pdu_type not in PDU_TYPES:
+            log.error("unknown PDU type 0x%02X received from %s", pdu_type, dul.assoc.requestor.address)
+            return self._invalid()
+        if length + 6 > len(self.buffer):
+            self.buffer = bytearray(length + 6)  # a peer above our maximum PDU length, as pynetdicom allows
+            _HEADER.pack_into(self.buffer, 0, pdu_type, 0, length)
+        pdu = memoryview(self.buffer)[:length + 6]
+        try:
+            complete = _recv_exactly(sock, pdu[6:])
+        except OSError:
+            complete = False
+        if not complete:
+            return self._closed()
+        _quick_ack(sock)
+        if pdu_type == P_DATA_TF and self._mine(pdu):
+            return
+        if self.instance is not None:  # the message is broken off (an A-ABORT, a release): it was not stored
+            self.discard()
+        self._to_pynetdicom(pdu)
+
+    def _mine(self, pdu: memoryview) -> bool:
+        """Handle a P-DATA-TF PDU that belongs to a C-STORE received here; False leaves it to pynetdicom."""
+        dul = self.dul
+        if dul.state_machine.current_state != "Sta6" or dul.event_queue.queue:
+            return False
+        pdvs = _pdvs(pdu)
+        if pdvs is None:
+            return False  # malformed: pynetdicom's decoder says so (Evt19)
+        if self.instance is None:
+            if not pdvs or not self._start(*pdvs[0]):
+                return False
+            pdvs = pdvs[1:]
+        instance = self.instance
+        assert instance is not None
+        for context_id, control, data in pdvs:
+            if control & COMMAND or context_id != instance.context_id:
+                log.error("C-STORE of %s from %s broken off by a %s fragment on context %d; aborting",
+                          instance.request.sop_instance_uid, dul.assoc.requestor.address,
+                          "command" if control & COMMAND else "data", context_id)
+                self.discard()
+                dul.event_queue.put("Evt19")
+                return True
+            instance.write(data)
+            if control & LAST:
+                self._complete(instance)
+        return True
+
+    def _start(self, context_id: int, control: int, data: memoryview) -> bool:
+        """Begin a received instance when ``data`` is a whole C-STORE-RQ command set this path may take."""
+        assoc = self.dul.assoc
+        if control & (COMMAND | LAST) != COMMAND | LAST or assoc.dimse.message is not None or assoc._sent_release:
+            return False
+        request = parse_store_request(data)
+        context = assoc._accepted_cx.get(context_id) if request is not None else None
+        if request is None or context is None or context.abstract_syntax != request.sop_class_uid:
+            return False
+        try:
+            self.instance = _Instance(self.store, context_id, request, str(context.transfer_syntax[0]))
+        except OSError as exc:
+            log.error("cannot open a file for an incoming instance: %s", exc)
+            return False  # pynetdicom's own path then answers for it
+        return True
+
+    def _complete(self, instance: _Instance) -> None:
+        self.instance = None
+        instance.close()
+        request = instance.request
+        if instance.error is not None:
+            log.error("C-STORE of %s from %s not stored (0x%04X): %s", request.sop_instance_uid,
+                      self.dul.assoc.requestor.address, OUT_OF_RESOURCES, instance.error)
+            status = OUT_OF_RESOURCES
+        else:
+            try:
+                status = self.store.store_received(instance.path, self.dul.assoc, request.sop_instance_uid)
+            except Exception:  # noqa: BLE001 - as pynetdicom's own handler wrapper: a failure status, and the log
+                log.exception("C-STORE of %s failed", request.sop_instance_uid)
+                status = UNEXPECTED_FAILURE
+        instance.path.unlink(missing_ok=True)  # gone already when stored (moved to the pending queue)
+        self.dul.socket.send(response_pdu(instance.context_id, request, status))
+
+    def _to_pynetdicom(self, pdu: memoryview) -> None:
+        dul = self.dul
+        try:
+            decoded, event = dul._decode_pdu(pdu)
+        except Exception as exc:  # noqa: BLE001 - as pynetdicom: an undecodable PDU is Evt19
+            log.error("unable to decode the received PDU: %s", exc)
+            return self._invalid()
+        dul.event_queue.put(event)
+        dul._recv_pdu.put(decoded)
+
+    def _closed(self) -> None:
+        self.discard()
+        self.dul.event_queue.put("Evt17")  # transport connection closed
+
+    def _invalid(self) -> None:
+        self.discard()
+        self.dul.event_queue.put("Evt19")  # unrecognised or invalid PDU
+
+    def discard(self) -> None:
+        if self.instance is not None:
+            self.instance.discard()
+            self.instance = None
+
+
+def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
+    while view:
+        n = sock.recv_into(view)
+        if not n:
+            return False
+        view = view[n:]
+    return True
+
+
+def _quick_ack(sock: socket.socket) -> None:
+    """As ``handlers.ack_now`` for pynetdicom's reads: acknowledge at once (Linux re-arms delayed ACKs)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+def _pdvs(pdu: memoryview) -> list[tuple[int, int, memoryview]] | None:
+    """The (context ID, message control header, fragment) of each PDV item; None when they do not add up."""
+    out = []
+    pos, end = 6, len(pdu)
+    while pos < end:
+        if pos + 6 > end:
+            return None
+        length, context_id, control = _PDV.unpack_from(pdu, pos)
+        if length < 2 or pos + 4 + length > end:
+            return None
+        out.append((context_id, control, pdu[pos + 6:pos + 4 + length]))
+        pos += 4 + length
+    return out
+
+
+def _receiver(dul: Any) -> Receiver | None:
+    receiver = dul.__dict__.get("_hounsfield_receiver", False)
+    if receiver is False:
+        assoc = dul.assoc
+        store = _stores.get(assoc.ae) if assoc.is_acceptor else None
+        sock = getattr(dul.socket, "socket", None)
+        receiver = Receiver(dul, store) if store is not None and sock is not None else None
+        dul._hounsfield_receiver = receiver
+    return receiver
+
+
+def install() -> None:
+    """Route the DUL's reads through ``Receiver`` where ``enable``d (idempotent; per process)."""
+    from pynetdicom.dul import DULServiceProvider
+
+    if hasattr(DULServiceProvider._read_pdu_data, "__wrapped__"):
+        return
+    read_pdu_data = DULServiceProvider._read_pdu_data
+    run_reactor = DULServiceProvider.run_reactor
+
+    def read(self: Any) -> None:
+        receiver = _receiver(self)
+        if receiver is None:
+            return read_pdu_data(self)
+        receiver.read_pdu()
+
+    def run_and_discard(self: Any) -> None:
+        try:
+            run_reactor(self)
+        finally:
+            receiver = self.__dict__.get("_hounsfield_receiver")
+            if receiver:
+                receiver.discard()
+
+    read.__wrapped__ = read_pdu_data  # type: ignore[attr-defined]
+    run_and_discard.__wrapped__ = run_reactor  # type: ignore[attr-defined]
+    DULServiceProvider._read_pdu_data = read
+    DULServiceProvider.run_reactor = run_and_discard
