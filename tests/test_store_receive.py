@@ -284,21 +284,79 @@ def test_a_connection_dropped_inside_a_dataset_leaves_no_file(pacs: Pacs) -> Non
     assert pacs.files.pending_files() == []
 
 
-def test_a_failed_write_answers_out_of_resources(pacs: Pacs, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_write_failing_part_way_answers_out_of_resources(pacs: Pacs, caplog: pytest.LogCaptureFixture) -> None:
     _start(pacs, pynetdicom_handler_fails=True)
     handlers = pacs.dicom.handlers
     new_incoming = handlers.new_incoming
+    pipes: list[int] = []
 
-    def read_only() -> tuple[int, Path]:  # a descriptor every write fails on (EBADF), as a full disk would
+    def filling_up() -> tuple[int, Path]:  # a pipe nobody reads: writes fail once 64 KB are in, as a full disk
         fd, path = new_incoming()
         os.close(fd)
-        return os.open(path, os.O_RDONLY), path
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        pipes.append(read_end)
+        return write_end, path
 
-    handlers.new_incoming = read_only  # type: ignore[method-assign]
-    ds = tiny_ct("FULL", "1.2.3.110", "1.2.3.111", 1)
+    handlers.new_incoming = filling_up  # type: ignore[method-assign]
+    ds = _large_ct("FULL")
     assoc = _associate(pacs, CTImageStorage)
     with caplog.at_level(logging.ERROR, logger="hounsfield.dimse"):
         assert assoc.send_c_store(ds).Status == 0xA700
     assoc.release()
+    for fd in pipes:
+        os.close(fd)
     assert f"C-STORE of {ds.SOPInstanceUID}" in caplog.text and "not stored (0xA700)" in caplog.text
     assert pacs.files.pending_files() == [] and list(pacs.files.incoming.iterdir()) == []
+
+
+def test_a_pdu_above_the_maximum_length_is_still_received(pacs: Pacs) -> None:
+    _start(pacs, pynetdicom_handler_fails=True)
+    ds = _large_ct("LONGPDU")
+    assoc = _associate(pacs, CTImageStorage)
+    cid = assoc.accepted_contexts[0].context_id
+    data = encode(ds, False, True)
+    assert len(data) > assoc.acceptor.maximum_length  # one PDU of 0.5 MB where the server asked for 256 KB
+    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    assert _send_raw(assoc, _pdu((cid, 0x03, command)), _pdu((cid, 0x02, data))) == 0x0000
+    assoc.release()
+    assert _pending_bytes(pacs) == [_expected_file(ds)]
+
+
+def test_pdvs_after_the_last_fragment_are_ignored(pacs: Pacs) -> None:
+    _start(pacs, pynetdicom_handler_fails=True)
+    ds = tiny_ct("TRAILING", "1.2.3.120", "1.2.3.121", 1)
+    assoc = _associate(pacs, CTImageStorage, Verification)
+    cid = assoc.accepted_contexts[0].context_id
+    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    data = encode(ds, False, True)
+    assert _send_raw(assoc, _pdu((cid, 0x03, command), (cid, 0x02, data), (cid, 0x02, b"\x08\x00"))) == 0x0000
+    assert assoc.send_c_echo().Status == 0x0000  # no second response came before this one's
+    assoc.release()
+    assert _pending_bytes(pacs) == [_expected_file(ds)]
+
+
+def test_an_abort_inside_a_dataset_leaves_no_file(pacs: Pacs) -> None:
+    _start(pacs, pynetdicom_handler_fails=True)
+    ds = tiny_ct("ABORTED", "1.2.3.130", "1.2.3.131", 1)
+    assoc = _associate(pacs, CTImageStorage)
+    cid = assoc.accepted_contexts[0].context_id
+    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    with _paused(assoc):
+        assoc.dul.socket.send(_pdu((cid, 0x03, command), (cid, 0x00, encode(ds, False, True)[:50])))
+        assert _wait_until(lambda: len(list(pacs.files.incoming.iterdir())) == 1)
+    assoc.abort()
+    assert _wait_until(lambda: list(pacs.files.incoming.iterdir()) == [])
+    assert pacs.files.pending_files() == []
+
+
+def test_a_store_request_on_a_non_storage_context_is_left_to_pynetdicom(pacs: Pacs) -> None:
+    _start(pacs, pynetdicom_handler_fails=False)
+    ds = tiny_ct("ECHOCX", "1.2.3.140", "1.2.3.141", 1)
+    assoc = _associate(pacs, Verification)
+    cid = assoc.accepted_contexts[0].context_id
+    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    # pynetdicom picks the service from the request's SOP class and stores it
+    assert _send_raw(assoc, _pdu((cid, 0x03, command)), _pdu((cid, 0x02, encode(ds, False, True)))) == 0x0000
+    assoc.release()
+    assert len(pacs.files.pending_files()) == 1

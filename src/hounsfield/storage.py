@@ -10,7 +10,6 @@ instances that were received whole and made durable but are not indexed yet (ind
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -45,8 +44,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.sync_file_range
+        call = ctypes.CDLL(None).sync_file_range
     except (OSError, AttributeError):  # not Linux
         return None
     call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
@@ -55,14 +53,6 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 _SYNC_FILE_RANGE = _sync_file_range()
 SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing ``length`` bytes at ``offset`` to disk without waiting (Linux ``sync_file_range``), so that
-    the ``fsync`` which makes a file durable, once it is complete, finds most of it written already. Data
-    arriving over the network is written as it comes: each write goes out while the next is received."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 def sha256_file(path: Path) -> str:
@@ -99,6 +89,13 @@ class FileStore:
         """A fresh temporary file on the store's own file system, for data still arriving."""
         fd, name = tempfile.mkstemp(dir=self.incoming, suffix=".part")
         return fd, Path(name)
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        """Start writing part of a file being written to disk, without waiting (Linux ``sync_file_range``), so
+        that the fsync which makes it durable once it is complete finds most of it written already (data that
+        arrives over the network goes out while the rest is received). Nothing when fsync is off."""
+        if self.fsync and _SYNC_FILE_RANGE is not None:
+            _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
     def put_bytes(self, rel: str, data: bytes) -> None:
         fd, tmp = self.new_incoming()

@@ -108,6 +108,9 @@ class Handlers:
     def new_incoming(self) -> tuple[int, Path]:
         return self.pacs.archive.files.new_incoming()
 
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        self.pacs.archive.files.start_writeback(fd, offset, length)
+
     def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         try:
             header = self.pacs.archive.accept_file(path, assoc.requestor.ae_title)

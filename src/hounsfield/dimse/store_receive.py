@@ -7,19 +7,24 @@ response primitive and queues that back to the DUL thread to be encoded and sent
 is ~1.5 ms of CPU and two thread hand-overs per instance, on a path where the sender waits for each response.
 
 On an acceptor association of an AE ``enable``d here, the DUL thread reads each PDU whole into one buffer
-(``recv_into``) and looks at it itself when the association is established (Sta6) and nothing else is queued:
-- a P-DATA-TF PDU whose first PDV is a complete C-STORE-RQ command set, on an accepted presentation context
-  of the request's SOP class, starts a received instance: a file in the store's incoming directory, with the
-  same Part-10 preamble and file meta pynetdicom writes (``store_fastpath.file_meta``);
-- the data fragments that follow are written to that file straight from the buffer;
-- after the last fragment, ``ReceivedStore.store_received`` makes the instance durable (the same call the
-  pynetdicom ``EVT_C_STORE`` handler makes) and its C-STORE-RSP (``store_fastpath.command_set``) is written
-  to the socket from this thread, the only one that writes to it.
-Everything else (other services, a command set split over fragments, other PDU types, other states) goes on to
-pynetdicom exactly as it would have. A fragment that breaks the message (a command fragment or another
-presentation context before the last data fragment) is a protocol error: pynetdicom's Evt19 (A-ABORT).
-An instance still arriving when the association ends is removed. ``tests/test_store_receive.py`` drives this
-path with dcmtk's storescu and pynetdicom and checks files, responses and the fall-backs.
+(``recv_into``) and looks at it itself:
+- a P-DATA-TF PDU whose first PDV is a complete C-STORE-RQ command set, on an accepted presentation context of
+  a storage SOP class equal to the request's, starts a received instance when the association is established
+  (Sta6), nothing else is queued either way and no handler watches received PDUs or DIMSE messages: a file in
+  the store's incoming directory, with the Part-10 preamble and file meta pynetdicom writes
+  (``store_fastpath.file_meta``);
+- the data fragments that follow are written to that file straight from the buffer, and their writeback to
+  disk starts at once, so that the fsync at the end has little left to wait for;
+- after the last fragment, ``ReceivedStore.store_received`` makes the instance durable (the call pynetdicom's
+  ``EVT_C_STORE`` handler makes too) and its C-STORE-RSP (``store_fastpath.command_set``) is written to the
+  socket. All of this runs in the DUL thread, the only one that writes to the socket; meanwhile the association
+  handles nothing else, which a requestor waiting for the response does not ask of it anyway.
+Everything else (other services, a command set split over fragments, other PDU types) goes on to pynetdicom as
+it would have. A fragment that breaks the message (a command fragment or another presentation context before
+the last data fragment) is a protocol error: pynetdicom's Evt19 (A-ABORT); PDVs after the last fragment are
+ignored, as pynetdicom does. An instance still arriving when the association ends is removed.
+``tests/test_store_receive.py`` checks files, responses and the fall-backs with pynetdicom and hand-made PDUs;
+the interop tests send everything through it with dcmtk's storescu.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hounsfield.storage import start_writeback
+from pynetdicom import evt
+
 from hounsfield.dimse.store_fastpath import LAST_COMMAND_FRAGMENT, FileMeta, command_set, file_meta
 
 if TYPE_CHECKING:
@@ -51,6 +57,8 @@ LAST = 0x02
 UNEXPECTED_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
 OUT_OF_RESOURCES = 0xA700
 PREAMBLE = b"\x00" * 128 + b"DICM"
+WRITEBACK_STEP = 128 * 1024  # bytes written before their writeback starts (whole pages only)
+_WATCHERS = ("EVT_PDU_RECV", "EVT_DIMSE_RECV", "EVT_PDU_SENT")  # events this path does not trigger
 _HEADER = struct.Struct(">BBL")
 _PDV = struct.Struct(">LBB")
 _ELEMENT = struct.Struct("<HHL")
@@ -61,6 +69,9 @@ class ReceivedStore(Protocol):
 
     def new_incoming(self) -> tuple[int, Path]:
         """A new file for an instance still arriving: an open descriptor and its path."""
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        """Data written to an incoming file that will be made durable: start writing it to disk."""
 
     def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         """Take the complete received Part-10 file at ``path``; return the C-STORE status."""
@@ -121,17 +132,18 @@ class _Instance:
     """A C-STORE dataset arriving into its file."""
 
     def __init__(self, store: ReceivedStore, context_id: int, request: _Request, transfer_syntax: str) -> None:
+        self.store = store
         self.context_id = context_id
         self.request = request
         self.fd, self.path = store.new_incoming()
         self.error: OSError | None = None
         self.size = 0
+        self.written_back = 0
         self.write(PREAMBLE + file_meta(FileMeta(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)))
 
     def write(self, data: memoryview | bytes) -> None:
         if self.error is not None:
             return  # a failed write: the rest is read and dropped, and the response says why
-        start = self.size
         try:
             while data:
                 written = os.write(self.fd, data)
@@ -139,16 +151,27 @@ class _Instance:
                 self.size += written
         except OSError as exc:
             self.error = exc
-        start_writeback(self.fd, start, self.size - start)
+            return
+        whole_pages = self.size & ~0xFFF
+        if whole_pages - self.written_back >= WRITEBACK_STEP:
+            self.store.start_writeback(self.fd, self.written_back, whole_pages - self.written_back)
+            self.written_back = whole_pages
 
     def close(self) -> None:
+        """Close the file; a failure to close is a failure to write."""
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            try:
+                os.close(fd)
+            except OSError as exc:
+                self.error = self.error or exc
 
     def discard(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # left for the start-up clean-up of the incoming directory
+            log.warning("cannot remove %s: %s", self.path, exc)
 
 
 class Receiver:
@@ -159,6 +182,7 @@ class Receiver:
         self.store = store
         self.buffer = bytearray(max(dul.assoc.acceptor.maximum_length or 0, 16384) + 6)
         self.instance: _Instance | None = None
+        self.storage_contexts: dict[int, tuple[str, str] | None] = {}  # ID → (SOP class, transfer syntax)
 
     def read_pdu(self) -> None:
         """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors."""
@@ -175,14 +199,19 @@ class Receiver:
         if pdu_type not in PDU_TYPES:
             log.error("unknown PDU type 0x%02X received from %s", pdu_type, dul.assoc.requestor.address)
             return self._invalid()
-        if length + 6 > len(self.buffer):
-            self.buffer = bytearray(length + 6)  # a peer above our maximum PDU length, as pynetdicom allows
-            _HEADER.pack_into(self.buffer, 0, pdu_type, 0, length)
-        pdu = memoryview(self.buffer)[:length + 6]
-        try:
-            complete = _recv_exactly(sock, pdu[6:])
-        except OSError:
-            complete = False
+        if length + 6 <= len(self.buffer):
+            pdu = memoryview(self.buffer)[:length + 6]
+            try:
+                complete = _recv_exactly(sock, pdu[6:])
+            except OSError:
+                complete = False
+        else:  # above our maximum PDU length, as pynetdicom allows: read as it does, growing with what arrives
+            try:
+                body = dul.socket.recv(length)
+            except OSError:
+                body = b""
+            complete = len(body) == length
+            pdu = memoryview(bytes(self.buffer[:6]) + body)
         if not complete:
             return self._closed()
         _quick_ack(sock)
@@ -195,17 +224,21 @@ class Receiver:
     def _mine(self, pdu: memoryview) -> bool:
         """Handle a P-DATA-TF PDU that belongs to a C-STORE received here; False leaves it to pynetdicom."""
         dul = self.dul
-        if dul.state_machine.current_state != "Sta6" or dul.event_queue.queue:
-            return False
         pdvs = _pdvs(pdu)
-        if pdvs is None:
-            return False  # malformed: pynetdicom's decoder says so (Evt19)
         if self.instance is None:
-            if not pdvs or not self._start(*pdvs[0]):
-                return False
+            if (not pdvs or dul.state_machine.current_state != "Sta6" or dul.event_queue.queue
+                    or dul.to_provider_queue.queue or not self._start(*pdvs[0])):
+                return False  # pynetdicom's, malformed ones included: its decoder says so (Evt19)
             pdvs = pdvs[1:]
         instance = self.instance
         assert instance is not None
+        if pdvs is None or dul.state_machine.current_state != "Sta6":
+            log.error("C-STORE of %s from %s broken off by %s; aborting", instance.request.sop_instance_uid,
+                      dul.assoc.requestor.address, "a malformed PDU" if pdvs is None else "the association's end")
+            self.discard()
+            if pdvs is None:
+                dul.event_queue.put("Evt19")
+            return True  # never half a message to pynetdicom's DIMSE layer
         for context_id, control, data in pdvs:
             if control & COMMAND or context_id != instance.context_id:
                 log.error("C-STORE of %s from %s broken off by a %s fragment on context %d; aborting",
@@ -217,23 +250,38 @@ class Receiver:
             instance.write(data)
             if control & LAST:
                 self._complete(instance)
+                break  # what follows the last fragment is ignored, as pynetdicom does
         return True
 
     def _start(self, context_id: int, control: int, data: memoryview) -> bool:
         """Begin a received instance when ``data`` is a whole C-STORE-RQ command set this path may take."""
         assoc = self.dul.assoc
-        if control & (COMMAND | LAST) != COMMAND | LAST or assoc.dimse.message is not None or assoc._sent_release:
+        if control & (COMMAND | LAST) != COMMAND | LAST or assoc.dimse.message is not None or assoc._sent_release \
+                or any(assoc.get_handlers(getattr(evt, name)) for name in _WATCHERS):
             return False
         request = parse_store_request(data)
-        context = assoc._accepted_cx.get(context_id) if request is not None else None
-        if request is None or context is None or context.abstract_syntax != request.sop_class_uid:
+        syntax = self._storage_syntax(context_id, request.sop_class_uid) if request is not None else None
+        if request is None or syntax is None:
             return False
         try:
-            self.instance = _Instance(self.store, context_id, request, str(context.transfer_syntax[0]))
+            self.instance = _Instance(self.store, context_id, request, syntax)
         except OSError as exc:
             log.error("cannot open a file for an incoming instance: %s", exc)
             return False  # pynetdicom's own path then answers for it
         return True
+
+    def _storage_syntax(self, context_id: int, sop_class_uid: str) -> str | None:
+        """The transfer syntax of ``context_id`` when it is an accepted storage context of ``sop_class_uid``."""
+        if context_id not in self.storage_contexts:
+            from pynetdicom.service_class import StorageServiceClass
+            from pynetdicom.sop_class import uid_to_service_class
+
+            context = self.dul.assoc._accepted_cx.get(context_id)
+            storage = context is not None and uid_to_service_class(context.abstract_syntax) is StorageServiceClass
+            self.storage_contexts[context_id] = (str(context.abstract_syntax), str(context.transfer_syntax[0])) \
+                if storage else None
+        known = self.storage_contexts[context_id]
+        return known[1] if known is not None and known[0] == sop_class_uid else None
 
     def _complete(self, instance: _Instance) -> None:
         self.instance = None
@@ -249,7 +297,7 @@ class Receiver:
             except Exception:  # noqa: BLE001 - as pynetdicom's own handler wrapper: a failure status, and the log
                 log.exception("C-STORE of %s failed", request.sop_instance_uid)
                 status = UNEXPECTED_FAILURE
-        instance.path.unlink(missing_ok=True)  # gone already when stored (moved to the pending queue)
+        instance.discard()  # gone already when stored (moved to the pending queue)
         self.dul.socket.send(response_pdu(instance.context_id, request, status))
 
     def _to_pynetdicom(self, pdu: memoryview) -> None:
