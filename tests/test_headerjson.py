@@ -92,3 +92,31 @@ def _compare_keys_only(path: str) -> None:
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         assert quick.text(keyword) == full.text(keyword)
     assert quick.transfer_syntax_uid == full.transfer_syntax_uid
+
+
+def test_explicit_sv_and_uv_have_32_bit_lengths(tmp_path: Path) -> None:
+    """PS3.5 Table 7.1-1: SV and UV, like OB or UT, have a reserved field and a 4-byte length in explicit VR.
+    Read with a 2-byte length, the elements after them would be garbage."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "SVUV"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.add_new(0x00720082, "SV", [-5, 2**40])  # Selector SV Value
+    ds.add_new(0x00720083, "UV", [7, 2**63])  # Selector UV Value
+    ds.add_new(0x00720100, "US", 3)  # Number of Screens: after them, read only if their lengths were
+    path = tmp_path / "svuv.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    at = raw.index(b"\x72\x00\x82\x00")
+    assert raw[at + 4:at + 12] == b"SV\x00\x00\x10\x00\x00\x00"  # what pydicom wrote: reserved, 4-byte length
+    got = headerjson.parse(raw, lambda t: f"{BULK_PLACEHOLDER}/{t:08X}").json
+    assert got["00720082"] == {"vr": "SV", "Value": [-5, 2**40]}
+    assert got["00720083"] == {"vr": "UV", "Value": [7, 2**63]}
+    assert got["00720100"] == {"vr": "US", "Value": [3]}
+    assert got == _reference(str(path))

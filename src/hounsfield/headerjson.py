@@ -22,7 +22,9 @@ from pydicom.charset import convert_encodings, decode_bytes
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
+# VRs whose explicit VR length field has 4 bytes (PS3.5 7.1.2, Table 7.1-1); the one list of them.
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 SINGLE_TEXT_VRS = {"LT", "ST", "UT", "UR"}
@@ -241,7 +243,6 @@ def _text_values(vr: str, text: str) -> list[Any]:
 
 _EXPLICIT_LE_HEADER = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
 _UL_LE = struct.Struct("<I")
-_LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
 
 
 def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
@@ -256,7 +257,7 @@ def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
         if pos + 12 > size:
             break  # let the walker say what is missing
         group, elem, vr, length = unpack_header(data, pos)
-        if vr in _LONG_VR_BYTES:
+        if vr in LONG_VR_BYTES:
             length, start = unpack_ul(data, pos + 8)[0], pos + 12
         else:
             start = pos + 8

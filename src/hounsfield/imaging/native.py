@@ -21,6 +21,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from hounsfield.headerjson import LONG_VR_BYTES
+
 WANTED = frozenset(int(Tag(k)) for k in (
     "SOPInstanceUID", "SeriesInstanceUID", "Modality", "InstanceNumber", "SliceThickness", "SpacingBetweenSlices",
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SamplesPerPixel",
@@ -33,7 +35,6 @@ OUT_OF_SCOPE = frozenset(int(Tag(k)) for k in (
 _PIXEL_DATA = int(Tag("PixelData"))
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -128,7 +129,7 @@ def _element_header(data: bytes, pos: int, implicit: bool) -> tuple[bytes | None
     if implicit:
         return None, _U32.unpack_from(data, pos + 4)[0], pos + 8
     vr = data[pos + 4:pos + 6]
-    if vr in _LONG_VRS:
+    if vr in LONG_VR_BYTES:
         return vr, _U32.unpack_from(data, pos + 8)[0], pos + 12
     return vr, _U16.unpack_from(data, pos + 6)[0], pos + 8
 

@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement
 
 from hounsfield import matching
 from hounsfield.errors import InvalidQuery
+from hounsfield.headerjson import LONG_VRS
 from hounsfield.worklist.items import STEPS, pn_text
 from hounsfield.worklist.models import WorklistItem as W
 
@@ -56,8 +57,6 @@ START_DATE, START_TIME = "ScheduledProcedureStepStartDate", "ScheduledProcedureS
 _NEVER_MATCHED = {0x00080005}  # Specific Character Set
 _CHARSET = "00080005"
 Encoding = tuple[bool, bool]  # (implicit VR, little endian): how an answer will be written
-# VRs whose explicit VR length field has 4 bytes (PS3.5 7.1.2).
-LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 # String VRs whose ASCII values pydicom writes as the plain ASCII text, "\\"-joined and padded to even length.
 PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 # Specific Character Set values (single, no code extensions) whose encodings leave ASCII unchanged; "" = default.
@@ -207,7 +206,7 @@ class _Encoder:
     def header(self, tag: int, vr: str, length: int) -> bytes:
         if self.implicit:
             return self._implicit.pack(tag >> 16, tag & 0xFFFF, length)
-        if vr in LONG_LENGTH_VRS:
+        if vr in LONG_VRS:
             return self._long.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
         return self._short.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
 
@@ -247,7 +246,7 @@ class _Encoder:
                 data = "\\".join(texts).encode()
                 if len(data) % 2:
                     data += b"\0" if vr == "UI" else b" "
-                if len(data) <= 0xFFFF or self.implicit or vr in LONG_LENGTH_VRS:
+                if len(data) <= 0xFFFF or self.implicit or vr in LONG_VRS:
                     return self.header(tag, vr, len(data)) + data
         return self._by_pydicom(tag, entry)
 
