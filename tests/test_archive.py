@@ -170,7 +170,7 @@ def test_a_query_does_not_wait_on_a_file_the_indexer_holds(tmp_path: Path, datab
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with indexer.files.claiming_pending():
+        with indexer.files.claiming_pending(indexer.files.pending_files()[0]):
             holding.set()
             release.wait(10)
 
@@ -186,6 +186,25 @@ def test_a_query_does_not_wait_on_a_file_the_indexer_holds(tmp_path: Path, datab
     assert query_side.files.pending_files() == [] and count(query_side, Instance) == 1
     indexer.close()
     query_side.close()
+
+
+def test_two_indexers_work_side_by_side_on_different_files(tmp_path: Path, database_url: str) -> None:
+    """A file one indexer holds is skipped by the other, which indexes the rest meanwhile."""
+    a, b = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
+    for _ in range(3):
+        a.archive.accept_file(received(a, ct_dataset(PatientID="P-SIDE")), "A")
+    held = a.files.pending_files()[0]
+    with a.files.claiming_pending(held) as claimed:
+        assert claimed
+        with b.files.claiming_pending(held) as also:
+            assert not also  # the same file, claimed anew from another open: refused
+        assert b.archive.index_pending() == 2
+        assert b.files.pending_files() == [held]
+    assert b.archive.index_pending() == 1 and count(b, Instance) == 3
+    with b.files.claiming_pending(held) as gone:
+        assert not gone
+    a.close()
+    b.close()
 
 
 def test_two_indexers_on_the_same_queue_leave_one_row_each(tmp_path: Path, database_url: str) -> None:

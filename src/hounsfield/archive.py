@@ -122,16 +122,16 @@ class Archive:
         The pending file is linked into the layout and removed only after the index row is committed, so a
         crash at any point leaves it pending, and indexing it again is harmless. A failure that may pass
         (database busy, disk full) leaves it for the next round. A query may help a lagging indexer
-        (``settle``, with a ``deadline`` on ``time.monotonic()``): each file is claimed while it is indexed,
-        the helper skips what the indexer holds, and the second to come finds a file gone.
+        (``settle``, with a ``deadline`` on ``time.monotonic()``): each file is claimed while it is indexed, each
+        skips what the other holds, so both work at once on different files, and the second to come to a file
+        finds it gone.
         """
         handled = 0
-        helping = deadline is not None
         for path in self.files.pending_files() if paths is None else paths:
-            if helping and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 break
-            with self.files.claiming_pending(wait=not helping) as claimed:
-                if not claimed or not path.exists():
+            with self.files.claiming_pending(path) as claimed:
+                if not claimed:
                     continue  # the indexer is on it, or has indexed it meanwhile
                 try:
                     header = read_header(path)

@@ -60,5 +60,4 @@ class Pacs:
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
         processes.stop(self._children)
-        self.files.close()
         self.db.dispose()

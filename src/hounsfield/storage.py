@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,8 +72,6 @@ class FileStore:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.pending = self.root / ".pending"
         self.pending.mkdir(exist_ok=True)
-        self._claim_mutex = threading.Lock()
-        self._claim_fd: int | None = None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -113,34 +110,27 @@ class FileStore:
         return dest
 
     @contextmanager
-    def claiming_pending(self, *, wait: bool = True) -> Iterator[bool]:
-        """Held while one pending instance is indexed: the indexer process and a query that helps it
-        (``Archive.settle``) never work on the same file at once (a lock file for the processes, a mutex for
-        the threads of one process). Yields whether the claim was had; without ``wait`` it is not when the
-        other one holds it (a starved indexer must not hold a query up)."""
-        if not self._claim_mutex.acquire(blocking=wait):
+    def claiming_pending(self, path: Path) -> Iterator[bool]:
+        """Held while the pending instance ``path`` is indexed, so that the indexer process and a query that
+        helps it (``Archive.settle``) never work on the same file at once, and work side by side on different
+        ones. The claim is an flock on the pending file itself: it holds between the threads of one process as
+        between processes (each opens the file anew), and goes with a crash. Yields whether the claim was had
+        and the file is still pending: not when another one holds it (it is on it; a starved indexer must not
+        hold a query up) or has indexed and removed it meanwhile."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
             yield False
             return
         try:
-            if self._claim_fd is None:
-                self._claim_fd = os.open(self.pending / "indexing.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fcntl.flock(self._claim_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 yield False
                 return
-            try:
-                yield True
-            finally:
-                fcntl.flock(self._claim_fd, fcntl.LOCK_UN)
+            yield path.exists()  # the name is never reused: gone means indexed
         finally:
-            self._claim_mutex.release()
-
-    def close(self) -> None:
-        with self._claim_mutex:
-            if self._claim_fd is not None:
-                os.close(self._claim_fd)
-                self._claim_fd = None
+            os.close(fd)  # releases the flock
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""
