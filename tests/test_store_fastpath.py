@@ -7,11 +7,19 @@ import io
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
+from pynetdicom.pdu import P_DATA_TF
 
-from hounsfield.dimse.store_fastpath import LAST_COMMAND_FRAGMENT, FileMeta, command_set, file_meta
+from hounsfield.dimse.store_fastpath import (
+    LAST_COMMAND_FRAGMENT,
+    FileMeta,
+    command_set,
+    file_meta,
+    p_data_pdus,
+    request_command_set,
+)
 
 CASES = [
     ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.1", "1.2.840.10008.1.2.1"),  # odd-length UIDs
@@ -41,3 +49,41 @@ def test_file_meta_matches_pydicom(sop_class: str, sop_instance: str, syntax: st
     write_file_meta_info(expected, create_file_meta(sop_class_uid=UID(sop_class), sop_instance_uid=UID(sop_instance),
                                                     transfer_syntax=UID(syntax)))
     assert file_meta(FileMeta(sop_class, sop_instance, syntax)) == expected.getvalue()
+
+
+@pytest.mark.parametrize("originator, originator_id", [(None, None), ("MOVER", 3), ("EVEN", 65535)])
+@pytest.mark.parametrize("sop_class, sop_instance, _", CASES)
+def test_request_command_set_matches_pynetdicom(sop_class: str, sop_instance: str, _: str, originator: str | None,
+                                                originator_id: int | None) -> None:
+    rq = C_STORE()
+    rq.MessageID = 12
+    rq.AffectedSOPClassUID = sop_class
+    rq.AffectedSOPInstanceUID = sop_instance
+    rq.Priority = 1
+    rq.MoveOriginatorApplicationEntityTitle = originator
+    rq.MoveOriginatorMessageID = originator_id
+    rq.DataSet = io.BytesIO(b"\x08\x00\x16\x00\x00\x00\x00\x00")
+    message = C_STORE_RQ()
+    message.primitive_to_message(rq)
+    command = b"".join(bytes(data[1:]) for pdata in message.encode_msg(1, 0)
+                       for _, data in pdata.presentation_data_value_list if data[0] & 1)
+    assert request_command_set(12, sop_class, sop_instance, 1, originator, originator_id) == command
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 262144, 0, 100])
+@pytest.mark.parametrize("size", [0, 1, 16377, 16378, 16379, 100001])
+def test_message_pdus_match_pynetdicom(max_pdu: int, size: int) -> None:
+    """Every PDU pynetdicom would send for a C-STORE request, as one byte string: the fragment boundaries
+    (max_pdu - 6 bytes of data per PDV), the control headers, the PDU and item lengths."""
+    rq = C_STORE()
+    rq.MessageID = 3
+    rq.AffectedSOPClassUID = CASES[0][0]
+    rq.AffectedSOPInstanceUID = CASES[0][1]
+    rq.Priority = 2
+    dataset = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    rq.DataSet = io.BytesIO(dataset)
+    message = C_STORE_RQ()
+    message.primitive_to_message(rq)
+    expected = b"".join(P_DATA_TF(pdata).encode() for pdata in message.encode_msg(7, max_pdu))
+    command = request_command_set(3, CASES[0][0], CASES[0][1], 2)
+    assert p_data_pdus(7, command, memoryview(dataset), max_pdu) == expected

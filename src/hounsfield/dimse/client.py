@@ -23,7 +23,8 @@ from pynetdicom.sop_class import (
 )
 
 from hounsfield.config import Peer
-from hounsfield.dimse.handlers import set_nodelay
+from hounsfield.dimse import store_receive
+from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
 
@@ -47,7 +48,8 @@ class RetrieveSummary:
 
 
 def _associate(ae: AE, peer: Peer, **kwargs) -> Association:
-    handlers = kwargs.pop("evt_handlers", []) + [(evt.EVT_CONN_OPEN, set_nodelay)]
+    store_receive.install()  # PDUs read whole, acknowledged at once
+    handlers = kwargs.pop("evt_handlers", []) + socket_tuning()
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")

@@ -1,7 +1,12 @@
 """The per-instance C-STORE path without pynetdicom's generic encoders, byte for byte what pynetdicom writes.
 
-Sending (C-GET, C-MOVE): an instance the receiver accepts as stored goes as a ``retrieve.StoredDataset``,
-whose stored dataset bytes replace pynetdicom's decode-and-encode of the file.
+Sending (C-GET, C-MOVE, REST send, the ``store`` command): an instance the receiver accepts as stored goes as a
+``retrieve.StoredDataset``, whose stored dataset bytes replace pynetdicom's decode-and-encode of the file.
+pynetdicom then cuts the request into P-DATA primitives of the peer's maximum PDU length (storescp: 16 KB, ~32
+for a CT slice), each queued to the DUL thread, run through the state machine and encoded as objects. Here the
+request's command set is packed with ``struct`` and its PDUs are built in one go (``p_data_pdus``), queued as
+one ``EncodedPData`` that the DUL writes as it is (the DT-1 / AR-7 actions), for datasets held in memory of up
+to ``MAX_PREENCODED`` bytes.
 
 Receiving:
 
@@ -12,22 +17,31 @@ command set (a primitive turned into a Dataset, every value checked, encoded twi
 shape, so they are packed here with ``struct``:
 - the file meta group (PS3.10 7.1), explicit VR little endian, with pynetdicom's implementation UID and name;
 - the C-STORE response (PS3.7 9.3.1.2), implicit VR little endian (PS3.7 6.3.1), handed to the DUL as one
-  P-DATA primitive. Any other message (requests, other services, a response with an error comment or an
-  offending element, an association with a handler for ``EVT_DIMSE_SENT``) goes through pynetdicom unchanged.
-``tests/test_store_fastpath.py`` compares both with pynetdicom's own encoding.
+  P-DATA primitive.
+Any other message (other services, a response with an error comment or an offending element, a dataset sent
+from a file, an association with a handler for ``EVT_DIMSE_SENT`` or ``EVT_PDU_SENT``) goes through pynetdicom
+unchanged. ``tests/test_store_fastpath.py`` compares every packed byte with pynetdicom's own encoding.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from pynetdicom.pdu_primitives import P_DATA
+
 from hounsfield.headerjson import LONG_VRS
 
+C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 NO_DATASET = 0x0101
-LAST_COMMAND_FRAGMENT = 0x03  # PS3.8 E.2: message control header, command + last fragment
+DATASET_PRESENT = 0x0001  # what pynetdicom writes in Command Data Set Type when a dataset follows
+COMMAND_FRAGMENT, LAST_COMMAND_FRAGMENT = 0x01, 0x03  # PS3.8 E.2: message control header
+DATA_FRAGMENT, LAST_DATA_FRAGMENT = 0x00, 0x02
+MAX_PREENCODED = 64 * 1024 * 1024  # larger datasets go through pynetdicom (its file and chunk handling)
+_PDU_HEADER = struct.Struct(">BBLLBB")  # P-DATA-TF header, then the PDV item's length, context ID, control
 
 
 def _uid(value: str) -> bytes:
@@ -45,6 +59,41 @@ def _explicit(tag: int, vr: str, value: bytes) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
 
 
+def request_command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int,
+                        move_originator: str | None = None, move_originator_id: int | None = None) -> bytes:
+    """The encoded command set of a C-STORE request (PS3.7 9.3.1.1)."""
+    elements = [
+        _implicit(0x00000002, _uid(sop_class_uid)),
+        _implicit(0x00000100, struct.pack("<H", C_STORE_RQ)),
+        _implicit(0x00000110, struct.pack("<H", message_id)),
+        _implicit(0x00000700, struct.pack("<H", priority)),
+        _implicit(0x00000800, struct.pack("<H", DATASET_PRESENT)),
+        _implicit(0x00001000, _uid(sop_instance_uid)),
+    ]
+    if move_originator:
+        title = move_originator.encode("ascii")
+        elements.append(_implicit(0x00001030, title + b" " if len(title) % 2 else title))
+    if move_originator_id is not None:
+        elements.append(_implicit(0x00001031, struct.pack("<H", move_originator_id)))
+    body = b"".join(elements)
+    return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def p_data_pdus(context_id: int, command: bytes, dataset: memoryview | bytes, max_pdu: int) -> bytes:
+    """A whole DIMSE message as the P-DATA-TF PDUs pynetdicom sends for it: one PDV per PDU, fragments of at
+    most ``max_pdu - 6`` bytes (``DIMSEMessage.encode_msg``; 0: no maximum), the command set first."""
+    step = max_pdu - 6 if max_pdu else max(len(command), len(dataset), 1)
+    out: list[bytes | memoryview] = []
+    for payload, more, last in ((memoryview(command), COMMAND_FRAGMENT, LAST_COMMAND_FRAGMENT),
+                                (memoryview(dataset), DATA_FRAGMENT, LAST_DATA_FRAGMENT)):
+        for start in range(0, len(payload), step):
+            fragment = payload[start:start + step]
+            control = last if start + step >= len(payload) else more
+            out.append(_PDU_HEADER.pack(0x04, 0, len(fragment) + 6, len(fragment) + 2, context_id, control))
+            out.append(fragment)
+    return b"".join(out)
+
+
 def command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int) -> bytes:
     """The encoded command set of a C-STORE response."""
     body = b"".join((
@@ -56,6 +105,14 @@ def command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, stat
         _implicit(0x00001000, _uid(sop_instance_uid)),
     ))
     return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+
+
+class EncodedPData(P_DATA):
+    """A P-DATA primitive whose PDUs are encoded already (``p_data_pdus``); the DUL writes them as they are."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
 
 
 @dataclass(frozen=True)
@@ -93,26 +150,59 @@ def _write_file_meta_info(fp: BinaryIO, meta: FileMeta, *_: Any, **__: Any) -> N
     fp.write(file_meta(meta))
 
 
-def _direct_store_responses(send_msg: Any) -> Any:
+def _watched(assoc: Any) -> bool:
+    """Whether a handler watches what this path does not trigger for a message (sent DIMSE messages, PDUs)."""
     from pynetdicom import evt
+
+    return bool(assoc.get_handlers(evt.EVT_DIMSE_SENT) or assoc.get_handlers(evt.EVT_PDU_SENT))
+
+
+def _direct_store_messages(send_msg: Any) -> Any:
     from pynetdicom.dimse_primitives import C_STORE
-    from pynetdicom.pdu_primitives import P_DATA
 
     def send(self: Any, primitive: Any, context_id: int) -> None:
-        if (type(primitive) is C_STORE and primitive.MessageIDBeingRespondedTo is not None
-                and primitive.Status is not None and primitive.ErrorComment is None
-                and primitive.OffendingElement is None and primitive.AffectedSOPClassUID
-                and primitive.AffectedSOPInstanceUID and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
-            pdata = P_DATA()
-            encoded = command_set(primitive.MessageIDBeingRespondedTo, str(primitive.AffectedSOPClassUID),
-                                  str(primitive.AffectedSOPInstanceUID), int(primitive.Status))
-            pdata.presentation_data_value_list = [[context_id, bytes([LAST_COMMAND_FRAGMENT]) + encoded]]
-            self.dul.send_pdu(pdata)
-            return
-        send_msg(self, primitive, context_id)
+        if type(primitive) is not C_STORE or _watched(self.assoc) or not primitive.AffectedSOPClassUID \
+                or not primitive.AffectedSOPInstanceUID:
+            return send_msg(self, primitive, context_id)
+        if primitive.MessageIDBeingRespondedTo is None:  # a request: command and dataset as ready-made PDUs
+            dataset = primitive.DataSet
+            if not isinstance(dataset, io.BytesIO) or primitive.MessageID is None \
+                    or len(dataset.getbuffer()) > MAX_PREENCODED:
+                return send_msg(self, primitive, context_id)
+            command = request_command_set(
+                primitive.MessageID, str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
+                primitive.Priority, primitive.MoveOriginatorApplicationEntityTitle,
+                primitive.MoveOriginatorMessageID)
+            self.dul.send_pdu(EncodedPData(p_data_pdus(context_id, command, dataset.getbuffer(),
+                                                       self.maximum_pdu_size)))
+            return None
+        if primitive.Status is None or primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+            return send_msg(self, primitive, context_id)
+        pdata = P_DATA()
+        encoded = command_set(primitive.MessageIDBeingRespondedTo, str(primitive.AffectedSOPClassUID),
+                              str(primitive.AffectedSOPInstanceUID), int(primitive.Status))
+        pdata.presentation_data_value_list = [[context_id, bytes([LAST_COMMAND_FRAGMENT]) + encoded]]
+        self.dul.send_pdu(pdata)
+        return None
 
     send.__wrapped__ = send_msg  # type: ignore[attr-defined]
     return send
+
+
+def _sending_encoded(action: tuple[str, Any, str]) -> tuple[str, Any, str]:
+    """A state-machine action that sends the next queued P-DATA primitive: an ``EncodedPData`` goes out as its
+    bytes, in one write."""
+    description, run, next_state = action
+
+    def run_or_write(dul: Any) -> str:
+        if type(dul.to_provider_queue.queue[0]) is EncodedPData:
+            primitive = dul.to_provider_queue.get(False)
+            dul.socket.send(memoryview(primitive.encoded))
+            return next_state
+        return run(dul)
+
+    run_or_write.__wrapped__ = run  # type: ignore[attr-defined]
+    return description, run_or_write, next_state
 
 
 def _stored_bytes_when_they_fit(encode: Any) -> Any:
@@ -133,12 +223,14 @@ def _stored_bytes_when_they_fit(encode: Any) -> Any:
 
 def install() -> None:
     """Apply once per process, before associations start (idempotent)."""
-    from pynetdicom import association, dimse_messages
+    from pynetdicom import association, dimse_messages, fsm
     from pynetdicom.dimse import DIMSEServiceProvider
 
     if hasattr(DIMSEServiceProvider.send_msg, "__wrapped__"):
         return
-    DIMSEServiceProvider.send_msg = _direct_store_responses(DIMSEServiceProvider.send_msg)
+    DIMSEServiceProvider.send_msg = _direct_store_messages(DIMSEServiceProvider.send_msg)
+    for name in ("DT-1", "AR-7"):  # the two actions that send a queued P-DATA primitive (Sta6; Sta8)
+        fsm.ACTIONS[name] = _sending_encoded(fsm.ACTIONS[name])
     # Used there only for the file meta of a C-STORE dataset received to a file (STORE_RECV_CHUNKED_DATASET).
     dimse_messages.create_file_meta = _create_file_meta  # type: ignore[assignment]
     dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[assignment]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Iterator
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from hounsfield.config import Peer
-from hounsfield.dimse.handlers import set_nodelay
+from hounsfield.dimse import store_receive
+from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.errors import Rejected
 
 PENDING = (0xFF00, 0xFF01)
@@ -19,7 +20,8 @@ def find(peer: Peer, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
     """The answers of a remote MWL SCP; ``Rejected`` when the association or the C-FIND fails."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)])
+    store_receive.install()  # PDUs read whole, acknowledged at once
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=socket_tuning())
     if not assoc.is_established:
         raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")
     try:
