@@ -207,6 +207,38 @@ def test_two_indexers_work_side_by_side_on_different_files(tmp_path: Path, datab
     b.close()
 
 
+def test_two_pending_copies_of_one_instance_are_never_stored_at_once(tmp_path: Path, database_url: str) -> None:
+    """Sent twice, an instance is pending twice; while one copy is stored (its UID claimed), the other waits."""
+    a, b = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)
+    ds = ct_dataset(PatientID="P-TWICE")
+    a.archive.accept_file(received(a, ds), "A")
+    a.archive.accept_file(received(a, ds), "A")
+    with a.files.claiming_instance(ds.SOPInstanceUID) as mine:
+        assert mine
+        assert b.archive.index_pending() == 0 and len(b.files.pending_files()) == 2  # both wait
+    assert b.archive.index_pending() == 2  # stored once, then the duplicate policy for the second
+    assert count(b, Instance) == 1 and b.files.pending_files() == []
+    assert b.archive.instance(ds.SOPInstanceUID).path.read_bytes() == encode(ds)
+    a.close()
+    b.close()
+
+
+def test_without_flock_indexing_goes_ahead_unclaimed(pacs: Pacs, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Some network file systems refuse flock: indexing must not stop there."""
+    import errno
+    import fcntl
+
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    pacs.archive.accept_file(received(pacs, ct_dataset(PatientID="P-NFS")), "A")
+    monkeypatch.setattr(fcntl, "flock", refused)
+    monkeypatch.setattr("hounsfield.storage._no_flock_logged", False)
+    assert pacs.archive.index_pending() == 1 and count(pacs, Instance) == 1
+    assert "no flock" in caplog.text
+
+
 def test_two_indexers_on_the_same_queue_leave_one_row_each(tmp_path: Path, database_url: str) -> None:
     """The indexer process and a query's process may index the same pending files at the same time."""
     a, b = make_pacs(tmp_path, database_url), make_pacs(tmp_path, database_url)

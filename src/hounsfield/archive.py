@@ -122,9 +122,9 @@ class Archive:
         The pending file is linked into the layout and removed only after the index row is committed, so a
         crash at any point leaves it pending, and indexing it again is harmless. A failure that may pass
         (database busy, disk full) leaves it for the next round. A query may help a lagging indexer
-        (``settle``, with a ``deadline`` on ``time.monotonic()``): each file is claimed while it is indexed, each
-        skips what the other holds, so both work at once on different files, and the second to come to a file
-        finds it gone.
+        (``settle``, with a ``deadline`` on ``time.monotonic()``): each file, and each SOP Instance UID, is claimed
+        while it is indexed; each skips what the other holds, so both work at once on different instances, and
+        the second to come to a file finds it gone.
         """
         handled = 0
         for path in self.files.pending_files() if paths is None else paths:
@@ -135,7 +135,11 @@ class Archive:
                     continue  # the indexer is on it, or has indexed it meanwhile
                 try:
                     header = read_header(path)
-                    self._store(header, path.stem.partition("_")[2], lambda rel: self.files.put_link(rel, path))
+                    with self.files.claiming_instance(header.sop_instance_uid) as mine:
+                        if not mine:
+                            continue  # a copy of the same instance is being stored: this one waits its turn
+                        self._store(header, path.stem.partition("_")[2],
+                                    lambda rel: self.files.put_link(rel, path))
                 except HounsfieldError as exc:
                     if not isinstance(exc, StorageFull):
                         log.error("received file %s cannot be indexed, set aside: %s", path.name, exc)

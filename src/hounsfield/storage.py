@@ -13,17 +13,20 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
 import uuid
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from hounsfield.errors import StorageFull
 
+log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._^-]+")
 
 
@@ -54,6 +57,38 @@ _SYNC_FILE_RANGE = _sync_file_range()
 SYNC_FILE_RANGE_WRITE = 2
 
 
+CLAIM_STRIPES = 256
+_no_flock_logged = False
+
+
+@contextmanager
+def _flocked(path: Path, *, create: bool = False) -> Iterator[bool]:
+    """An exclusive flock on ``path``, held inside the block; False when another open file holds it (it never
+    waits) or the file is gone. Each claim opens the file anew, so it holds between the threads of one process
+    as between processes, and it goes with a crash. Where the file system refuses flock (some network file
+    systems), nothing is claimed and every caller goes ahead: the index's unique keys still keep one row per
+    instance (logged once)."""
+    global _no_flock_logged
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as exc:
+            if not _no_flock_logged:
+                log.warning("no flock on %s (%s): indexing goes ahead unclaimed", path.parent, exc)
+                _no_flock_logged = True
+        yield True
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -72,6 +107,7 @@ class FileStore:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.pending = self.root / ".pending"
         self.pending.mkdir(exist_ok=True)
+        self.claims = self.pending / "claims"
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -113,24 +149,21 @@ class FileStore:
     def claiming_pending(self, path: Path) -> Iterator[bool]:
         """Held while the pending instance ``path`` is indexed, so that the indexer process and a query that
         helps it (``Archive.settle``) never work on the same file at once, and work side by side on different
-        ones. The claim is an flock on the pending file itself: it holds between the threads of one process as
-        between processes (each opens the file anew), and goes with a crash. Yields whether the claim was had
-        and the file is still pending: not when another one holds it (it is on it; a starved indexer must not
-        hold a query up) or has indexed and removed it meanwhile."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield False
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield path.exists()  # the name is never reused: gone means indexed
-        finally:
-            os.close(fd)  # releases the flock
+        ones. The claim is an flock on the pending file itself. Yields whether the claim was had and the file is
+        still pending: not when another one holds it (it is on it; a starved indexer must not hold a query up)
+        or has indexed and removed it meanwhile (the names are never reused)."""
+        with _flocked(path) as had:
+            yield had and path.exists()
+
+    @contextmanager
+    def claiming_instance(self, sop_instance_uid: str) -> Iterator[bool]:
+        """Held while an instance is stored from the pending queue: two pending copies of one SOP Instance UID
+        (sent twice) are never stored at once, which would put both at the same place in the layout. One of
+        ``CLAIM_STRIPES`` lock files, chosen by the UID; whether it was had (never waits)."""
+        stripe = zlib.crc32(sop_instance_uid.encode("ascii", "replace")) % CLAIM_STRIPES
+        self.claims.mkdir(exist_ok=True)
+        with _flocked(self.claims / f"{stripe:03d}.lock", create=True) as had:
+            yield had
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""

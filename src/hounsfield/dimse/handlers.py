@@ -30,35 +30,20 @@ log = logging.getLogger("hounsfield.dimse")
 PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
 
 
-def _set_tcp_option(event: evt.Event, option: int) -> None:
+def set_nodelay(event: evt.Event) -> None:
+    """Small DIMSE answers must not wait for delayed ACKs (Nagle): set TCP_NODELAY on every socket."""
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):  # closed, or not a TCP socket
             pass
 
 
-def set_nodelay(event: evt.Event) -> None:
-    """Small DIMSE answers must not wait for delayed ACKs (Nagle): set TCP_NODELAY on every socket."""
-    _set_tcp_option(event, socket.TCP_NODELAY)
-
-
-def ack_now(event: evt.Event) -> None:
-    """Acknowledge what was just read at once (TCP_QUICKACK; Linux re-arms delayed ACKs, so after every PDU).
-
-    A C-FIND request is two PDUs, command then identifier. A requestor without TCP_NODELAY (pynetdicom's
-    default, and many modalities) holds the second one back until the first is acknowledged (Nagle), and a
-    delayed ACK takes 40 ms on Linux: 40 ms on every query before we even see it."""
-    _set_tcp_option(event, socket.TCP_QUICKACK)
-
-
 def socket_tuning() -> list[tuple[Any, Any]]:
-    """The handlers for every association hounsfield opens or accepts: answers go out at once (TCP_NODELAY), and
-    what arrives is acknowledged at once (TCP_QUICKACK). A peer without TCP_NODELAY that writes its C-STORE
-    response in two parts (dcmtk's storescp, as a C-MOVE destination) otherwise waits for a delayed ACK: 40 ms
-    per instance sent."""
-    return [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_DATA_RECV, ack_now)]
+    """The handlers for every association hounsfield opens or accepts: answers go out at once (TCP_NODELAY).
+    What arrives is acknowledged at once by ``store_receive``'s reader (TCP_QUICKACK)."""
+    return [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
 def peer_label(event: evt.Event) -> str:

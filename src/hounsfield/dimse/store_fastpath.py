@@ -19,8 +19,9 @@ shape, so they are packed here with ``struct``:
 - the C-STORE response (PS3.7 9.3.1.2), implicit VR little endian (PS3.7 6.3.1), handed to the DUL as one
   P-DATA primitive.
 Any other message (other services, a response with an error comment or an offending element, a dataset sent
-from a file, an association with a handler for ``EVT_DIMSE_SENT`` or ``EVT_PDU_SENT``) goes through pynetdicom
-unchanged. ``tests/test_store_fastpath.py`` compares every packed byte with pynetdicom's own encoding.
+from a file, an association with a handler for ``EVT_DIMSE_SENT``, ``EVT_PDU_SENT`` or ``EVT_DATA_SENT``) goes
+through pynetdicom unchanged. ``tests/test_store_fastpath.py`` compares every packed byte with pynetdicom's own
+encoding.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _watched(assoc: Any) -> bool:
     """Whether a handler watches what this path does not trigger for a message (sent DIMSE messages, PDUs)."""
     from pynetdicom import evt
 
-    return bool(assoc.get_handlers(evt.EVT_DIMSE_SENT) or assoc.get_handlers(evt.EVT_PDU_SENT))
+    return any(assoc.get_handlers(e) for e in (evt.EVT_DIMSE_SENT, evt.EVT_PDU_SENT, evt.EVT_DATA_SENT))
 
 
 def _direct_store_messages(send_msg: Any) -> Any:
@@ -165,16 +166,15 @@ def _direct_store_messages(send_msg: Any) -> Any:
                 or not primitive.AffectedSOPInstanceUID:
             return send_msg(self, primitive, context_id)
         if primitive.MessageIDBeingRespondedTo is None:  # a request: command and dataset as ready-made PDUs
-            dataset = primitive.DataSet
-            if not isinstance(dataset, io.BytesIO) or primitive.MessageID is None \
-                    or len(dataset.getbuffer()) > MAX_PREENCODED:
-                return send_msg(self, primitive, context_id)
+            encoded = primitive.DataSet.getvalue() if isinstance(primitive.DataSet, io.BytesIO) else None
+            max_pdu = self.maximum_pdu_size
+            if encoded is None or primitive.MessageID is None or len(encoded) > MAX_PREENCODED or 0 < max_pdu < 7:
+                return send_msg(self, primitive, context_id)  # (pynetdicom refuses a maximum below 7)
             command = request_command_set(
                 primitive.MessageID, str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
                 primitive.Priority, primitive.MoveOriginatorApplicationEntityTitle,
                 primitive.MoveOriginatorMessageID)
-            self.dul.send_pdu(EncodedPData(p_data_pdus(context_id, command, dataset.getbuffer(),
-                                                       self.maximum_pdu_size)))
+            self.dul.send_pdu(EncodedPData(p_data_pdus(context_id, command, memoryview(encoded), max_pdu)))
             return None
         if primitive.Status is None or primitive.ErrorComment is not None or primitive.OffendingElement is not None:
             return send_msg(self, primitive, context_id)

@@ -7,9 +7,11 @@ response primitive and queues that back to the DUL thread to be encoded and sent
 is ~1.5 ms of CPU and two thread hand-overs per instance, on a path where the sender waits for each response.
 
 Once ``install``ed, the DUL thread of every association reads each PDU whole into one buffer (``recv_into``),
-and acknowledges it at once (TCP_QUICKACK) after its 6-byte header already: a peer without TCP_NODELAY that
-writes a PDU in two parts (dcmtk's storescp writes a C-STORE response so) sends the second part only once the
-first is acknowledged, which Linux otherwise delays by 40 ms: 40 ms per instance of a C-MOVE to it.
+and acknowledges it at once (TCP_QUICKACK; Linux re-arms delayed ACKs, so every time), after its 6-byte header
+already. A peer without TCP_NODELAY (pynetdicom's default, many modalities, dcmtk's tools) sends a second small
+write only once the first is acknowledged (Nagle), and Linux delays that ACK by 40 ms: a C-FIND request is two
+PDUs, command then identifier, and dcmtk's storescp writes each C-STORE response in two parts, so that was 40 ms
+per query, and per instance of a C-MOVE to such a destination.
 On an acceptor association of an AE ``enable``d here, the DUL thread also looks at each PDU itself:
 - a P-DATA-TF PDU whose first PDV is a complete C-STORE-RQ command set, on an accepted presentation context of
   a storage SOP class equal to the request's, starts a received instance when the association is established
@@ -119,9 +121,14 @@ def parse_store_request(command: memoryview) -> _Request | None:
         sop_instance = bytes(values[0x1000]).rstrip(b"\x00 ").decode("ascii")
     except (KeyError, struct.error, UnicodeDecodeError):
         return None
-    if field != C_STORE_RQ or data_set_type == NO_DATASET or not sop_class or not sop_instance:
-        return None
+    if field != C_STORE_RQ or data_set_type == NO_DATASET or not _is_uid(sop_class) or not _is_uid(sop_instance):
+        return None  # an invalid UID is left to pynetdicom's own handling
     return _Request(message_id, sop_class, sop_instance)
+
+
+def _is_uid(value: str) -> bool:
+    """A UID as PS3.5 9.1 has it: at most 64 characters, digits and dots."""
+    return 0 < len(value) <= 64 and not value.strip("0123456789.")
 
 
 def response_pdu(context_id: int, request: _Request, status: int) -> bytes:
@@ -142,7 +149,12 @@ class _Instance:
         self.error: OSError | None = None
         self.size = 0
         self.written_back = 0
-        self.write(PREAMBLE + file_meta(FileMeta(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)))
+        try:
+            self.write(PREAMBLE + file_meta(FileMeta(request.sop_class_uid, request.sop_instance_uid,
+                                                     transfer_syntax)))
+        except BaseException:
+            self.discard()
+            raise
 
     def write(self, data: memoryview | bytes) -> None:
         if self.error is not None:
@@ -202,7 +214,7 @@ class Receiver:
         _quick_ack(sock)  # a peer that writes a PDU in two parts without TCP_NODELAY waits for this ACK (Nagle)
         pdu_type, _, length = _HEADER.unpack_from(self.buffer)
         if pdu_type not in PDU_TYPES:
-            log.error("unknown PDU type 0x%02X received from %s", pdu_type, dul.assoc.requestor.address)
+            log.error("unknown PDU type 0x%02X received from %s", pdu_type, _peer(dul.assoc))
             return self._invalid()
         if length + 6 <= len(self.buffer):
             pdu = memoryview(self.buffer)[:length + 6]
@@ -239,7 +251,7 @@ class Receiver:
         assert instance is not None
         if pdvs is None or dul.state_machine.current_state != "Sta6":
             log.error("C-STORE of %s from %s broken off by %s; aborting", instance.request.sop_instance_uid,
-                      dul.assoc.requestor.address, "a malformed PDU" if pdvs is None else "the association's end")
+                      _peer(dul.assoc), "a malformed PDU" if pdvs is None else "the association's end")
             self.discard()
             if pdvs is None:
                 dul.event_queue.put("Evt19")
@@ -247,7 +259,7 @@ class Receiver:
         for context_id, control, data in pdvs:
             if control & COMMAND or context_id != instance.context_id:
                 log.error("C-STORE of %s from %s broken off by a %s fragment on context %d; aborting",
-                          instance.request.sop_instance_uid, dul.assoc.requestor.address,
+                          instance.request.sop_instance_uid, _peer(dul.assoc),
                           "command" if control & COMMAND else "data", context_id)
                 self.discard()
                 dul.event_queue.put("Evt19")
@@ -270,9 +282,9 @@ class Receiver:
             return False
         try:
             self.instance = _Instance(self.store, context_id, request, syntax)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - pynetdicom's own path then answers for it
             log.error("cannot open a file for an incoming instance: %s", exc)
-            return False  # pynetdicom's own path then answers for it
+            return False
         return True
 
     def _storage_syntax(self, context_id: int, sop_class_uid: str) -> str | None:
@@ -294,7 +306,7 @@ class Receiver:
         request = instance.request
         if instance.error is not None:
             log.error("C-STORE of %s from %s not stored (0x%04X): %s", request.sop_instance_uid,
-                      self.dul.assoc.requestor.address, OUT_OF_RESOURCES, instance.error)
+                      _peer(self.dul.assoc), OUT_OF_RESOURCES, instance.error)
             status = OUT_OF_RESOURCES
         else:
             try:
@@ -329,6 +341,12 @@ class Receiver:
             self.instance = None
 
 
+def _peer(assoc: Any) -> str:
+    """The other side's address."""
+    peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
+    return f"{peer.address}:{peer.port}"
+
+
 def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
     while view:
         n = sock.recv_into(view)
@@ -339,7 +357,7 @@ def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
 
 
 def _quick_ack(sock: socket.socket) -> None:
-    """As ``handlers.ack_now`` for pynetdicom's reads: acknowledge at once (Linux re-arms delayed ACKs)."""
+    """Acknowledge what has arrived at once (see the module docstring)."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     except (OSError, AttributeError):
