@@ -230,12 +230,17 @@ def _wait_until(condition, timeout: float = 5.0) -> bool:
     return True
 
 
-def test_tiny_fragments_and_several_per_pdu_are_received_below_pynetdicom(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=True)
-    ds = tiny_ct("FRAG", "1.2.3.70", "1.2.3.71", 1)
-    assoc = _associate(pacs, CTImageStorage)
-    cid = assoc.accepted_contexts[0].context_id
+def _raw_store(pacs: Pacs, patient: str, n: int, *contexts: str, pynetdicom_handler_fails: bool = True):
+    """A running service, an association (CT storage first), and a small CT with its C-STORE-RQ command set."""
+    _start(pacs, pynetdicom_handler_fails=pynetdicom_handler_fails)
+    ds = tiny_ct(patient, f"1.2.3.{n}", f"1.2.3.{n + 1}", 1)
+    assoc = _associate(pacs, *(contexts or (CTImageStorage,)))
     command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    return ds, assoc, assoc.accepted_contexts[0].context_id, command
+
+
+def test_tiny_fragments_and_several_per_pdu_are_received_below_pynetdicom(pacs: Pacs) -> None:
+    ds, assoc, cid, command = _raw_store(pacs, "FRAG", 70)
     data = encode(ds, False, True)
     pieces = [data[i:i + 100] for i in range(0, len(data), 100)]
     fragments = [(cid, 0x02 if i == len(pieces) - 1 else 0x00, p) for i, p in enumerate(pieces)]
@@ -248,11 +253,7 @@ def test_tiny_fragments_and_several_per_pdu_are_received_below_pynetdicom(pacs: 
 
 
 def test_a_command_set_split_over_fragments_goes_through_pynetdicom(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=False)
-    ds = tiny_ct("SPLIT", "1.2.3.80", "1.2.3.81", 1)
-    assoc = _associate(pacs, CTImageStorage)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "SPLIT", 80, pynetdicom_handler_fails=False)
     assert _send_raw(assoc, _pdu((cid, 0x01, command[:20])), _pdu((cid, 0x03, command[20:])),
                      _pdu((cid, 0x02, encode(ds, False, True)))) == 0x0000
     assoc.release()
@@ -261,11 +262,7 @@ def test_a_command_set_split_over_fragments_goes_through_pynetdicom(pacs: Pacs) 
 
 def test_a_command_fragment_inside_a_dataset_aborts_and_keeps_nothing(pacs: Pacs,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    _start(pacs, pynetdicom_handler_fails=True)
-    ds = tiny_ct("BROKEN", "1.2.3.90", "1.2.3.91", 1)
-    assoc = _associate(pacs, CTImageStorage)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "BROKEN", 90)
     data = encode(ds, False, True)
     with caplog.at_level(logging.ERROR, logger="hounsfield.dimse"):
         status = _send_raw(assoc, _pdu((cid, 0x03, command), (cid, 0x00, data[:50])), _pdu((cid, 0x03, command)))
@@ -275,11 +272,7 @@ def test_a_command_fragment_inside_a_dataset_aborts_and_keeps_nothing(pacs: Pacs
 
 
 def test_a_connection_dropped_inside_a_dataset_leaves_no_file(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=True)
-    ds = tiny_ct("DROPPED", "1.2.3.100", "1.2.3.101", 1)
-    assoc = _associate(pacs, CTImageStorage)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "DROPPED", 100)
     with _paused(assoc):
         assoc.dul.socket.send(_pdu((cid, 0x03, command), (cid, 0x00, encode(ds, False, True)[:50])))
         assert _wait_until(lambda: len(list(pacs.files.incoming.iterdir())) == 1)  # arriving
@@ -328,11 +321,7 @@ def test_a_pdu_above_the_maximum_length_is_still_received(pacs: Pacs) -> None:
 
 
 def test_pdvs_after_the_last_fragment_are_ignored(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=True)
-    ds = tiny_ct("TRAILING", "1.2.3.120", "1.2.3.121", 1)
-    assoc = _associate(pacs, CTImageStorage, Verification)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "TRAILING", 120, CTImageStorage, Verification)
     data = encode(ds, False, True)
     assert _send_raw(assoc, _pdu((cid, 0x03, command), (cid, 0x02, data), (cid, 0x02, b"\x08\x00"))) == 0x0000
     assert assoc.send_c_echo().Status == 0x0000  # no second response came before this one's
@@ -341,11 +330,7 @@ def test_pdvs_after_the_last_fragment_are_ignored(pacs: Pacs) -> None:
 
 
 def test_an_abort_inside_a_dataset_leaves_no_file(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=True)
-    ds = tiny_ct("ABORTED", "1.2.3.130", "1.2.3.131", 1)
-    assoc = _associate(pacs, CTImageStorage)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "ABORTED", 130)
     with _paused(assoc):
         assoc.dul.socket.send(_pdu((cid, 0x03, command), (cid, 0x00, encode(ds, False, True)[:50])))
         assert _wait_until(lambda: len(list(pacs.files.incoming.iterdir())) == 1)
@@ -355,11 +340,7 @@ def test_an_abort_inside_a_dataset_leaves_no_file(pacs: Pacs) -> None:
 
 
 def test_a_store_request_on_a_non_storage_context_is_left_to_pynetdicom(pacs: Pacs) -> None:
-    _start(pacs, pynetdicom_handler_fails=False)
-    ds = tiny_ct("ECHOCX", "1.2.3.140", "1.2.3.141", 1)
-    assoc = _associate(pacs, Verification)
-    cid = assoc.accepted_contexts[0].context_id
-    command = _command(_store_rq(CTImageStorage, ds.SOPInstanceUID))
+    ds, assoc, cid, command = _raw_store(pacs, "ECHOCX", 140, Verification, pynetdicom_handler_fails=False)
     # pynetdicom picks the service from the request's SOP class and stores it
     assert _send_raw(assoc, _pdu((cid, 0x03, command)), _pdu((cid, 0x02, encode(ds, False, True)))) == 0x0000
     assoc.release()
