@@ -108,6 +108,7 @@ class FileStore:
         self.pending = self.root / ".pending"
         self.pending.mkdir(exist_ok=True)
         self.claims = self.pending / "claims"
+        self.claims.mkdir(exist_ok=True)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -161,7 +162,6 @@ class FileStore:
         (sent twice) are never stored at once, which would put both at the same place in the layout. One of
         ``CLAIM_STRIPES`` lock files, chosen by the UID; whether it was had (never waits)."""
         stripe = zlib.crc32(sop_instance_uid.encode("ascii", "replace")) % CLAIM_STRIPES
-        self.claims.mkdir(exist_ok=True)
         with _flocked(self.claims / f"{stripe:03d}.lock", create=True) as had:
             yield had
 

@@ -16,8 +16,8 @@ command set (a primitive turned into a Dataset, every value checked, encoded twi
 ~0.3 ms). Together that is a quarter of the DICOM process's CPU per acknowledged instance. Both have a fixed
 shape, so they are packed here with ``struct``:
 - the file meta group (PS3.10 7.1), explicit VR little endian, with pynetdicom's implementation UID and name;
-- the C-STORE response (PS3.7 9.3.1.2), implicit VR little endian (PS3.7 6.3.1), handed to the DUL as one
-  P-DATA primitive.
+- the C-STORE response (PS3.7 9.3.1.2), implicit VR little endian (PS3.7 6.3.1), handed to the DUL as its
+  ready-made PDU, as a request's.
 Any other message (other services, a response with an error comment or an offending element, a dataset sent
 from a file, an association with a handler for ``EVT_DIMSE_SENT``, ``EVT_PDU_SENT`` or ``EVT_DATA_SENT``) goes
 through pynetdicom unchanged. ``tests/test_store_fastpath.py`` compares every packed byte with pynetdicom's own
@@ -60,24 +60,28 @@ def _explicit(tag: int, vr: str, value: bytes) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
 
 
+def _us(tag: int, value: int) -> bytes:
+    return _implicit(tag, struct.pack("<H", value))
+
+
+def _command_set(*elements: bytes) -> bytes:
+    """A command set: its elements after their group length (PS3.7 6.3.1, implicit VR little endian)."""
+    body = b"".join(elements)
+    return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+
+
 def request_command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int,
                         move_originator: str | None = None, move_originator_id: int | None = None) -> bytes:
     """The encoded command set of a C-STORE request (PS3.7 9.3.1.1)."""
-    elements = [
-        _implicit(0x00000002, _uid(sop_class_uid)),
-        _implicit(0x00000100, struct.pack("<H", C_STORE_RQ)),
-        _implicit(0x00000110, struct.pack("<H", message_id)),
-        _implicit(0x00000700, struct.pack("<H", priority)),
-        _implicit(0x00000800, struct.pack("<H", DATASET_PRESENT)),
-        _implicit(0x00001000, _uid(sop_instance_uid)),
-    ]
+    optional = []
     if move_originator:
         title = move_originator.encode("ascii")
-        elements.append(_implicit(0x00001030, title + b" " if len(title) % 2 else title))
+        optional.append(_implicit(0x00001030, title + b" " if len(title) % 2 else title))
     if move_originator_id is not None:
-        elements.append(_implicit(0x00001031, struct.pack("<H", move_originator_id)))
-    body = b"".join(elements)
-    return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+        optional.append(_us(0x00001031, move_originator_id))
+    return _command_set(_implicit(0x00000002, _uid(sop_class_uid)), _us(0x00000100, C_STORE_RQ),
+                        _us(0x00000110, message_id), _us(0x00000700, priority), _us(0x00000800, DATASET_PRESENT),
+                        _implicit(0x00001000, _uid(sop_instance_uid)), *optional)
 
 
 def p_data_pdus(context_id: int, command: bytes, dataset: memoryview | bytes, max_pdu: int) -> bytes:
@@ -96,16 +100,10 @@ def p_data_pdus(context_id: int, command: bytes, dataset: memoryview | bytes, ma
 
 
 def command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int) -> bytes:
-    """The encoded command set of a C-STORE response."""
-    body = b"".join((
-        _implicit(0x00000002, _uid(sop_class_uid)),
-        _implicit(0x00000100, struct.pack("<H", C_STORE_RSP)),
-        _implicit(0x00000120, struct.pack("<H", message_id)),
-        _implicit(0x00000800, struct.pack("<H", NO_DATASET)),
-        _implicit(0x00000900, struct.pack("<H", status)),
-        _implicit(0x00001000, _uid(sop_instance_uid)),
-    ))
-    return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+    """The encoded command set of a C-STORE response (PS3.7 9.3.1.2)."""
+    return _command_set(_implicit(0x00000002, _uid(sop_class_uid)), _us(0x00000100, C_STORE_RSP),
+                        _us(0x00000120, message_id), _us(0x00000800, NO_DATASET), _us(0x00000900, status),
+                        _implicit(0x00001000, _uid(sop_instance_uid)))
 
 
 class EncodedPData(P_DATA):
@@ -158,31 +156,36 @@ def _watched(assoc: Any) -> bool:
     return any(assoc.get_handlers(e) for e in (evt.EVT_DIMSE_SENT, evt.EVT_PDU_SENT, evt.EVT_DATA_SENT))
 
 
+def _store_message(primitive: Any, context_id: int, max_pdu: int) -> bytes | None:
+    """The PDUs of a C-STORE request (command and dataset) or response, or None for one left to pynetdicom."""
+    if not primitive.AffectedSOPClassUID or not primitive.AffectedSOPInstanceUID or 0 < max_pdu < 7:
+        return None  # (pynetdicom refuses a maximum below 7)
+    sop_class, sop_instance = str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID)
+    if primitive.MessageIDBeingRespondedTo is None:
+        dataset = primitive.DataSet.getvalue() if isinstance(primitive.DataSet, io.BytesIO) else None
+        if dataset is None or primitive.MessageID is None or len(dataset) > MAX_PREENCODED:
+            return None
+        command = request_command_set(primitive.MessageID, sop_class, sop_instance, primitive.Priority,
+                                      primitive.MoveOriginatorApplicationEntityTitle,
+                                      primitive.MoveOriginatorMessageID)
+    elif primitive.Status is None or primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+        return None
+    else:
+        dataset = b""
+        command = command_set(primitive.MessageIDBeingRespondedTo, sop_class, sop_instance, int(primitive.Status))
+    return p_data_pdus(context_id, command, memoryview(dataset), max_pdu)
+
+
 def _direct_store_messages(send_msg: Any) -> Any:
     from pynetdicom.dimse_primitives import C_STORE
 
     def send(self: Any, primitive: Any, context_id: int) -> None:
-        if type(primitive) is not C_STORE or _watched(self.assoc) or not primitive.AffectedSOPClassUID \
-                or not primitive.AffectedSOPInstanceUID:
+        encoded = None
+        if type(primitive) is C_STORE and not _watched(self.assoc):
+            encoded = _store_message(primitive, context_id, self.maximum_pdu_size)
+        if encoded is None:
             return send_msg(self, primitive, context_id)
-        if primitive.MessageIDBeingRespondedTo is None:  # a request: command and dataset as ready-made PDUs
-            encoded = primitive.DataSet.getvalue() if isinstance(primitive.DataSet, io.BytesIO) else None
-            max_pdu = self.maximum_pdu_size
-            if encoded is None or primitive.MessageID is None or len(encoded) > MAX_PREENCODED or 0 < max_pdu < 7:
-                return send_msg(self, primitive, context_id)  # (pynetdicom refuses a maximum below 7)
-            command = request_command_set(
-                primitive.MessageID, str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
-                primitive.Priority, primitive.MoveOriginatorApplicationEntityTitle,
-                primitive.MoveOriginatorMessageID)
-            self.dul.send_pdu(EncodedPData(p_data_pdus(context_id, command, memoryview(encoded), max_pdu)))
-            return None
-        if primitive.Status is None or primitive.ErrorComment is not None or primitive.OffendingElement is not None:
-            return send_msg(self, primitive, context_id)
-        pdata = P_DATA()
-        encoded = command_set(primitive.MessageIDBeingRespondedTo, str(primitive.AffectedSOPClassUID),
-                              str(primitive.AffectedSOPInstanceUID), int(primitive.Status))
-        pdata.presentation_data_value_list = [[context_id, bytes([LAST_COMMAND_FRAGMENT]) + encoded]]
-        self.dul.send_pdu(pdata)
+        self.dul.send_pdu(EncodedPData(encoded))
         return None
 
     send.__wrapped__ = send_msg  # type: ignore[attr-defined]

@@ -45,7 +45,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pynetdicom import evt
 
-from hounsfield.dimse.store_fastpath import LAST_COMMAND_FRAGMENT, FileMeta, command_set, file_meta
+from hounsfield.dimse.store_fastpath import (
+    C_STORE_RQ,
+    NO_DATASET,
+    FileMeta,
+    command_set,
+    file_meta,
+    p_data_pdus,
+)
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -55,8 +62,6 @@ log = logging.getLogger("hounsfield.dimse")
 
 P_DATA_TF = 0x04
 PDU_TYPES = range(0x01, 0x08)
-C_STORE_RQ = 0x0001
-NO_DATASET = 0x0101
 COMMAND = 0x01  # message control header bits (PS3.8 E.2)
 LAST = 0x02
 UNEXPECTED_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
@@ -133,9 +138,8 @@ def _is_uid(value: str) -> bool:
 
 def response_pdu(context_id: int, request: _Request, status: int) -> bytes:
     """The P-DATA-TF PDU carrying the C-STORE-RSP to ``request``."""
-    pdv = bytes((context_id, LAST_COMMAND_FRAGMENT)) + command_set(
-        request.message_id, request.sop_class_uid, request.sop_instance_uid, status)
-    return _HEADER.pack(P_DATA_TF, 0, len(pdv) + 4) + struct.pack(">L", len(pdv)) + pdv
+    return p_data_pdus(context_id, command_set(request.message_id, request.sop_class_uid, request.sop_instance_uid,
+                                               status), b"", 0)
 
 
 class _Instance:
