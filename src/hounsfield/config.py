@@ -44,6 +44,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom_processes", 0, "Processes sharing the DICOM port (0: two per CPU core, at most 8)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
     Setting("fsync", True, "fsync every stored file before it is indexed (turning it off loses crash safety)."),
+    Setting("dicom_read_timeout", 30,
+            "Seconds a DICOM peer may take to send the rest of a PDU it has begun (or its association request) "
+            "before the association is aborted and its slot freed."),
+    Setting("uid_policy", "lenient",
+            "UIDs that break PS3.5 9.1 but real equipment sends (leading zeros, a trailing space): lenient stores "
+            "them, strict refuses them. A value that cannot be a UID at all is always refused."),
+    Setting("max_sequence_depth", 32,
+            "Deepest nesting of sequences a received dataset may have (deeper: refused, 0xA900 / 409)."),
+    Setting("dicom_fast_path", True,
+            "Run the DICOM service on hounsfield's fast paths inside pynetdicom (off: stock pynetdicom)."),
     # --- worklist (MWL SCP and MPPS) ---
     Setting("worklist_station_only", False, "MWL: answer a modality only with items scheduled on its own AE title."),
     Setting("worklist_days", 0, "MWL: answer only items scheduled within this many days of today (0: any day)."),
@@ -81,6 +91,10 @@ class Settings:
     dicom_processes: int = 0
     log_level: str = "INFO"
     fsync: bool = True
+    dicom_read_timeout: int = 30
+    uid_policy: str = "lenient"
+    max_sequence_depth: int = 32
+    dicom_fast_path: bool = True
     worklist_station_only: bool = False
     worklist_days: int = 0
     worklist_max_answers: int = 0
@@ -135,6 +149,8 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
     coerced["data_dir"] = Path(coerced["data_dir"])
     if coerced["duplicate_policy"] not in ("keep", "overwrite"):
         raise ValueError("duplicate_policy must be 'keep' or 'overwrite'")
+    if coerced["uid_policy"] not in ("lenient", "strict"):
+        raise ValueError("uid_policy must be 'lenient' or 'strict'")
     return Settings(**coerced, peers=tuple(peers))
 
 

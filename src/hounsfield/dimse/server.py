@@ -68,6 +68,23 @@ QR_CLASSES = (
 )
 
 
+def storage_sop_classes() -> list[str]:
+    """Every storage SOP class pynetdicom or pydicom knows, retired and trial ones included (PS3.6 Annex A):
+    old modalities still send e.g. Ultrasound Image Storage (Retired), 1.2.840.10008.5.1.4.1.1.6, and an
+    archive must keep what it is given. Storage Commitment, the Media Storage Directory and the storage
+    management classes are services, not objects, and are left out."""
+    from pydicom._uid_dict import UID_dictionary
+
+    known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    seen = set(known)
+    for uid, (name, kind, *_rest) in sorted(UID_dictionary.items()):
+        if kind == "SOP Class" and "Storage" in name and uid not in seen \
+                and not any(word in name for word in ("Commitment", "Directory", "Management")):
+            known.append(uid)
+            seen.add(uid)
+    return known
+
+
 def build_ae(pacs: "Pacs") -> AE:
     settings = pacs.settings
     ae = AE(ae_title=settings.ae_title)
@@ -77,8 +94,8 @@ def build_ae(pacs: "Pacs") -> AE:
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.add_supported_context(Verification)
-    for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, STORAGE_SYNTAXES, scp_role=True, scu_role=True)
+    for sop_class in storage_sop_classes():
+        ae.add_supported_context(sop_class, STORAGE_SYNTAXES, scp_role=True, scu_role=True)
     for sop in QR_CLASSES:
         ae.add_supported_context(sop)
     ae.add_supported_context(ModalityWorklistInformationFind)  # worklist: MWL SCP
