@@ -21,6 +21,8 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
@@ -72,14 +74,18 @@ def storage_sop_classes() -> list[str]:
     """Every storage SOP class pynetdicom or pydicom knows, retired and trial ones included (PS3.6 Annex A):
     old modalities still send e.g. Ultrasound Image Storage (Retired), 1.2.840.10008.5.1.4.1.1.6, and an
     archive must keep what it is given. Storage Commitment, the Media Storage Directory and the storage
-    management classes are services, not objects, and are left out."""
+    management classes are services, not objects, and are left out. The classes pynetdicom does not list are
+    registered with its Storage Service Class (``register_uid``, its public API for this) so that a C-STORE on
+    them is served like any other."""
     from pydicom._uid_dict import UID_dictionary
 
     known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     seen = set(known)
-    for uid, (name, kind, *_rest) in sorted(UID_dictionary.items()):
+    for uid, (name, kind, _info, _retired, keyword) in sorted(UID_dictionary.items()):
         if kind == "SOP Class" and "Storage" in name and uid not in seen \
                 and not any(word in name for word in ("Commitment", "Directory", "Management")):
+            if uid_to_service_class(uid) is not StorageServiceClass:
+                register_uid(uid, keyword, StorageServiceClass)
             known.append(uid)
             seen.add(uid)
     return known
