@@ -73,3 +73,28 @@ def comparable(ds: Dataset) -> dict:
 
 def read(path: Path) -> Dataset:
     return dcmread(path, force=True)
+
+
+def _nested_sequence(depth: int, *, defined: bool) -> bytes:
+    """(0040,A730) Content Sequence nested ``depth`` levels deep, each item holding the next sequence
+    (explicit VR little endian), with defined or undefined lengths: a hostile dataset's shape."""
+    tag = b"\x40\x00\x30\xa7SQ\x00\x00"
+    if not defined:
+        opening = tag + b"\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        closing = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        return opening * depth + closing * depth
+    inner = b""
+    for _ in range(depth):
+        item = b"\xfe\xff\x00\xe0" + len(inner).to_bytes(4, "little") + inner
+        inner = tag + len(item).to_bytes(4, "little") + item
+    return inner
+
+
+def nested_instance(depth: int, *, defined: bool = False, **attrs: object) -> bytes:
+    """A tiny CT instance (Part 10) carrying a Content Sequence nested ``depth`` levels deep, placed before
+    Pixel Data as the tag order wants."""
+    ds = tiny_ct("NESTED", generate_uid(), generate_uid(), 1, **attrs)
+    pixels = ds.PixelData
+    del ds.PixelData
+    pixel_element = b"\xe0\x7f\x10\x00OW\x00\x00" + len(pixels).to_bytes(4, "little") + pixels
+    return encode(ds) + _nested_sequence(depth, defined=defined) + pixel_element

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import itertools
 import logging
 import os
@@ -18,23 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Integer, Select, String, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from hounsfield import matching
+from hounsfield import matching, uids
 from hounsfield.db import Database
-from hounsfield.dicomfile import Header, part10_prefix, read_header
-from hounsfield.errors import HounsfieldError, NotFound, StorageFull
+from hounsfield.dicomfile import REQUIRED_UIDS, Header, part10_prefix, read_header
+from hounsfield.errors import HounsfieldError, InvalidDataset, NotFound, StorageFull
+from hounsfield.headerjson import MAX_DEPTH
 from hounsfield.models import Instance, Patient, Series, Study, utcnow
 from hounsfield.query import Query
-from hounsfield.storage import FileStore, safe_component, sha256_file
+from hounsfield.storage import FileStore, PathTaken, safe_component, sha256_file
 
 log = logging.getLogger(__name__)
 SETTLE_HELP_AFTER = 0.05  # seconds a query waits for the indexer before it indexes what it waits for
 _arrivals = itertools.count()
+Put = Callable[[str, bool], None]  # put(rel, new): place the instance's file at rel; new: never replace a file
 
 
 class StoreOutcome(enum.Enum):
@@ -66,39 +69,73 @@ class StoredInstance:
     size: int
 
 
+def uid_component(uid: str) -> str:
+    """A file or directory name for a UID that no other UID can have.
+
+    A UID of digits and dots is its own name (no file system changes such a name). Anything else — a UID
+    that breaks PS3.5 9.1 but was accepted (``uid_policy = lenient``), e.g. with a trailing dot, which some
+    file systems drop — is named by its harmless characters plus a digest of the whole value, and the ``~``
+    that no UID has keeps the two kinds apart."""
+    if uids.conformance(uid) is not uids.Conformance.INVALID and uid[0] != "." and uid[-1] != ".":
+        return uid
+    digest = hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{safe_component(uid, 'uid')[:24]}~{digest}"
+
+
 def relative_path(header: Header) -> str:
-    """Browsable layout: PatientID / StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID.dcm."""
+    """Browsable layout: PatientID / StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID.dcm.
+
+    The patient directory is only for browsing (Patient IDs can hold anything, so it is lossy); the other
+    names are ``uid_component``s, so two instances never get the same path (and a placement that finds
+    its path taken anyway never replaces the file there: ``Archive._place``)."""
     return "/".join(
         (
             safe_component(header.text("PatientID"), "no-patient-id"),
-            safe_component(header.text("StudyInstanceUID")),
-            safe_component(header.text("SeriesInstanceUID")),
-            safe_component(header.sop_instance_uid) + ".dcm",
+            uid_component(header.text("StudyInstanceUID")),
+            uid_component(header.text("SeriesInstanceUID")),
+            uid_component(header.sop_instance_uid) + ".dcm",
         )
     )
 
 
 class Archive:
-    def __init__(self, db: Database, store: FileStore, *, duplicate_policy: str = "keep") -> None:
+    def __init__(self, db: Database, store: FileStore, *, duplicate_policy: str = "keep",
+                 uid_policy: str = "lenient", max_depth: int = MAX_DEPTH) -> None:
         self.db = db
         self.files = store
         self.duplicate_policy = duplicate_policy
+        self.strict_uids = uid_policy == "strict"
+        self.max_depth = max_depth
 
     # ---- ways in -------------------------------------------------------------------------------
+    def read(self, source: Path | bytes, *, keys_only: bool = False) -> Header:
+        """The header of an instance offered for storage, checked as every way in checks it: complete,
+        sequences within ``max_depth``, identifying UIDs that are UIDs (``uid_policy``)."""
+        header = read_header(source, keys_only=keys_only, max_depth=self.max_depth)
+        for keyword in REQUIRED_UIDS:
+            why = uids.problem(header.text(keyword), strict=self.strict_uids)
+            if why is not None:
+                raise InvalidDataset(f"{keyword} is not a valid UID: {why}")
+        return header
+
     def store_file(self, path: Path, origin: str = "") -> StoreResult:
         """Store (a copy of) a Part-10 file or a raw dataset file."""
-        header = read_header(path)
+        header = self.read(path)
         if not header.has_file_meta:
             return self.store_bytes(Path(path).read_bytes(), origin, header=header)
         data = Path(path).read_bytes()
-        return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
+        return self._store_claimed(header, origin, lambda rel, new: self.files.put_bytes(rel, data, exclusive=new))
 
     def store_bytes(self, data: bytes, origin: str = "", *, header: Header | None = None) -> StoreResult:
         """Store an encoded instance held in memory (STOW-RS part, a file read by ``import``)."""
-        header = header or read_header(data)
+        header = header or self.read(data)
         if not header.has_file_meta:  # a bare dataset: give it the Part-10 wrapper an archive file needs
             data = part10_prefix(header) + bytes(data)
-        return self._store(header, origin, lambda rel: self.files.put_bytes(rel, data))
+        return self._store_claimed(header, origin, lambda rel, new: self.files.put_bytes(rel, data, exclusive=new))
+
+    def _store_claimed(self, header: Header, origin: str, put: "Put") -> StoreResult:
+        with self.files.claiming_instance(header.sop_instance_uid, wait=True):
+            return self._store(header, origin, put)
 
     # ---- C-STORE's way in: acknowledged once durable, indexed by the indexer process ------------------
     def accept_file(self, path: Path, origin: str = "") -> Header:
@@ -108,7 +145,7 @@ class Archive:
         on disk; ``index_pending``, in the indexer process, then puts it in the layout and the index on the
         other core. Queries ``settle`` first, so a client finds what it has just stored.
         """
-        header = read_header(path, keys_only=True)
+        header = self.read(path, keys_only=True)
         if not header.has_file_meta:
             self.store_file(path, origin)
             return header
@@ -134,25 +171,61 @@ class Archive:
                 if not claimed:
                     continue  # the indexer is on it, or has indexed it meanwhile
                 try:
-                    header = read_header(path)
+                    header = self.read(path)
                     with self.files.claiming_instance(header.sop_instance_uid) as mine:
                         if not mine:
                             continue  # a copy of the same instance is being stored: this one waits its turn
                         self._store(header, path.stem.partition("_")[2],
-                                    lambda rel: self.files.put_link(rel, path))
-                except HounsfieldError as exc:
-                    if not isinstance(exc, StorageFull):
-                        log.error("received file %s cannot be indexed, set aside: %s", path.name, exc)
-                        path.rename(path.with_suffix(".failed"))
-                        continue
+                                    lambda rel, new: self.files.put_link(rel, path, exclusive=new))
+                except (StorageFull, OperationalError, OSError) as exc:  # may pass: retried next round
                     log.warning("indexing %s failed, will retry: %s", path.name, exc)
                     break
-                except (OSError, SQLAlchemyError) as exc:
-                    log.warning("indexing %s failed, will retry: %s", path.name, exc)
-                    break
+                except Exception as exc:  # noqa: BLE001 - a file that cannot be indexed must not stop the queue
+                    reason = str(exc) if isinstance(exc, HounsfieldError) else f"{type(exc).__name__}: {exc}"
+                    where = self.files.quarantine(path, reason[:2000], origin=path.stem.partition("_")[2])
+                    log.error("received file %s cannot be indexed, quarantined as %s: %s", path.name, where.name,
+                              reason[:500])
+                    continue
                 path.unlink()
                 handled += 1
         return handled
+
+    def backlog(self) -> tuple[int, float]:
+        """How many acknowledged instances wait for the indexer, and how long the oldest has waited (s)."""
+        waiting = self.files.pending_files()
+        if not waiting:
+            return 0, 0.0
+        try:
+            arrived = int(waiting[0].name[:20]) / 1e9  # names start with the arrival time (``accept_file``)
+        except ValueError:
+            arrived = waiting[0].stat().st_mtime
+        return len(waiting), max(0.0, time.time() - arrived)
+
+    # ---- files the indexer could not take --------------------------------------------------------
+    def quarantined(self) -> list[dict[str, Any]]:
+        """What is in quarantine: name, reason, time, size and sender of each file, oldest first."""
+        return self.files.quarantined()
+
+    def retry_quarantined(self, name: str) -> bool:
+        """Queue a quarantined file again (after the cause was fixed); whether it is indexed now (if not, it
+        is back in quarantine with the new reason)."""
+        path = self._quarantined(name)
+        origin = path.stem.partition("_")[2]
+        pending = self.files.put_pending(path, f"{time.time_ns():020d}-{os.getpid()}-{next(_arrivals)}_{origin}.dcm")
+        self.files.release_record(name)
+        self.index_pending([pending])
+        return not pending.exists() and not any(r["name"] == pending.name for r in self.quarantined())
+
+    def discard_quarantined(self, name: str) -> None:
+        self._quarantined(name)
+        self.files.release(name)
+        log.info("quarantined file %s discarded", name)
+
+    def _quarantined(self, name: str) -> Path:
+        try:
+            return self.files.quarantined_file(name)
+        except FileNotFoundError:
+            raise NotFound(f"no quarantined file {name}") from None
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until the instances acknowledged before this call are indexed (read-your-writes), at most
@@ -182,7 +255,7 @@ class Archive:
         with self.db.session() as s:
             yield s
 
-    def _store(self, header: Header, origin: str, put: Callable[[str], None]) -> StoreResult:
+    def _store(self, header: Header, origin: str, put: Put) -> StoreResult:
         uid = header.sop_instance_uid
         result = StoreResult(
             StoreOutcome.STORED, uid, header.text("SOPClassUID"), header.text("StudyInstanceUID"),
@@ -196,9 +269,11 @@ class Archive:
                 if existing is not None and self.duplicate_policy == "keep":
                     log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid, origin or "-")
                     return _replace(result, StoreOutcome.DUPLICATE_KEPT)
-                rel = existing or relative_path(header)
-                put(rel)  # durable before the index row exists
-                placed = rel if existing is None else None
+                if existing is None:
+                    rel = placed = self._place(s, header, put)  # durable before the index row exists
+                else:
+                    rel = existing
+                    put(rel, False)  # duplicate_policy = overwrite: the instance's own file, replaced
                 self._index(s.connection(), header, rel, origin, replace=existing is not None)
         except IntegrityError:  # another association stored the same instance at the same moment
             log.info("SOP Instance UID %s was stored concurrently; keeping one copy", uid)
@@ -208,6 +283,29 @@ class Archive:
                 self.files.delete(placed)
             raise
         return _replace(result, StoreOutcome.REPLACED if existing else StoreOutcome.STORED)
+
+    def _place(self, s: Session, header: Header, put: Put) -> str:
+        """Put a new instance's file in the layout without ever replacing another instance's file; returns
+        where it went. The caller holds the instance's claim, and no index row has its SOP Instance UID.
+
+        Names are unique per UID (``relative_path``), so a file already there is either what a crash left
+        between placing and indexing this same instance (no row owns it: replaced), or a file of an earlier
+        layout that an index row still owns: then this instance goes beside it, under a name of its own."""
+        rel = relative_path(header)
+        try:
+            put(rel, True)
+            return rel
+        except PathTaken:
+            owner = s.execute(_PATH_OWNER, {"path": rel}).scalar()
+            if owner is None:
+                log.warning("replacing %s, left unindexed by an earlier crash", rel)
+                put(rel, False)
+                return rel
+        digest = hashlib.sha256(header.sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        beside = f"{rel.removesuffix('.dcm')}~{digest}.dcm"
+        log.warning("%s belongs to instance %s; storing %s as %s", rel, owner, header.sop_instance_uid, beside)
+        put(beside, True)
+        return beside
 
     def _index(self, conn: Connection, header: Header, rel: str, origin: str, *, replace: bool) -> None:
         """Patient, study and series rows when new, then the instance row (SQLAlchemy Core: this is the
@@ -267,6 +365,7 @@ class Archive:
             "origin": origin[:64],
             "header": header_json,
         }
+        values = fitted(Instance, values)
         if replace:
             conn.execute(update(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
                          .values(**values, received_at=utcnow()))
@@ -365,10 +464,38 @@ def _id_lookup(model: type, keys: tuple[str, ...]) -> Select:
 
 
 _STORED_PATH = select(Instance.path).where(Instance.sop_instance_uid == bindparam("uid"))
+_PATH_OWNER = select(Instance.sop_instance_uid).where(Instance.path == bindparam("path"))
+
+
+@functools.cache
+def _limits(model: type) -> tuple[dict[str, int], frozenset[str]]:
+    """The length of each string column and the names of the 32-bit integer columns of ``model``."""
+    lengths, integers = {}, set()
+    for column in model.__table__.columns:
+        if isinstance(column.type, String) and column.type.length:
+            lengths[column.name] = column.type.length
+        elif type(column.type) is Integer and not column.primary_key and not column.foreign_keys:
+            integers.add(column.name)
+    return lengths, frozenset(integers)
+
+
+def fitted(model: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` cut to what the index columns hold: a header may carry any length or number (a 10,000
+    character Patient ID, an Instance Number of 10^12), which PostgreSQL refuses and SQLite keeps. Columns
+    are for matching and sorting; answers come from the stored header, which keeps every value whole."""
+    lengths, integers = _limits(model)
+    out = dict(values)
+    for name, value in values.items():
+        if isinstance(value, str) and len(value) > lengths.get(name, len(value)):
+            out[name] = value[:lengths[name]]
+        elif name in integers and isinstance(value, int) and not -2**31 <= value < 2**31:
+            out[name] = None
+    return out
 
 
 def _get_or_create(conn: Connection, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
     """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing."""
+    unique, values = fitted(model, unique), fitted(model, values)
     lookup = _id_lookup(model, tuple(unique))
     found = conn.execute(lookup, unique).scalar()
     if found is not None:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -162,6 +163,36 @@ def import_(paths: Annotated[list[Path], typer.Argument(help="Files or folders (
                   highlight=False)
     for reason, which in sorted(skipped.items(), key=lambda kv: -len(kv[1])):
         console.print(f"  skipped {len(which)}: {reason} (e.g. {which[0]})", highlight=False)
+
+
+@app.command()
+@with_settings
+def quarantine(settings: config.Settings,
+               retry: Annotated[Optional[str], typer.Option(help="Index this quarantined file again.")] = None,
+               discard: Annotated[Optional[str], typer.Option(help="Delete this quarantined file.")] = None) -> None:
+    """List the received files the indexer could not take and why; retry or discard one."""
+    pacs = open_pacs(settings)
+    try:
+        if retry:
+            ok = pacs.archive.retry_quarantined(retry)
+            console.print(f"{retry}: {'indexed' if ok else 'still cannot be indexed (quarantined again)'}",
+                          highlight=False)
+            return
+        if discard:
+            pacs.archive.discard_quarantined(discard)
+            console.print(f"{discard}: deleted", highlight=False)
+            return
+        records = pacs.archive.quarantined()
+        if not records:
+            console.print(f"nothing in quarantine ({settings.data_dir})", highlight=False)
+            return
+        table = Table("file", "quarantined", "from", "size", "reason")
+        for r in records:
+            when = datetime.fromtimestamp(r.get("quarantined_at", 0)).isoformat(sep=" ", timespec="seconds")
+            table.add_row(r["name"], when, r.get("origin", ""), str(r.get("size", "")), r.get("reason", ""))
+        console.print(table)
+    finally:
+        pacs.close()
 
 
 @app.command()

@@ -50,7 +50,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("uid_policy", "lenient",
             "UIDs that break PS3.5 9.1 but real equipment sends (leading zeros, a trailing space): lenient stores "
             "them, strict refuses them. A value that cannot be a UID at all is always refused."),
-    Setting("max_sequence_depth", 32,
+    Setting("max_sequence_depth", 64,
             "Deepest nesting of sequences a received dataset may have (deeper: refused, 0xA900 / 409)."),
     Setting("dicom_fast_path", True,
             "Run the DICOM service on hounsfield's fast paths inside pynetdicom (off: stock pynetdicom)."),
@@ -93,7 +93,7 @@ class Settings:
     fsync: bool = True
     dicom_read_timeout: int = 30
     uid_policy: str = "lenient"
-    max_sequence_depth: int = 32
+    max_sequence_depth: int = 64
     dicom_fast_path: bool = True
     worklist_station_only: bool = False
     worklist_days: int = 0

@@ -113,13 +113,29 @@ def _check_complete(fp: BinaryIO, size: int, little: bool, implicit: bool) -> No
         pos += end + 8
 
 
-def _pydicom_header(data: bytes | mmap.mmap) -> Header:
+def _sequence_depth(ds: Dataset) -> int:
+    """How deep the sequences of ``ds`` nest (iterative: the point is to refuse what recursion cannot take)."""
+    deepest, stack = 0, [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for elem in current:
+            if elem.VR == "SQ":
+                stack.extend((item, depth + 1) for item in elem.value)
+    return deepest
+
+
+def _pydicom_header(data: bytes | mmap.mmap, max_depth: int) -> Header:
     """The slow path, for encodings the walker does not handle (no file meta in big endian, odd meta…)."""
     fp = io.BytesIO(data)
     try:
         ds = dcmread(fp, stop_before_pixels=True, force=True)
+        if _sequence_depth(ds) > max_depth:
+            raise InvalidDataset(f"sequences nest deeper than {max_depth} levels")
     except (InvalidDicomError, EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
         raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
+    except RecursionError as exc:  # pydicom recurses once per sequence level
+        raise InvalidDataset("sequences nest too deep to be read") from exc
     implicit, little = ds.original_encoding
     if implicit is None:
         raise InvalidDataset("not a DICOM dataset (no element could be read)")
@@ -133,33 +149,35 @@ def _pydicom_header(data: bytes | mmap.mmap) -> Header:
     return Header(to_json(ds, BULK_PLACEHOLDER), ts, has_meta)
 
 
-def parse_header(data: bytes | mmap.mmap, *, keys_only: bool = False) -> Header:
+def parse_header(data: bytes | mmap.mmap, *, keys_only: bool = False,
+                 max_depth: int = headerjson.MAX_DEPTH) -> Header:
     """Check an encoded instance (Part-10 file or bare dataset) and read its header (with ``keys_only``, at
-    least the UIDs that identify it: a quicker check of a received instance)."""
+    least the UIDs that identify it: a quicker check of a received instance). Either way its sequences may
+    nest at most ``max_depth`` levels deep."""
     if data[128:132] != b"DICM" and data[1:2] != b"\x00":  # a bare dataset starts with a low group number
         raise InvalidDataset("not a DICOM file: no 'DICM' prefix and no dataset at the start")
     try:
-        parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD, KEY_TAGS if keys_only else None)
+        parsed = headerjson.parse(data, _bulk, BULK_THRESHOLD, KEY_TAGS if keys_only else None, max_depth)
         header = Header(parsed.json, parsed.transfer_syntax_uid, parsed.has_file_meta)
-    except headerjson.Truncated as exc:
+    except (headerjson.Truncated, headerjson.TooDeep) as exc:
         raise InvalidDataset(str(exc)) from exc
     except (headerjson.HeaderError, struct.error, UnicodeDecodeError, LookupError):
-        header = _pydicom_header(data)
+        header = _pydicom_header(data, max_depth)
     missing = [k for k in REQUIRED_UIDS if not header.text(k).strip()]
     if missing:
         raise InvalidDataset(f"dataset has no {', '.join(missing)}")
     return header
 
 
-def read_header(source: Path | bytes, *, keys_only: bool = False) -> Header:
+def read_header(source: Path | bytes, *, keys_only: bool = False, max_depth: int = headerjson.MAX_DEPTH) -> Header:
     """``parse_header`` of a file (mapped, not read: Pixel Data is skipped, never loaded) or of bytes."""
     if isinstance(source, (bytes, bytearray)):
-        return parse_header(bytes(source), keys_only=keys_only)
+        return parse_header(bytes(source), keys_only=keys_only, max_depth=max_depth)
     with open(source, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise InvalidDataset("empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return parse_header(data, keys_only=keys_only)
+            return parse_header(data, keys_only=keys_only, max_depth=max_depth)
 
 
 def file_meta_for(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> FileMetaDataset:

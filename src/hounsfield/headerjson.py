@@ -41,6 +41,20 @@ class Truncated(HeaderError):
     """The dataset declares more bytes than it holds: no reader can make it whole."""
 
 
+class _Undefined(Exception):
+    """An undefined length met while skimming: the sequence must be decoded to find its end."""
+
+
+class TooDeep(HeaderError):
+    """Sequences nest deeper than the archive takes (``max_depth``): refused, never handed to pydicom, whose
+    reader and JSON writer recurse once per level (a 37 KB dataset nested 1,000 deep ends in RecursionError)."""
+
+
+# Deepest nesting of sequences accepted by default. The deepest real objects are SR content trees and RT
+# structure sets, a handful of levels; dcmtk's and pydicom's readers have no limit at all.
+MAX_DEPTH = 64
+
+
 @dataclass(frozen=True)
 class ParsedHeader:
     json: dict[str, Any]  # the dataset (not the file meta) without Pixel Data and trailing padding
@@ -68,8 +82,10 @@ def _dictionary_vr(tag: int, pixel_representation: int) -> str:
 
 class _Walker:
     def __init__(self, data: bytes, *, implicit: bool, little: bool, bulk: Callable[[int], str],
-                 threshold: int, only: frozenset[int] | None = None) -> None:
+                 threshold: int, only: frozenset[int] | None = None, max_depth: int = MAX_DEPTH) -> None:
         self.data = data
+        self.depth = 0  # of the sequence being read
+        self.max_depth = max_depth
         self.only = only
         self.implicit = implicit
         self.order = "<" if little else ">"
@@ -111,7 +127,7 @@ class _Walker:
             if top and tag in PIXEL_DATA_TAGS:
                 self.pixel_data_offset = pos
             if top and self.only is not None and tag not in self.only and length != UNDEFINED:
-                pos = self.skip(tag, start, length)
+                pos = self.skim(start, length) if vr == "SQ" else self.skip(tag, start, length)
                 continue
             if vr == "SQ" or (length == UNDEFINED and tag not in PIXEL_DATA_TAGS):
                 items, pos = self.sequence(start, length)
@@ -140,8 +156,9 @@ class _Walker:
         """A public element sent with VR UN: its value is implicit VR little endian (PS3.5 6.2.2)."""
         vr = _dictionary_vr(tag, self.pixel_representation)
         if vr == "SQ":
-            inner = _Walker(raw, implicit=True, little=True, bulk=self.bulk, threshold=self.threshold)
-            inner.encodings = self.encodings
+            inner = _Walker(raw, implicit=True, little=True, bulk=self.bulk, threshold=self.threshold,
+                            max_depth=self.max_depth)
+            inner.encodings, inner.depth = self.encodings, self.depth
             items, _ = inner.sequence(0, len(raw))
             return {"vr": "SQ", "Value": items}
         order, self.order = self.order, "<"
@@ -150,23 +167,68 @@ class _Walker:
         finally:
             self.order = order
 
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise TooDeep(f"sequences nest deeper than {self.max_depth} levels")
+
     def sequence(self, pos: int, length: int) -> tuple[list[dict[str, Any]], int]:
         end = len(self.data) if length == UNDEFINED else pos + length
         if end > len(self.data):
             raise Truncated("sequence runs past the end of the dataset (truncated)")
+        self._enter()
         items = []
         while pos < end:
             tag, _, item_len, start = self.header(pos)
             if tag == SEQ_END:
+                self.depth -= 1
                 return items, start
             if tag != ITEM:
                 raise HeaderError(f"unexpected tag {tag:08X} inside a sequence")
             item_end = len(self.data) if item_len == UNDEFINED else start + item_len
+            if item_end > end:
+                raise Truncated("a sequence item runs past the end of its sequence (truncated)")
             item, pos = self.dataset(start, item_end, top=False)
             items.append(item)
         if length == UNDEFINED:
             raise Truncated("sequence has no delimiter (truncated)")
+        self.depth -= 1
         return items, pos
+
+    def skim(self, pos: int, length: int) -> int:
+        """The end of a sequence of defined ``length`` at ``pos``, its structure checked (item and element
+        lengths within bounds, nesting within ``max_depth``) without decoding values: what the quick check of
+        a received instance (``only``) needs of the sequences it does not read. An undefined length inside
+        has to be read to be found, so such a sequence is decoded instead."""
+        depth = self.depth
+        try:
+            return self._skim(pos, length)
+        except _Undefined:
+            self.depth = depth
+            return self.sequence(pos, length)[1]
+
+    def _skim(self, pos: int, length: int) -> int:
+        end = self.skip(ITEM, pos, length)
+        self._enter()
+        while pos < end:
+            tag, _, item_len, pos = self.header(pos)
+            if tag != ITEM:
+                raise HeaderError(f"unexpected tag {tag:08X} inside a sequence")
+            if item_len == UNDEFINED:
+                raise _Undefined
+            item_end = self.skip(tag, pos, item_len)
+            if item_end > end:
+                raise Truncated("a sequence item runs past the end of its sequence (truncated)")
+            while pos < item_end:
+                tag, vr, elem_len, start = self.header(pos)
+                if elem_len == UNDEFINED:
+                    raise _Undefined
+                nested = (vr or _dictionary_vr(tag, 0)) == "SQ"
+                pos = self._skim(start, elem_len) if nested else self.skip(tag, start, elem_len)
+            if pos != item_end:
+                raise Truncated("a sequence item's elements run past the item (truncated)")
+        self.depth -= 1
+        return end
 
     def skip_fragments(self, pos: int) -> int:
         while True:
@@ -270,7 +332,7 @@ def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
             continue
         if tag in PIXEL_DATA_TAGS:
             walker.pixel_data_offset = pos
-        pos = walker.skip(tag, start, length)
+        pos = walker.skim(start, length) if vr == b"SQ" else walker.skip(tag, start, length)
     if pos < end:
         rest, pos = walker.dataset(pos, end, top=True)
         out.update(rest)
@@ -278,11 +340,12 @@ def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
 
 
 def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: int = 1024,
-          only: frozenset[int] | None = None) -> ParsedHeader:
+          only: frozenset[int] | None = None, max_depth: int = MAX_DEPTH) -> ParsedHeader:
     """Parse a Part-10 file or a bare dataset (implicit VR little endian assumed without file meta).
 
     With ``only``, top-level elements with other tags are checked for length but not decoded (the
     Specific Character Set is always decoded): a quick check that the dataset is whole, with a few keys.
+    Either way, sequences nested deeper than ``max_depth`` raise ``TooDeep``.
     """
     meta: dict[str, Any] = {}
     pos = 0
@@ -311,7 +374,7 @@ def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: 
     else:
         ts_implicit, ts_little = ts == IMPLICIT_LE, ts != EXPLICIT_BE
     walker = _Walker(data, implicit=ts_implicit, little=ts_little, bulk=bulk, threshold=threshold,
-                     only=None if only is None else only | {0x00080005})
+                     only=None if only is None else only | {0x00080005}, max_depth=max_depth)
     if only is not None and not ts_implicit and ts_little:
         dataset = _scan_keys(walker, pos, len(data))
     else:

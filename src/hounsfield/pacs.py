@@ -6,6 +6,7 @@ import logging
 import tempfile
 from functools import cached_property
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from hounsfield.archive import Archive
 from hounsfield.config import Settings
@@ -16,6 +17,7 @@ from hounsfield.storage import FileStore
 from hounsfield.worklist import Mpps, Worklist, options_from
 
 log = logging.getLogger("hounsfield")
+INDEXER_LAG_LIMIT = 120.0  # seconds an acknowledged instance may wait for the indexer before health says so
 
 
 class Pacs:
@@ -28,7 +30,8 @@ class Pacs:
         if migrate:
             self.db.migrate()
         self.files = FileStore(settings.data_dir / "files", fsync=settings.fsync)
-        self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy)
+        self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy,
+                               uid_policy=settings.uid_policy, max_depth=settings.max_sequence_depth)
         self.peers = PeerRegistry(self.db, settings.peers)
         self._children: list[BaseProcess] = []
         self.worklist = Worklist(self.db, options_from(settings), query_log_size=settings.worklist_query_log_size)
@@ -55,6 +58,22 @@ class Pacs:
         self.dicom.start()
         if primary:
             self._children = processes.start(self.settings)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` reports beside the index answering: the indexer's state and backlog, and the
+        quarantine. ``problems`` is empty when all is well."""
+        waiting, oldest = self.archive.backlog()
+        running = processes.indexer_running(self._children)
+        quarantined = len(self.archive.quarantined())
+        problems = []
+        if running is False:
+            problems.append("the indexer process has stopped: received instances are not indexed")
+        if oldest > INDEXER_LAG_LIMIT:
+            problems.append(f"the indexer lags: {waiting} received instances wait, the oldest for {oldest:.0f} s")
+        pid = self._children[-1].pid if self._children else None
+        return {"indexer": {"running": running, "pid": pid, "pending": waiting,
+                            "oldest_pending_seconds": round(oldest, 1)},
+                "quarantined": quarantined, "problems": problems}
 
     def close(self, *, grace: float = 30.0) -> None:
         if "dicom" in self.__dict__:

@@ -16,13 +16,19 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from hounsfield.config import Settings
+
+if TYPE_CHECKING:
+    from hounsfield.pacs import Pacs
 
 log = logging.getLogger("hounsfield")
 INDEXER_IDLE_POLL = 0.002  # seconds between looks at an empty pending queue
 INDEXER_NICENESS = 19  # where SCHED_IDLE is not available
+INDEXER_ERROR_PAUSE = 1.0  # seconds the indexer waits after a failed round
 
 
 def process_count(settings: Settings) -> int:
@@ -50,15 +56,32 @@ def _child(settings: Settings, parent: int, role: str) -> None:
     if role == "indexer":
         _run_when_idle()
         while not stop.is_set() and not parent_died():
-            if pacs.archive.index_pending() == 0:
+            if _index_round(pacs) == 0:
                 stop.wait(INDEXER_IDLE_POLL)
         if not orphaned:
-            pacs.archive.index_pending()
+            _index_round(pacs)
     else:
         pacs.start_dicom(primary=False)
         while not stop.wait(0.2) and not parent_died():
             pass
     pacs.close(grace=0 if orphaned else 30)
+
+
+def _index_round(pacs: "Pacs") -> int:
+    """One pass over the pending queue. Files that cannot be indexed are quarantined by ``index_pending``;
+    anything else that goes wrong (the index unreachable, a bug) is logged and the indexer goes on after a
+    pause: it must outlive any one file or outage, or everything acknowledged after it waits for ever."""
+    try:
+        return pacs.archive.index_pending()
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("indexer round failed; retrying in %.0f s", INDEXER_ERROR_PAUSE)
+        time.sleep(INDEXER_ERROR_PAUSE)
+        return 0
+
+
+def indexer_running(children: list[BaseProcess]) -> bool | None:
+    """Whether the indexer ``start`` started is alive; None where this process started none."""
+    return children[-1].is_alive() if children else None
 
 
 def _run_when_idle() -> None:

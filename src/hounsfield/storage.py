@@ -3,8 +3,9 @@
 A write goes to a temporary file in the destination directory, is fsync'ed, renamed over the final name and
 the directory is fsync'ed, so a reader (or a crash) sees either nothing or the whole file.
 
-Beside the layout: ``.incoming`` holds data still arriving (removed after a crash) and ``.pending`` holds
-instances that were received whole and made durable but are not indexed yet (indexed after a crash).
+Beside the layout: ``.incoming`` holds data still arriving (removed after a crash), ``.pending`` holds
+instances that were received whole and made durable but are not indexed yet (indexed after a crash), and
+``.quarantine`` holds received files the indexer could not take, each with a ``.json`` saying why.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import json
 import logging
+import time
 import os
 import re
 import shutil
@@ -25,6 +28,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from hounsfield.errors import StorageFull
+
+
+class PathTaken(Exception):
+    """A file is already at the place a new file was to be put: nothing was overwritten."""
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._^-]+")
@@ -62,9 +69,9 @@ _no_flock_logged = False
 
 
 @contextmanager
-def _flocked(path: Path, *, create: bool = False) -> Iterator[bool]:
-    """An exclusive flock on ``path``, held inside the block; False when another open file holds it (it never
-    waits) or the file is gone. Each claim opens the file anew, so it holds between the threads of one process
+def _flocked(path: Path, *, create: bool = False, wait: bool = False) -> Iterator[bool]:
+    """An exclusive flock on ``path``, held inside the block; False when another open file holds it (unless
+    ``wait``: then it waits for it) or the file is gone. Each claim opens the file anew, so it holds between the threads of one process
     as between processes, and it goes with a crash. Where the file system refuses flock (some network file
     systems), nothing is claimed and every caller goes ahead: the index's unique keys still keep one row per
     instance (logged once)."""
@@ -76,7 +83,7 @@ def _flocked(path: Path, *, create: bool = False) -> Iterator[bool]:
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
@@ -87,6 +94,28 @@ def _flocked(path: Path, *, create: bool = False) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the flock
+
+
+def _rename(src: Path, dest: Path, exclusive: bool) -> None:
+    """``os.replace``, or with ``exclusive`` a rename that fails (``PathTaken``) rather than replace a file:
+    a hard link to the new name, which the kernel refuses atomically when the name exists, then the old name
+    removed. Where the file system has no hard links, an existence check first (callers hold the instance's
+    claim, so no other hounsfield store races it)."""
+    if not exclusive:
+        os.replace(src, dest)
+        return
+    try:
+        os.link(src, dest)
+    except FileExistsError as exc:
+        raise PathTaken(str(dest)) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if dest.exists():
+            raise PathTaken(str(dest)) from exc
+        os.replace(src, dest)
+        return
+    os.unlink(src)
 
 
 def sha256_file(path: Path) -> str:
@@ -109,6 +138,7 @@ class FileStore:
         self.pending.mkdir(exist_ok=True)
         self.claims = self.pending / "claims"
         self.claims.mkdir(exist_ok=True)
+        self.quarantine_dir = self.root / ".quarantine"
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -131,12 +161,12 @@ class FileStore:
         if self.fsync and _SYNC_FILE_RANGE is not None:
             _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
-    def put_bytes(self, rel: str, data: bytes) -> None:
+    def put_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> None:
         fd, tmp = self.new_incoming()
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            self.put_file(rel, tmp)
+            self.put_file(rel, tmp, exclusive=exclusive)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -157,19 +187,19 @@ class FileStore:
             yield had and path.exists()
 
     @contextmanager
-    def claiming_instance(self, sop_instance_uid: str) -> Iterator[bool]:
-        """Held while an instance is stored from the pending queue: two pending copies of one SOP Instance UID
-        (sent twice) are never stored at once, which would put both at the same place in the layout. One of
-        ``CLAIM_STRIPES`` lock files, chosen by the UID; whether it was had (never waits)."""
-        stripe = zlib.crc32(sop_instance_uid.encode("ascii", "replace")) % CLAIM_STRIPES
-        with _flocked(self.claims / f"{stripe:03d}.lock", create=True) as had:
+    def claiming_instance(self, sop_instance_uid: str, *, wait: bool = False) -> Iterator[bool]:
+        """Held while an instance is stored: two copies of one SOP Instance UID (sent twice, or over two ways
+        in at once) are never stored at once, which would put both at the same place in the layout. One of
+        ``CLAIM_STRIPES`` lock files, chosen by the UID; whether it was had (it waits only with ``wait``)."""
+        stripe = zlib.crc32(sop_instance_uid.encode("utf-8", "replace")) % CLAIM_STRIPES
+        with _flocked(self.claims / f"{stripe:03d}.lock", create=True, wait=wait) as had:
             yield had
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""
         return sorted(p for p in self.pending.iterdir() if p.suffix == ".dcm")
 
-    def put_link(self, rel: str, src: Path) -> None:
+    def put_link(self, rel: str, src: Path, *, exclusive: bool = False) -> None:
         """Put a durable file at ``rel`` while keeping ``src`` (a hard link where the file system allows)."""
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
@@ -181,37 +211,86 @@ class FileStore:
             shutil.copyfile(src, tmp)
             synced = False
         try:
-            self.put_file(rel, tmp, synced=synced)
+            self.put_file(rel, tmp, synced=synced, exclusive=exclusive)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_file(self, rel: str, src: Path, *, synced: bool = False) -> None:
+    def put_file(self, rel: str, src: Path, *, synced: bool = False, exclusive: bool = False) -> None:
         """Move the complete file ``src`` to ``rel`` atomically (copying first if on another file system);
-        ``synced`` says its data is already durable."""
-        self._move(src, self.path(rel), synced=synced)
+        ``synced`` says its data is already durable. With ``exclusive``, a file already at ``rel`` is never
+        replaced (``PathTaken``): a new instance must not take another one's place."""
+        self._move(src, self.path(rel), synced=synced, exclusive=exclusive)
 
-    def _move(self, src: Path, dest: Path, *, synced: bool = False) -> None:
+    def _move(self, src: Path, dest: Path, *, synced: bool = False, exclusive: bool = False) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if self.fsync and not synced:
                 with open(src, "rb+") as f:
                     os.fsync(f.fileno())
             try:
-                os.replace(src, dest)
+                _rename(src, dest, exclusive)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
                 fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-                with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
-                    out.flush()
-                    if self.fsync:
-                        os.fsync(out.fileno())
-                os.replace(tmp, dest)
+                try:
+                    with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+                        out.flush()
+                        if self.fsync:
+                            os.fsync(out.fileno())
+                    _rename(Path(tmp), dest, exclusive)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
             if self.fsync:
                 _fsync_dir(dest.parent)
         except OSError as exc:
-            raise StorageFull(f"cannot write {dest}: {exc.strerror or exc}") from exc
+            raise StorageFull(f"cannot write {dest.name}: {exc.strerror or exc}") from exc
+
+    def quarantine(self, src: Path, reason: str, **details: str) -> Path:
+        """Move ``src`` out of the way into ``.quarantine`` (same name), beside a ``.json`` record of why and
+        when; the record is written first, so a quarantined file always has its reason."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        dest = self.quarantine_dir / src.name
+        record = {"name": src.name, "reason": reason, "quarantined_at": time.time(),
+                  "size": src.stat().st_size, **details}
+        note = dest.with_name(dest.name + ".json")
+        note.write_text(json.dumps(record))
+        os.replace(src, dest)
+        if self.fsync:
+            _fsync_dir(self.quarantine_dir)
+            _fsync_dir(src.parent)
+        return dest
+
+    def quarantined(self) -> list[dict]:
+        """The records of the quarantined files, oldest first."""
+        if not self.quarantine_dir.is_dir():
+            return []
+        records = []
+        for note in self.quarantine_dir.glob("*.json"):
+            try:
+                record = json.loads(note.read_text())
+            except (OSError, ValueError):
+                continue
+            if (self.quarantine_dir / record.get("name", "")).is_file():
+                records.append(record)
+        return sorted(records, key=lambda r: r.get("quarantined_at", 0))
+
+    def quarantined_file(self, name: str) -> Path:
+        """The quarantined file ``name`` (a name from ``quarantined``; never a path outside the folder)."""
+        path = self.quarantine_dir / Path(name).name
+        if Path(name).name != name or not path.is_file() or path.suffix == ".json":
+            raise FileNotFoundError(name)
+        return path
+
+    def release(self, name: str) -> None:
+        """Delete a quarantined file and its record (an administrator's decision)."""
+        path = self.quarantined_file(name)
+        path.unlink()
+        self.release_record(name)
+
+    def release_record(self, name: str) -> None:
+        (self.quarantine_dir / f"{Path(name).name}.json").unlink(missing_ok=True)
 
     def delete(self, rel: str) -> None:
         path = self.path(rel)
