@@ -3,95 +3,22 @@ packages) the imaging and worklist commands. Errors are one line naming the caus
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
 import signal
 import sys
-import typing
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from pydicom.dataset import Dataset
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hounsfield import config
+from hounsfield.cli_common import console, fail, open_pacs, progress_bar, resolve_remote, with_settings
 from hounsfield.errors import HounsfieldError
 
 app = typer.Typer(help="hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
-
-# The options every command acting on the local archive takes, each with its environment variable.
-COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
-    "config_file": (Optional[Path], typer.Option("--config", envvar="HOUNSFIELD_CONFIG",
-                                                 help="TOML settings file.")),
-    "data_dir": (Optional[Path], typer.Option("--data-dir", envvar="HOUNSFIELD_DATA_DIR",
-                                              help="Data directory (files + SQLite index).")),
-    "database_url": (Optional[str], typer.Option("--database-url", envvar="HOUNSFIELD_DATABASE_URL",
-                                                 help="SQLAlchemy URL of the index (default SQLite in the data dir).")),
-    "ae_title": (Optional[str], typer.Option("--ae-title", envvar="HOUNSFIELD_AE_TITLE",
-                                             help="Our AE title.")),
-    "dicom_port": (Optional[int], typer.Option("--dicom-port", envvar="HOUNSFIELD_DICOM_PORT",
-                                               help="DICOM port.")),
-    "http_host": (Optional[str], typer.Option("--http-host", envvar="HOUNSFIELD_HTTP_HOST",
-                                              help="HTTP listen address.")),
-    "http_port": (Optional[int], typer.Option("--http-port", envvar="HOUNSFIELD_HTTP_PORT",
-                                              help="HTTP port.")),
-}
-
-
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the common options to a command and pass it the loaded ``settings`` instead."""
-    sig = inspect.signature(func)
-    hints = typing.get_type_hints(func, include_extras=True)  # resolve the postponed annotations for Typer
-    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items()
-           if name != "settings"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, opt], default=None)
-             for name, (kind, opt) in COMMON_OPTIONS.items()]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        common = {name: kwargs.pop(name, None) for name in COMMON_OPTIONS}
-        config_file = common.pop("config_file")
-        try:
-            settings = config.load(config_file, **common)
-        except ValueError as exc:
-            fail(str(exc), 2)
-        logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # The server logs pynetdicom's warnings; a client command reports its own one-line errors.
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING if func.__name__ == "serve" else logging.CRITICAL)
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
-        try:
-            return func(*args, settings=settings, **kwargs)
-        except HounsfieldError as exc:
-            fail(str(exc))
-
-    wrapper.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
-    return wrapper
-
-
-def open_pacs(settings: config.Settings):  # noqa: ANN201
-    from hounsfield.pacs import Pacs
-
-    try:
-        return Pacs(settings)
-    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened is a one-line error
-        fail(f"cannot open the index at {settings.index_url}: {exc}")
-
-
 @app.command()
 @with_settings
 def serve(settings: config.Settings) -> None:
@@ -132,11 +59,6 @@ def _walk(paths: list[Path]) -> list[Path]:
         else:
             fail(f"{p}: no such file or directory")
     return files
-
-
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True)
 
 
 @app.command("import")
@@ -223,16 +145,6 @@ RemoteOpt = Annotated[str, typer.Option("--remote", "-r", help="Known node name 
 KeysOpt = Annotated[Optional[list[str]], typer.Option("--key", "-k", help="Query key KEYWORD=VALUE (repeatable).")]
 
 
-def _remote(settings: config.Settings, spec: str) -> config.Peer:
-    """A node from the config file, a HOST:PORT address, or a node added to the local archive's registry."""
-    from hounsfield.peers import parse_address
-
-    for peer in settings.peers:
-        if spec in (peer.name, peer.ae_title):
-            return peer
-    return parse_address(spec) or open_pacs(settings).peers.resolve(spec)
-
-
 def _identifier(level: str, keys: list[str] | None) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
@@ -251,7 +163,7 @@ def echo(settings: config.Settings, remote: RemoteOpt) -> None:
     """C-ECHO a remote node."""
     from hounsfield.dimse import client
 
-    peer = _remote(settings, remote)
+    peer = resolve_remote(settings, remote)
     status = client.echo(peer, settings.ae_title)
     console.print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: status 0x{status:04X}", highlight=False)
     if status != 0:
@@ -265,7 +177,7 @@ def store(settings: config.Settings, remote: RemoteOpt,
     """C-STORE files to a remote node."""
     from hounsfield.dimse import client
 
-    peer = _remote(settings, remote)
+    peer = resolve_remote(settings, remote)
     files = _walk(paths)
     with progress_bar() as bar:
         task = bar.add_task(f"sending to {peer.ae_title}", total=len(files))
@@ -291,7 +203,7 @@ def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     from hounsfield.dimse import client
 
     identifier = _identifier(level, keys)
-    answers = list(client.find(_remote(settings, remote), identifier, settings.ae_title, model))
+    answers = list(client.find(resolve_remote(settings, remote), identifier, settings.ae_title, model))
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return
@@ -310,7 +222,7 @@ def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     """C-MOVE from a remote node to a destination AE."""
     from hounsfield.dimse import client
 
-    summary = client.move(_remote(settings, remote), _identifier(level, keys), dest or settings.ae_title,
+    summary = client.move(resolve_remote(settings, remote), _identifier(level, keys), dest or settings.ae_title,
                           settings.ae_title, model)
     console.print(f"C-MOVE status 0x{summary.status:04X}: {summary.completed} completed, "
                   f"{summary.failed} failed, {summary.warning} warning", highlight=False)
@@ -326,7 +238,7 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     """C-GET from a remote node into a folder."""
     from hounsfield.dimse import client
 
-    summary = client.get(_remote(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
+    summary = client.get(resolve_remote(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
     console.print(f"C-GET status 0x{summary.status:04X}: {len(summary.received)} received into {out}, "
                   f"{summary.failed} failed", highlight=False)
     if summary.status != 0:

@@ -57,7 +57,7 @@ class Pacs:
         tempfile.tempdir = str(self.files.incoming)
         self.dicom.start()
         if primary:
-            self._children = processes.start(self.settings)
+            self._children = processes.start(self.settings, Pacs)
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports beside the index answering: the indexer's state and backlog, and the

@@ -18,12 +18,22 @@ import signal
 import threading
 import time
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 from hounsfield.config import Settings
 
-if TYPE_CHECKING:
-    from hounsfield.pacs import Pacs
+
+class Served(Protocol):
+    """What a child process needs of the application the composition root builds (``pacs.Pacs``)."""
+
+    archive: Any
+
+    def start_dicom(self, *, primary: bool = True) -> None: ...
+
+    def close(self, *, grace: float = 30.0) -> None: ...
+
+
+Build = Callable[..., Served]  # build(settings, migrate=False): passed by reference to the spawned children
 
 log = logging.getLogger("hounsfield")
 INDEXER_IDLE_POLL = 0.002  # seconds between looks at an empty pending queue
@@ -36,16 +46,14 @@ def process_count(settings: Settings) -> int:
     return settings.dicom_processes or min(8, 2 * (os.cpu_count() or 1))
 
 
-def _child(settings: Settings, parent: int, role: str) -> None:
-    from hounsfield.pacs import Pacs
-
+def _child(settings: Settings, build: Build, parent: int, role: str) -> None:
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; Ctrl-C reaches the whole group
-    pacs = Pacs(settings, migrate=False)
+    pacs = build(settings, migrate=False)
     orphaned = False
 
     def parent_died() -> bool:  # the main process died (SIGKILL): go down with it, as a crash would
@@ -67,7 +75,7 @@ def _child(settings: Settings, parent: int, role: str) -> None:
     pacs.close(grace=0 if orphaned else 30)
 
 
-def _index_round(pacs: "Pacs") -> int:
+def _index_round(pacs: Served) -> int:
     """One pass over the pending queue. Files that cannot be indexed are quarantined by ``index_pending``;
     anything else that goes wrong (the index unreachable, a bug) is logged and the indexer goes on after a
     pause: it must outlive any one file or outage, or everything acknowledged after it waits for ever."""
@@ -98,12 +106,13 @@ def _run_when_idle() -> None:
         os.nice(INDEXER_NICENESS)
 
 
-def start(settings: Settings) -> list[BaseProcess]:
-    """The extra DICOM processes, then the indexer (``stop`` relies on that order)."""
+def start(settings: Settings, build: Build) -> list[BaseProcess]:
+    """The extra DICOM processes, then the indexer (``stop`` relies on that order); each builds its own
+    application with ``build`` (a module-level callable: the children are spawned, so it goes by name)."""
     context = multiprocessing.get_context("spawn")
     roles = [("dicom", f"hounsfield-dicom-{i}") for i in range(1, process_count(settings))]
     roles.append(("indexer", "hounsfield-indexer"))
-    children = [context.Process(target=_child, args=(settings, os.getpid(), role), name=name, daemon=False)
+    children = [context.Process(target=_child, args=(settings, build, os.getpid(), role), name=name, daemon=False)
                 for role, name in roles]
     for child in children:
         child.start()

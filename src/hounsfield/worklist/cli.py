@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from hounsfield import config
-from hounsfield.cli import _remote, console, fail, open_pacs, progress_bar, with_settings
+from hounsfield.cli_common import console, fail, open_pacs, progress_bar, resolve_remote, with_settings
 from hounsfield.worklist import client, flat, mwl, wlfile
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
@@ -196,7 +196,7 @@ def find(settings: config.Settings,
         if not sep:
             fail(f"{item!r}: expected KEYWORD=VALUE", 2)
         pairs[name.strip()] = value
-    answers = list(client.find(_remote(settings, remote), mwl.identifier(pairs), settings.ae_title))
+    answers = list(client.find(resolve_remote(settings, remote), mwl.identifier(pairs), settings.ae_title))
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return
