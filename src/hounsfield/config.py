@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
             "UIDs that break PS3.5 9.1 but real equipment sends (leading zeros, a trailing space): lenient stores "
             "them, strict refuses them. A value that cannot be a UID at all is always refused."),
     Setting("max_sequence_depth", 64,
-            "Deepest nesting of sequences a received dataset may have (deeper: refused, 0xA900 / 409)."),
+            "Deepest nesting of sequences a stored dataset may have (deeper: refused, C-STORE 0xC000, STOW 409)."),
     Setting("dicom_fast_path", True,
             "Run the DICOM service on hounsfield's fast paths inside pynetdicom (off: stock pynetdicom)."),
     # --- worklist (MWL SCP and MPPS) ---

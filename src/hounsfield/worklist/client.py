@@ -9,18 +9,17 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from hounsfield.config import Peer
-from hounsfield.dimse import store_receive
+from hounsfield.dimse import fastpath
+from hounsfield.dimse import status as st
 from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.errors import Rejected
-
-PENDING = (0xFF00, 0xFF01)
 
 
 def find(peer: Peer, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
     """The answers of a remote MWL SCP; ``Rejected`` when the association or the C-FIND fails."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    store_receive.install()  # PDUs read whole, acknowledged at once
+    fastpath.install()  # as the server: PDUs read whole and acknowledged at once (unless turned off first)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=socket_tuning())
     if not assoc.is_established:
         raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")
@@ -28,9 +27,9 @@ def find(peer: Peer, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
         for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
             if not status:
                 raise Rejected(f"{peer.ae_title} did not answer the MWL C-FIND")
-            if status.Status in PENDING and ds is not None:
+            if status.Status in (st.PENDING, st.PENDING_WARNING) and ds is not None:
                 yield ds
-            elif status.Status != 0x0000:
+            elif status.Status != st.SUCCESS:
                 raise Rejected(f"MWL C-FIND refused by {peer.ae_title} with status 0x{status.Status:04X}")
     finally:
         assoc.release()
