@@ -1,0 +1,145 @@
+"""hounsfield's fast paths inside pynetdicom, and the contract they keep with it.
+
+Three modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
+its public API:
+- ``tuning``: the reactors wait for their socket or queue instead of polling every millisecond, and a gap in
+  pynetdicom's "pause the reactor" hand-shake that lost C-STORE responses is closed;
+- ``store_fastpath``: C-STORE requests and responses go out as ready-made PDUs, stored bytes as they are;
+- ``store_receive``: every PDU is read whole, and C-STORE datasets are received to files in the DUL thread.
+
+They are written for one pynetdicom release, ``PINNED`` (and ``pyproject.toml`` pins it). ``install`` checks,
+once per process, that the installed pynetdicom is that release and that every internal they rely on
+(``INTERNALS``, ``MARKERS``) is there as they expect it, then installs all three or none: when anything
+differs, stock pynetdicom serves — the same behaviour, slower — and one warning names what differs. The
+setting ``dicom_fast_path = false`` runs stock pynetdicom on purpose. The server and hounsfield's client
+commands call the same ``install``, so both get the same fixes.
+
+Two of the fast paths use Linux calls where they exist (``os.eventfd`` to wake a DUL thread, TCP_QUICKACK)
+and the portable way elsewhere (a socket pair; the kernel's own ACK timing).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import threading
+from typing import Any
+
+import pynetdicom
+
+log = logging.getLogger("hounsfield.dimse")
+
+PINNED = "3.0.4"
+
+# (module, attribute path) of every pynetdicom internal the fast paths replace, wrap or read.
+INTERNALS: tuple[tuple[str, str], ...] = (
+    ("pynetdicom.association", "time"),  # tuning: the module global the reactor sleeps through
+    ("pynetdicom.dul", "time"),
+    ("pynetdicom.association", "Association._reactor_checkpoint"),
+    ("pynetdicom.association", "Association.is_requestor"),
+    ("pynetdicom.association", "encode"),  # store_fastpath: how the association encodes what it sends
+    ("pynetdicom.dul", "DULServiceProvider.send_pdu"),
+    ("pynetdicom.dul", "DULServiceProvider._process_recv_primitive"),
+    ("pynetdicom.dul", "DULServiceProvider._read_pdu_data"),  # store_receive: the PDU reader
+    ("pynetdicom.dul", "DULServiceProvider.run_reactor"),
+    ("pynetdicom.dul", "DULServiceProvider._decode_pdu"),
+    ("pynetdicom.dimse", "DIMSEServiceProvider.get_msg"),
+    ("pynetdicom.dimse", "DIMSEServiceProvider.send_msg"),
+    ("pynetdicom.dimse_messages", "create_file_meta"),
+    ("pynetdicom.dimse_messages", "write_file_meta_info"),
+    ("pynetdicom.fsm", "ACTIONS"),
+    ("pynetdicom.fsm", "STATES"),
+)
+# Source text the fast paths depend on, per (module, attribute): how the code they hook into is shaped.
+MARKERS: tuple[tuple[str, str, str], ...] = (
+    ("pynetdicom.dul", "DULServiceProvider.run_reactor", "time.sleep(self._run_loop_delay)"),
+    ("pynetdicom.dul", "DULServiceProvider.run_reactor", "self._process_recv_primitive()"),
+    ("pynetdicom.dul", "DULServiceProvider.__init__", "self._recv_pdu"),
+    ("pynetdicom.dul", "DULServiceProvider.__init__", "self.event_queue"),
+    ("pynetdicom.association", "Association.__init__", "self._reactor_checkpoint"),
+    ("pynetdicom.association", "Association._run_reactor", "time.sleep("),
+    ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.msg_queue"),
+    ("pynetdicom.ae", "ApplicationEntity.__init__", "self._servers"),
+)
+FSM_KEYS = ("DT-1", "AR-7")  # the actions that send a queued P-DATA primitive (store_fastpath)
+FSM_STATES = ("Sta6",)  # association established (tuning, store_receive)
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # "active": bool, once decided in this process
+
+
+def _resolve(module: str, path: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _has_instance_attribute(module: str, path: str) -> bool:
+    """Instance attributes are set in ``__init__``: look there when the class has none."""
+    owner, _, name = path.rpartition(".")
+    try:
+        return f"self.{name}" in inspect.getsource(_resolve(module, f"{owner}.__init__"))
+    except (AttributeError, OSError, TypeError):
+        return False
+
+
+def mismatches(version: str | None = None) -> list[str]:
+    """What differs from what the fast paths were written for (empty: they can be installed)."""
+    found = []
+    version = pynetdicom.__version__ if version is None else version
+    if version != PINNED:
+        found.append(f"pynetdicom {version} is installed, the fast paths are written for {PINNED}")
+    for module, path in INTERNALS:
+        try:
+            _resolve(module, path)
+        except (ImportError, AttributeError):
+            if not _has_instance_attribute(module, path):
+                found.append(f"{module}.{path} is missing")
+    for module, path, text in MARKERS:
+        try:
+            source = inspect.getsource(_resolve(module, path))
+        except (ImportError, AttributeError, OSError, TypeError):
+            found.append(f"{module}.{path} is missing")
+            continue
+        if text not in source:
+            found.append(f"{module}.{path} no longer has {text!r}")
+    try:
+        from pynetdicom import fsm
+
+        found += [f"pynetdicom.fsm has no action {k}" for k in FSM_KEYS if k not in fsm.ACTIONS]
+        found += [f"pynetdicom.fsm has no state {k}" for k in FSM_STATES if k not in fsm.STATES]
+    except (ImportError, AttributeError):
+        pass  # reported above
+    return found
+
+
+def install(enabled: bool = True) -> bool:
+    """Install the fast paths in this process unless ``enabled`` is False or pynetdicom differs from what
+    they were written for; whether they are active. Decided once per process (patches cannot be taken back),
+    later calls return the first decision."""
+    with _lock:
+        if "active" in _state:
+            return _state["active"]
+        if not enabled:
+            log.info("DICOM fast paths off (dicom_fast_path = false): stock pynetdicom %s", pynetdicom.__version__)
+            _state["active"] = False
+            return False
+        problems = mismatches()
+        if problems:
+            log.warning("DICOM fast paths off, stock pynetdicom serves (slower): %s", "; ".join(problems))
+            _state["active"] = False
+            return False
+        from hounsfield.dimse import store_fastpath, store_receive, tuning
+
+        tuning.wait_instead_of_polling()
+        store_fastpath.install()
+        store_receive.install()
+        _state["active"] = True
+        return True
+
+
+def active() -> bool:
+    """Whether this process runs on the fast paths (False before ``install``)."""
+    return bool(_state.get("active"))
