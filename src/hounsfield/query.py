@@ -178,6 +178,11 @@ class Query:
             else:
                 self.python_filter.add(elem)
 
+    def require_equal(self, keyword: str, value: str) -> None:
+        """Match an index key by equality alone, without wildcards, UID lists or ranges: a REST URL names one
+        record, and ``*`` there must not name an arbitrary one."""
+        self.conditions.append(KEYS[keyword].column == value)
+
     def _modalities_condition(self, value: Any) -> None:
         if _level_rank(self.level) < _level_rank("STUDY"):
             return
@@ -192,6 +197,8 @@ class Query:
             numbers = [int(v) for v in (value if isinstance(value, list) else str(value).split("\\"))]
         except ValueError as exc:
             raise InvalidQuery(f"InstanceNumber {value!r} is not an integer") from exc
+        if any(not -2**31 <= n < 2**31 for n in numbers):  # IS range (PS3.5 6.2); beyond, SQL would overflow
+            raise InvalidQuery(f"InstanceNumber {value!r} is out of range -2147483648 to 2147483647")
         self.conditions.append(Instance.instance_number.in_(numbers))
 
     def statement(self) -> Select:
@@ -351,3 +358,22 @@ def tag_key(keyword_or_tag: str) -> str:
         return f"{int(Tag(text.replace(',', '').replace('(', '').replace(')', ''), )):08X}"
     except (ValueError, OverflowError) as exc:
         raise InvalidQuery(f"unknown attribute {keyword_or_tag!r}") from exc
+
+
+def instance_headers(s: Session, study_uid: str, series_uid: str | None = None,
+                     sop_uid: str | None = None) -> list[bytes]:
+    """The stored header blobs (``dicomfile.pack_json``) of a study's instances, or of one series' or one
+    instance, in series then instance-number order: WADO-RS metadata (PS3.18 10.4) is their DICOM JSON,
+    concatenated without parsing."""
+    stmt = (select(Instance.header).join(Series, Instance.series_fk == Series.id)
+            .join(Study, Series.study_fk == Study.id).where(Study.study_instance_uid == study_uid))
+    if series_uid is not None:
+        stmt = stmt.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
+    return list(s.scalars(stmt.order_by(Series.id, Instance.instance_number, Instance.id)))
+
+
+def number_of_frames(s: Session, sop_uid: str) -> int:
+    """(0028,0008) Number of Frames of a stored instance as indexed; 1 when it has none (or is not there)."""
+    return s.scalar(select(Instance.number_of_frames).where(Instance.sop_instance_uid == sop_uid)) or 1

@@ -32,6 +32,7 @@ SUMMARY = {
               "Rows", "Columns", "NumberOfFrames"],
 }
 MAX_LIMIT = 10000
+SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) take: an offset or id beyond is a 422
 
 
 def pacs_of(request: Request) -> Pacs:
@@ -57,7 +58,9 @@ def flatten(json_ds: dict[str, Any], keywords: list[str]) -> dict[str, Any]:
 
 
 def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offset: int,
-           fuzzy: bool = False) -> list[dict[str, Any]]:
+           fuzzy: bool = False, exact: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The summaries of the ``level`` records matching ``filters`` with the C-FIND rules and ``exact`` keys by
+    equality."""
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level
     for kw in SUMMARY[level]:
@@ -68,6 +71,8 @@ def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offse
         except (ValueError, TypeError) as exc:
             raise InvalidQuery(f"{kw}: {exc}") from exc
     query = q.Query(identifier, model="PATIENT" if level == "PATIENT" else "STUDY", fuzzy_pn=fuzzy)
+    for kw, value in (exact or {}).items():
+        query.require_equal(kw, value)
     with pacs.archive.reading() as s:
         return [flatten(m.json(), SUMMARY[level])
                 for m in q.run(s, query, tags=query.answer_tags, offset=offset, limit=limit)]
@@ -90,7 +95,7 @@ def _list_route(resource: str) -> None:
     def list_resource(
         request: Request,
         limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
-        offset: Annotated[int, Param(ge=0)] = 0,
+        offset: Annotated[int, Param(ge=0, le=SQL_INT_MAX)] = 0,
         fuzzy: bool = False,
     ) -> list[dict[str, Any]]:
         return search(pacs_of(request), level, _filters(request), limit=limit, offset=offset, fuzzy=fuzzy)
@@ -101,7 +106,7 @@ def _list_route(resource: str) -> None:
                          name=f"list_{resource}")
 
     def get_one(request: Request, uid: str) -> dict[str, Any]:
-        found = search(pacs_of(request), level, {UID_KEY[resource]: uid}, limit=1, offset=0)
+        found = search(pacs_of(request), level, {}, exact={UID_KEY[resource]: uid}, limit=1, offset=0)
         if not found:
             raise NotFound(f"no {level.lower()} {uid} in {resource}")
         return found[0]

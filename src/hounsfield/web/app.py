@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 
 from hounsfield import __version__
 from hounsfield.errors import (
@@ -21,6 +27,7 @@ from hounsfield.errors import (
 from hounsfield.pacs import Pacs
 from hounsfield.web.multipart import MalformedMultipart, NotAcceptable, UnsupportedMediaType  # issue 5
 
+log = logging.getLogger("hounsfield.web")
 HTTP_STATUS: dict[type[HounsfieldError], int] = {
     NotFound: 404,
     InvalidQuery: 400,
@@ -39,6 +46,28 @@ def http_status(error: HounsfieldError) -> int:
     return next((code for kind, code in HTTP_STATUS.items() if isinstance(error, kind)), 500)
 
 
+def path_scrubber(data_dir: Path) -> re.Pattern[str]:
+    """Paths under the data directory (as configured and resolved), to be cut to their file name in error
+    bodies: any client reads those, and where the server keeps its files is none of theirs."""
+    roots = sorted({str(data_dir), str(data_dir.resolve())} - {"."}, key=len, reverse=True)
+    return re.compile(f"(?:{'|'.join(map(re.escape, roots))})[^\\s:'\"]*")
+
+
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error without the value sent: a 10 MB string or a raw body would come straight back, and
+    deeply nested JSON cannot be written out again."""
+    out = {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
+    if error.get("ctx"):
+        out["ctx"] = {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in error["ctx"].items()}
+    return out
+
+
+def unparsed_body(errors: list[dict[str, Any]]) -> bool:
+    """FastAPI reads a body as JSON only when it says so (Content-Type application/json or +json); any other
+    body reaches validation as bytes."""
+    return any(e.get("loc", ())[:1] == ("body",) and isinstance(e.get("input"), (bytes, bytearray)) for e in errors)
+
+
 def create_app(pacs: Pacs) -> FastAPI:
     from hounsfield.web import api
 
@@ -46,25 +75,52 @@ def create_app(pacs: Pacs) -> FastAPI:
                   description="A small, fast PACS: archive, worklist, DICOMweb and viewer.")
     app.state.pacs = pacs
 
+    internal_paths = path_scrubber(pacs.settings.data_dir)
+
     @app.exception_handler(HounsfieldError)
     async def domain_error(_request: Request, exc: HounsfieldError) -> JSONResponse:
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=http_status(exc))
+        detail = internal_paths.sub(lambda m: Path(m.group()).name, str(exc))
+        return JSONResponse({"error": type(exc).__name__, "detail": detail}, status_code=http_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        if unparsed_body(exc.errors()):
+            return JSONResponse({"error": "UnsupportedMediaType",
+                                 "detail": "the body must be JSON, sent with Content-Type: application/json"},
+                                status_code=415)
         fields = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in exc.errors()]
-        return JSONResponse({"error": "ValidationError", "detail": exc.errors(), "fields": fields},
-                            status_code=422)
+        return JSONResponse({"error": "ValidationError", "detail": [public_error(e) for e in exc.errors()],
+                             "fields": fields}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        """The database refused a value of the request (PostgreSQL: a NUL character, a number out of range)."""
+        log.info("%s %s: the database refused a value: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse({"error": "InvalidQuery", "detail": "a value in the request cannot be searched or "
+                             "stored (a NUL character, or a number out of range)"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, not the client's doing: the traceback goes to the log, the client learns nothing internal."""
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "InternalError", "detail": "the server failed to answer this request; "
+                             "the cause is in its log"}, status_code=500)
 
     @app.get("/health", tags=["service"])
-    def health() -> dict:
-        """Liveness: the index answers and the versions."""
+    def health() -> JSONResponse:
+        """Liveness: the index answers, the indexer runs and keeps up (503 "degraded" when not), the
+        quarantine's size, the versions."""
         with pacs.db.session() as s:
             s.execute(text("SELECT 1"))
-        return {"status": "ok", "version": __version__, "ae_title": pacs.settings.ae_title,
-                "dicom_port": pacs.settings.dicom_port}
+        state = pacs.health()
+        body = {"status": "degraded" if state["problems"] else "ok", "version": __version__,
+                "ae_title": pacs.settings.ae_title, "dicom_port": pacs.settings.dicom_port, **state}
+        return JSONResponse(body, status_code=503 if state["problems"] else 200)
 
     app.include_router(api.router)
+    from hounsfield.web import quarantine_api
+
+    app.include_router(quarantine_api.router)
     # --- issue 5: DICOMweb at /dicom-web (CORS there only) and the viewer at /ui ---
     from hounsfield.web import dicomweb, transfer, ui
 

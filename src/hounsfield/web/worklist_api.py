@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Callable, Coroutine, Optional, Union
 
-from fastapi import APIRouter, Body, Query as Param, Request
+from fastapi import APIRouter, Body, Path as Segment, Query as Param, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.routing import APIRoute
@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from hounsfield.errors import NotFound
 from hounsfield.pacs import Pacs
+from hounsfield.web.api import SQL_INT_MAX
 from hounsfield.worklist import flat, mwl
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
@@ -30,6 +31,12 @@ STATIC = Path(__file__).parent / "static"
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 # Longest value of each VR in the flat form (PS3.5 6.2); PN: three component groups of 64.
 MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 194, "UI": 64, "LT": 10240, "DS": 16, "DA": 10}
+# Levels of arrays and objects a DICOM JSON item may nest: a sequence takes three (Value, item, element), so
+# this leaves some twenty levels of sequences where items nest two to four; deeper ones would exhaust the
+# recursion of parsing and copying the dataset.
+MAX_NESTING = 64
+Id = Annotated[int, Segment(ge=1, le=SQL_INT_MAX)]
+Offset = Annotated[int, Param(ge=0, le=SQL_INT_MAX)]
 
 
 class _UntaggedErrors(APIRoute):
@@ -179,11 +186,26 @@ def _out(item: Item) -> WorklistItemOut:
                            dicom=item.dataset.to_json_dict())
 
 
+def _nesting(value: Any) -> int:
+    """How deep arrays and objects nest in a JSON value (iterative: the point is to refuse what recursion cannot
+    take)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (current.values() if isinstance(current, dict) else current))
+    return deepest
+
+
 def _dataset(body: BaseModel) -> Dataset:
     """The item dataset of either body form; an unreadable DICOM JSON body is a 422 too."""
     if isinstance(body, DicomJsonItem):
+        json_ds = body.model_dump(exclude_none=True)
+        if _nesting(json_ds) > MAX_NESTING:
+            raise _invalid("body", f"arrays and objects nest deeper than {MAX_NESTING} levels")
         try:
-            return Dataset.from_json(body.model_dump(exclude_none=True))
+            return Dataset.from_json(json_ds)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _invalid("body", f"not a DICOM JSON dataset: {exc}") from exc
     return flat.to_dataset(body.model_dump(exclude_none=True))
@@ -222,7 +244,7 @@ def list_items(
     accession_number: Optional[str] = None,
     status: Annotated[Optional[list[str]], Param(description="Statuses (repeatable); default: every status")] = None,
     limit: Annotated[int, Param(ge=1, le=10000)] = 100,
-    offset: Annotated[int, Param(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> WorklistPage:
     """Items in schedule order, filtered with the MWL matching rules."""
     day = date.today().strftime("%Y%m%d") if date_ == "today" else date_
@@ -236,25 +258,25 @@ def list_items(
 
 
 @router.get("/items/{item_id}", response_model=WorklistItemOut)
-def get_item(request: Request, item_id: int) -> WorklistItemOut:
+def get_item(request: Request, item_id: Id) -> WorklistItemOut:
     """One item, with whether its images have arrived."""
     return _out(pacs_of(request).worklist.get(item_id))
 
 
 @router.patch("/items/{item_id}", response_model=WorklistItemOut)
-def update_item(request: Request, item_id: int, body: PatchBody) -> WorklistItemOut:
+def update_item(request: Request, item_id: Id, body: PatchBody) -> WorklistItemOut:
     """Change an open item: the fields (or DICOM attributes) given replace the stored ones."""
     return _out(_write(body, lambda ds: pacs_of(request).worklist.update(item_id, ds)))
 
 
 @router.post("/items/{item_id}/cancel", response_model=WorklistItemOut)
-def cancel_item(request: Request, item_id: int) -> WorklistItemOut:
+def cancel_item(request: Request, item_id: Id) -> WorklistItemOut:
     """Cancel a scheduled item: it is no longer offered to modalities."""
     return _out(pacs_of(request).worklist.cancel(item_id))
 
 
 @router.delete("/items/{item_id}")
-def delete_item(request: Request, item_id: int) -> dict[str, int]:
+def delete_item(request: Request, item_id: Id) -> dict[str, int]:
     """Remove an item altogether."""
     pacs_of(request).worklist.delete(item_id)
     return {"deleted": item_id}
@@ -268,19 +290,19 @@ def _query_out(q: Any) -> LoggedQueryOut:
 
 @router.get("/queries", response_model=QueryPage)
 def list_queries(request: Request, limit: Annotated[int, Param(ge=1, le=1000)] = 50,
-                 offset: Annotated[int, Param(ge=0)] = 0, calling_ae: Optional[str] = None) -> QueryPage:
+                 offset: Offset = 0, calling_ae: Optional[str] = None) -> QueryPage:
     """The MWL C-FINDs received, newest first: who asked, with which keys, how many answers went back."""
     total, found = pacs_of(request).worklist.queries.recent(limit=limit, offset=offset, calling_ae=calling_ae)
     return QueryPage(total=total, queries=[_query_out(q) for q in found])
 
 
 @router.get("/queries/{query_id}", response_model=LoggedQueryOut)
-def get_query(request: Request, query_id: int) -> LoggedQueryOut:
+def get_query(request: Request, query_id: Id) -> LoggedQueryOut:
     return _query_out(pacs_of(request).worklist.queries.get(query_id))
 
 
 @router.get("/queries/{query_id}/explain/{item_id}", response_model=Explanation)
-def explain(request: Request, query_id: int, item_id: int) -> Explanation:
+def explain(request: Request, query_id: Id, item_id: Id) -> Explanation:
     """Replay a logged query against an item, key by key: which matched, which did not, and why."""
     entries = pacs_of(request).worklist.explain(query_id, item_id)
     return Explanation(query_id=query_id, item_id=item_id, returned=all(ok for _, ok, _ in entries),
