@@ -49,7 +49,8 @@ class RetrieveSummary:
 
 def _associate(ae: AE, peer: Peer, **kwargs) -> Association:
     store_receive.install()  # PDUs read whole, acknowledged at once
-    handlers = kwargs.pop("evt_handlers", []) + socket_tuning()
+    handlers = [*kwargs.pop("evt_handlers", []), *socket_tuning(),
+                (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]  # pynetdicom's reader too: bounded
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pydicom import config as pydicom_config
-from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -97,7 +97,9 @@ def build_ae(pacs: "Pacs") -> AE:
     ae.maximum_pdu_size = 262144
     ae.maximum_associations = settings.max_associations
     ae.network_timeout = 60
-    ae.acse_timeout = 30
+    # How long a peer may take over its A-ASSOCIATE-RQ (the ARTIM timer, PS3.8 9.1.5, and the acceptor's wait
+    # for it) and over the rest of any PDU it has begun (``store_receive``): then its slot is freed.
+    ae.acse_timeout = settings.dicom_read_timeout
     ae.dimse_timeout = 60
     ae.add_supported_context(Verification)
     for sop_class in storage_sop_classes():
@@ -145,7 +147,8 @@ class DicomService:
         store_fastpath.install()
         store_receive.install()
         store_receive.enable(self.ae, self.handlers)
-        server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=self.handlers.bindings(),
+        bindings = [*self.handlers.bindings(), (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
+        server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=bindings,
                                      server_class=SharedPortServer)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
         self.ae._servers.append(server)  # so that pynetdicom's own bookkeeping (shutdown) knows it

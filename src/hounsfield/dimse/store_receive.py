@@ -28,16 +28,44 @@ Everything else (other services, a command set split over fragments, other PDU t
 it would have. A fragment that breaks the message (a command fragment or another presentation context before
 the last data fragment) is a protocol error: pynetdicom's Evt19 (A-ABORT); PDVs after the last fragment are
 ignored, as pynetdicom does. An instance still arriving when the association ends is removed.
+A P-DATA-TF PDU naming a presentation context that was not accepted has an invalid parameter value (PS3.8
+9.3.5, 9.3.8): it goes no further, the association is aborted (Evt19: AA-8, A-ABORT from the service provider).
+pynetdicom's DIMSE layer would look the context up in the DUL thread and fail there (a KeyError, the connection
+dropped without A-ABORT, for a C-STORE-RQ a temporary file left behind).
+
+No read waits without bound. pynetdicom's reader, and this one before, blocked in ``recv`` until the whole PDU
+was there, and its sockets have no timeout (``accept`` does not pass on the listening socket's, where pynetdicom
+sets ``network_timeout``): a peer that sent part of a PDU, or a header announcing 4 GB, held the DUL thread,
+and with it the association's slot, for as long as it kept the connection open. Nothing pynetdicom has could
+free it: the ARTIM timer is looked at by the DUL's loop, which never came back, and the association thread,
+when its ACSE timeout (waiting for the A-ASSOCIATE-RQ) or the idle timer (``network_timeout``) expires, asks
+the DUL to stop or to abort and waits for it (``Association.kill``, ``Association.abort``). So:
+- a PDU begun (its first byte) must be complete within the association's ACSE timeout, which hounsfield's server
+  sets to ``dicom_read_timeout``, and where the ARTIM timer runs (Sta2, Sta13; PS3.8 9.1.5: the same period)
+  before it expires. Otherwise a WARNING names the peer and what it sent, and the state machine gets the ARTIM
+  timer's expiry (Evt18) in those states, AA-2: the connection is closed, there being no association to abort;
+  in the others the PDU is one that cannot be received, Evt19, AA-8: A-ABORT, A-P-ABORT indication (the
+  association thread sees it and ends). The socket is never waited on for longer: data already there is taken
+  at once (MSG_DONTWAIT), and the wait for more ends at the deadline (poll);
+- a PDU announcing more than ``LONGEST_PDU`` bytes is refused at its header (Evt19), and one longer than the
+  buffer grows as its data arrives: a length announced is never allocated, nor waited for past the deadline;
+- ``bound_socket_reads`` bounds pynetdicom's own reader too, for associations this one does not read (the fast
+  paths off): every ``recv`` on the socket waits at most the ACSE timeout (SO_RCVTIMEO), after which pynetdicom
+  treats the connection as closed (Evt17: AA-5 in Sta2, AA-4 otherwise).
 ``tests/test_store_receive.py`` checks files, responses and the fall-backs with pynetdicom and hand-made PDUs;
-the interop tests send everything through it with dcmtk's storescu.
+the interop tests send everything through it with dcmtk's storescu; ``tests/test_dimse_hostile.py`` sends
+half PDUs, huge lengths and unknown presentation contexts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import select
 import socket
 import struct
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +89,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("hounsfield.dimse")
 
 P_DATA_TF = 0x04
-PDU_TYPES = range(0x01, 0x08)
+PDU_NAMES = {0x01: "A-ASSOCIATE-RQ", 0x02: "A-ASSOCIATE-AC", 0x03: "A-ASSOCIATE-RJ", 0x04: "P-DATA-TF",
+             0x05: "A-RELEASE-RQ", 0x06: "A-RELEASE-RP", 0x07: "A-ABORT"}  # PS3.8 9.3
+# Longest PDU taken (bytes after the header): 16 times the server's maximum PDU length, which conforming peers
+# keep to (pynetdicom, dcmtk); an A-ASSOCIATE-RQ or -AC is tens of KB.
+LONGEST_PDU = 4 * 1024 * 1024
+READ_STEP = 256 * 1024  # a PDU longer than the buffer grows by at most this much before more of it has arrived
+# Where the ARTIM timer runs (PS3.8 9.2): awaiting the A-ASSOCIATE-RQ (Sta2; still Sta1 when an acceptor's DUL
+# reads it before its loop has taken the queued transport connection indication, Evt5, to Sta2) and the close.
+ARTIM_STATES = ("Sta1", "Sta2", "Sta13")
+DATA_STATES = ("Sta6", "Sta7")  # where a P-DATA-TF PDU is passed on to the DIMSE layer (PS3.8 9.2, DT-2, AR-6)
 COMMAND = 0x01  # message control header bits (PS3.8 E.2)
 LAST = 0x02
 UNEXPECTED_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
@@ -202,50 +239,118 @@ class Receiver:
         ours = dul.assoc.acceptor if dul.assoc.is_acceptor else dul.assoc.requestor
         self.buffer = bytearray(max(ours.maximum_length or 0, 16384) + 6)
         self.instance: _Instance | None = None
+        self.received = 0  # bytes of the PDU being read
         self.storage_contexts: dict[int, tuple[str, str] | None] = {}  # ID → (SOP class, transfer syntax)
 
     def read_pdu(self) -> None:
-        """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors."""
+        """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors, and the PDU
+        complete by its deadline (see the module docstring)."""
         dul = self.dul
         sock = dul.socket.socket
-        header = memoryview(self.buffer)[:6]
+        started = time.monotonic()
+        deadline = self._deadline(started)
+        self.received = 0
+        pdu_type: int | None = None
+        length = 0
         try:
-            complete = _recv_exactly(sock, header)
+            if not self._fill(sock, memoryview(self.buffer)[:6], deadline):
+                return self._closed()
+            _quick_ack(sock)  # a peer that writes a PDU in two parts without TCP_NODELAY waits for this ACK (Nagle)
+            pdu_type, _, length = _HEADER.unpack_from(self.buffer)
+            if pdu_type not in PDU_NAMES:
+                log.error("unknown PDU type 0x%02X received from %s", pdu_type, _peer(dul.assoc))
+                return self._invalid()
+            if length > LONGEST_PDU:
+                log.error("%s PDU of %d bytes announced by %s (at most %d taken); aborting", PDU_NAMES[pdu_type],
+                          length + 6, _peer(dul.assoc), LONGEST_PDU + 6)
+                return self._invalid()
+            pdu = self._body(sock, length, deadline)
+        except _Stalled:
+            return self._stalled(pdu_type, length, time.monotonic() - started)
         except OSError:
-            complete = False
-        if not complete:
             return self._closed()
-        _quick_ack(sock)  # a peer that writes a PDU in two parts without TCP_NODELAY waits for this ACK (Nagle)
-        pdu_type, _, length = _HEADER.unpack_from(self.buffer)
-        if pdu_type not in PDU_TYPES:
-            log.error("unknown PDU type 0x%02X received from %s", pdu_type, _peer(dul.assoc))
-            return self._invalid()
-        if length + 6 <= len(self.buffer):
-            pdu = memoryview(self.buffer)[:length + 6]
-            try:
-                complete = _recv_exactly(sock, pdu[6:])
-            except OSError:
-                complete = False
-        else:  # above our maximum PDU length, as pynetdicom allows: read as it does, growing with what arrives
-            try:
-                body = dul.socket.recv(length)
-            except OSError:
-                body = b""
-            complete = len(body) == length
-            pdu = memoryview(bytes(self.buffer[:6]) + body)
-        if not complete:
+        if pdu is None:
             return self._closed()
         _quick_ack(sock)
-        if pdu_type == P_DATA_TF and self._mine(pdu):
-            return
+        if pdu_type == P_DATA_TF:
+            pdvs = _pdvs(pdu)
+            if self._unknown_context(pdvs) or self._mine(pdvs):
+                return
         if self.instance is not None:  # the message is broken off (an A-ABORT, a release): it was not stored
             self.discard()
         self._to_pynetdicom(pdu)
 
-    def _mine(self, pdu: memoryview) -> bool:
-        """Handle a P-DATA-TF PDU that belongs to a C-STORE received here; False leaves it to pynetdicom."""
+    def _deadline(self, now: float) -> float | None:
+        """When a PDU begun ``now`` must be complete (``time.monotonic``; None: never, an ACSE timeout of None):
+        the association's ACSE timeout later, or when the ARTIM timer, which runs for the same time, expires
+        first (PS3.8 9.1.5)."""
         dul = self.dul
-        pdvs = _pdvs(pdu)
+        budget = dul.assoc.acse_timeout
+        if budget is None:
+            return None
+        if dul.state_machine.current_state in ARTIM_STATES:
+            budget = min(budget, dul.artim_timer.remaining)
+        return now + max(budget, 0.0)
+
+    def _body(self, sock: socket.socket, length: int, deadline: float | None) -> memoryview | None:
+        """The whole PDU of the header in the buffer, once the ``length`` bytes after it are in; None when the
+        peer closed the connection first."""
+        if length + 6 <= len(self.buffer):
+            pdu = memoryview(self.buffer)[:length + 6]
+            return pdu if self._fill(sock, pdu[6:], deadline) else None
+        # Above our maximum PDU length, as pynetdicom allows: grown as the data arrives.
+        whole = bytearray(self.buffer[:6])
+        while len(whole) < length + 6:
+            step = bytearray(min(READ_STEP, length + 6 - len(whole)))
+            if not self._fill(sock, memoryview(step), deadline):
+                return None
+            whole += step
+        return memoryview(whole)
+
+    def _fill(self, sock: socket.socket, view: memoryview, deadline: float | None) -> bool:
+        """Read into all of ``view``, counting in ``received``; False when the peer closed the connection
+        first, ``_Stalled`` when ``deadline`` passes first."""
+        while view:
+            n = _recv_by(sock, view, deadline)
+            if not n:
+                return False
+            self.received += n
+            view = view[n:]
+        return True
+
+    def _stalled(self, pdu_type: int | None, length: int, waited: float) -> None:
+        """The rest of a PDU did not arrive by its deadline: close or abort (see the module docstring)."""
+        dul = self.dul
+        artim = dul.state_machine.current_state in ARTIM_STATES
+        if pdu_type is None:
+            what = f"{self.received} of the 6 bytes of a PDU header"
+        else:
+            name = PDU_NAMES[pdu_type]
+            what = f"{self.received} of the {length + 6} bytes of {'an' if name[0] == 'A' else 'a'} {name} PDU"
+        log.warning("%s sent %s and not the rest within %.1f s; %s", _peer(dul.assoc), what, waited,
+                    "closing the connection" if artim else "aborting the association")
+        self.discard()
+        dul.event_queue.put("Evt18" if artim else "Evt19")  # ARTIM timer expired / invalid PDU
+
+    def _unknown_context(self, pdvs: list[tuple[int, int, memoryview]] | None) -> bool:
+        """Abort for a P-DATA-TF PDU with a PDV on a presentation context that was not accepted (see the module
+        docstring); False for any other (a malformed one is pynetdicom's to refuse)."""
+        dul = self.dul
+        if not pdvs or dul.state_machine.current_state not in DATA_STATES:
+            return False
+        accepted = dul.assoc._accepted_cx
+        unknown = next((context_id for context_id, _, _ in pdvs if context_id not in accepted), None)
+        if unknown is None:
+            return False
+        log.error("P-DATA-TF from %s on presentation context %d, which was not accepted; aborting",
+                  _peer(dul.assoc), unknown)
+        self._invalid()
+        return True
+
+    def _mine(self, pdvs: list[tuple[int, int, memoryview]] | None) -> bool:
+        """Handle the PDVs of a P-DATA-TF PDU that belongs to a C-STORE received here; False leaves it to
+        pynetdicom."""
+        dul = self.dul
         if self.instance is None:
             if (not pdvs or self.store is None or dul.state_machine.current_state != "Sta6" or dul.event_queue.queue
                     or dul.to_provider_queue.queue or not self._start(*pdvs[0])):
@@ -351,13 +456,42 @@ def _peer(assoc: Any) -> str:
     return f"{peer.address}:{peer.port}"
 
 
-def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
-    while view:
-        n = sock.recv_into(view)
-        if not n:
-            return False
-        view = view[n:]
-    return True
+class _Stalled(Exception):
+    """The rest of a PDU did not arrive by its deadline."""
+
+
+def _recv_by(sock: socket.socket, view: memoryview, deadline: float | None) -> int:
+    """One ``recv_into``: what has arrived, else what arrives before ``deadline`` (``time.monotonic``; None: no
+    bound), else ``_Stalled``; 0 when the peer closed the connection."""
+    while True:
+        try:
+            return sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise _Stalled
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(None if wait is None else math.ceil(wait * 1000)):
+            raise _Stalled
+
+
+def bound_socket_reads(event: evt.Event) -> None:
+    """``EVT_CONN_OPEN`` handler for every association, fast paths or not: no blocking ``recv`` on its socket
+    waits longer than the association's ACSE timeout (SO_RCVTIMEO; sends are left alone). That is for
+    pynetdicom's own reader, where this module's is not installed: it blocks in ``recv`` until the whole PDU is
+    there (see the module docstring). This module's reader never blocks in ``recv`` and has its own deadline."""
+    timeout = event.assoc.acse_timeout
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is None or timeout is None:
+        return
+    seconds = max(timeout, 0.001)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000)))  # struct timeval
+    except OSError:  # closed already
+        pass
 
 
 def _quick_ack(sock: socket.socket) -> None:
@@ -383,13 +517,11 @@ def _pdvs(pdu: memoryview) -> list[tuple[int, int, memoryview]] | None:
     return out
 
 
-def _receiver(dul: Any) -> Receiver | None:
-    receiver = dul.__dict__.get("_hounsfield_receiver", False)
-    if receiver is False:
+def _receiver(dul: Any) -> Receiver:
+    receiver = dul.__dict__.get("_hounsfield_receiver")
+    if receiver is None:
         assoc = dul.assoc
-        store = _stores.get(assoc.ae) if assoc.is_acceptor else None
-        sock = getattr(dul.socket, "socket", None)
-        receiver = Receiver(dul, store) if sock is not None else None
+        receiver = Receiver(dul, _stores.get(assoc.ae) if assoc.is_acceptor else None)
         dul._hounsfield_receiver = receiver
     return receiver
 
@@ -405,17 +537,14 @@ def install() -> None:
     run_reactor = DULServiceProvider.run_reactor
 
     def read(self: Any) -> None:
-        receiver = _receiver(self)
-        if receiver is None:
-            return read_pdu_data(self)
-        receiver.read_pdu()
+        _receiver(self).read_pdu()
 
     def run_and_discard(self: Any) -> None:
         try:
             run_reactor(self)
         finally:
             receiver = self.__dict__.get("_hounsfield_receiver")
-            if receiver:
+            if receiver is not None:
                 receiver.discard()
 
     read.__wrapped__ = read_pdu_data  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklis
 
 from hounsfield.dimse import status as st
 from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, InvalidQuery, NotFound
-from hounsfield.worklist.mpps import DuplicateInstance
+from hounsfield.worklist.mpps import DuplicateInstance, MissingAttributes
 
 if TYPE_CHECKING:
     from hounsfield.pacs import Pacs
@@ -44,6 +44,7 @@ MPPS_ERROR_STATUS: dict[type[HounsfieldError], int] = {
     DuplicateInstance: st.DUPLICATE_SOP_INSTANCE,
     NotFound: st.NO_SUCH_OBJECT_INSTANCE,
     Conflict: st.PROCESSING_FAILURE,
+    MissingAttributes: st.MISSING_ATTRIBUTE,
     InvalidDataset: st.INVALID_ATTRIBUTE_VALUE,
 }
 

@@ -33,6 +33,11 @@ class DuplicateInstance(Conflict):
     """N-CREATE of an MPPS SOP Instance UID that already exists."""
 
 
+class MissingAttributes(InvalidDataset):
+    """N-CREATE without an Attribute List (it is optional in DIMSE, PS3.7 10.1.5): none of the attributes the
+    SCU must send (PS3.4 F.7.2.1, PerformedProcedureStepStatus among them) is there."""
+
+
 @dataclass(frozen=True)
 class PerformedProcedureStep:
     sop_instance_uid: str
@@ -70,6 +75,8 @@ class Mpps:
 
     def create(self, sop_instance_uid: str | None, attrs: Dataset, calling_ae: str = "") -> PerformedProcedureStep:
         """N-CREATE: store the MPPS (IN PROGRESS) and start the steps it names."""
+        if len(attrs) == 0:
+            raise MissingAttributes("N-CREATE without attributes (no Attribute List)")
         status = _status(attrs, (IN_PROGRESS,))
         uid = (sop_instance_uid or "").strip() or generate_uid()
         with self.db.session() as s:
