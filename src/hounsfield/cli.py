@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from rich.table import Table
 
 from hounsfield import config
-from hounsfield.cli_common import console, fail, open_pacs, progress_bar, resolve_remote, with_settings
+from hounsfield.cli_common import console, fail, open_pacs, progress_bar, dicom_peer, with_settings
 from hounsfield.errors import HounsfieldError
 
 app = typer.Typer(help="hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer).",
@@ -163,7 +163,7 @@ def echo(settings: config.Settings, remote: RemoteOpt) -> None:
     """C-ECHO a remote node."""
     from hounsfield.dimse import client
 
-    peer = resolve_remote(settings, remote)
+    peer = dicom_peer(settings, remote)
     status = client.echo(peer, settings.ae_title)
     console.print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: status 0x{status:04X}", highlight=False)
     if status != 0:
@@ -177,7 +177,7 @@ def store(settings: config.Settings, remote: RemoteOpt,
     """C-STORE files to a remote node."""
     from hounsfield.dimse import client
 
-    peer = resolve_remote(settings, remote)
+    peer = dicom_peer(settings, remote)
     files = _walk(paths)
     with progress_bar() as bar:
         task = bar.add_task(f"sending to {peer.ae_title}", total=len(files))
@@ -203,7 +203,7 @@ def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     from hounsfield.dimse import client
 
     identifier = _identifier(level, keys)
-    answers = list(client.find(resolve_remote(settings, remote), identifier, settings.ae_title, model))
+    answers = list(client.find(dicom_peer(settings, remote), identifier, settings.ae_title, model))
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return
@@ -222,7 +222,7 @@ def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     """C-MOVE from a remote node to a destination AE."""
     from hounsfield.dimse import client
 
-    summary = client.move(resolve_remote(settings, remote), _identifier(level, keys), dest or settings.ae_title,
+    summary = client.move(dicom_peer(settings, remote), _identifier(level, keys), dest or settings.ae_title,
                           settings.ae_title, model)
     console.print(f"C-MOVE status 0x{summary.status:04X}: {summary.completed} completed, "
                   f"{summary.failed} failed, {summary.warning} warning", highlight=False)
@@ -238,7 +238,7 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     """C-GET from a remote node into a folder."""
     from hounsfield.dimse import client
 
-    summary = client.get(resolve_remote(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
+    summary = client.get(dicom_peer(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
     console.print(f"C-GET status 0x{summary.status:04X}: {len(summary.received)} received into {out}, "
                   f"{summary.failed} failed", highlight=False)
     if summary.status != 0:

@@ -94,10 +94,14 @@ def progress_bar() -> Progress:
                     console=err_console, transient=True)
 
 
-def resolve_remote(settings: config.Settings, spec: str) -> config.Peer:
-    """A node from the config file, a HOST:PORT address, or a node added to the local archive's registry."""
+def dicom_peer(settings: config.Settings, spec: str) -> config.Peer:
+    """The remote node a DICOM client command talks to — from the config file, a HOST:PORT address, or a node
+    added to the local archive's registry — with this process's DICOM layer set up as the settings say
+    (``dicom_fast_path``: the server's fixes, or stock pynetdicom)."""
+    from hounsfield.dimse import fastpath
     from hounsfield.peers import parse_address
 
+    fastpath.install(settings.dicom_fast_path)
     for peer in settings.peers:
         if spec in (peer.name, peer.ae_title):
             return peer

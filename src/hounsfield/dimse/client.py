@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from hounsfield.config import Peer
-from hounsfield.dimse import store_receive
+from hounsfield.dimse import fastpath, store_receive
 from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
@@ -48,7 +48,7 @@ class RetrieveSummary:
 
 
 def _associate(ae: AE, peer: Peer, **kwargs) -> Association:
-    store_receive.install()  # PDUs read whole, acknowledged at once
+    fastpath.install()  # the server's fixes for the client too (unless the command turned them off first)
     handlers = [*kwargs.pop("evt_handlers", []), *socket_tuning(),
                 (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]  # pynetdicom's reader too: bounded
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)

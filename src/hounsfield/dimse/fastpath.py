@@ -44,6 +44,8 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("pynetdicom.dul", "DULServiceProvider._read_pdu_data"),  # store_receive: the PDU reader
     ("pynetdicom.dul", "DULServiceProvider.run_reactor"),
     ("pynetdicom.dul", "DULServiceProvider._decode_pdu"),
+    ("pynetdicom.dul", "DULServiceProvider.artim_timer"),  # store_receive: a PDU's read deadline
+    ("pynetdicom.association", "Association.acse_timeout"),
     ("pynetdicom.dimse", "DIMSEServiceProvider.get_msg"),
     ("pynetdicom.dimse", "DIMSEServiceProvider.send_msg"),
     ("pynetdicom.dimse_messages", "create_file_meta"),
@@ -63,7 +65,9 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.ae", "ApplicationEntity.__init__", "self._servers"),
 )
 FSM_KEYS = ("DT-1", "AR-7")  # the actions that send a queued P-DATA primitive (store_fastpath)
-FSM_STATES = ("Sta6",)  # association established (tuning, store_receive)
+# Association established (tuning, store_receive); awaiting an A-ASSOCIATE-RQ or a release, where the ARTIM
+# timer runs (store_receive's read deadline).
+FSM_STATES = ("Sta1", "Sta2", "Sta6", "Sta7", "Sta13")
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "active": bool, once decided in this process

@@ -26,8 +26,7 @@ from pynetdicom.sop_class import register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
-from hounsfield.dimse import store_fastpath, store_receive
-from hounsfield.dimse.tuning import wait_instead_of_polling
+from hounsfield.dimse import fastpath, store_receive
 
 if TYPE_CHECKING:
     from hounsfield.pacs import Pacs
@@ -143,10 +142,8 @@ class DicomService:
 
     def start(self) -> None:
         s = self.pacs.settings
-        wait_instead_of_polling()
-        store_fastpath.install()
-        store_receive.install()
-        store_receive.enable(self.ae, self.handlers)
+        if fastpath.install(s.dicom_fast_path):
+            store_receive.enable(self.ae, self.handlers)
         bindings = [*self.handlers.bindings(), (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=bindings,
                                      server_class=SharedPortServer)

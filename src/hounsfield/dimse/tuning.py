@@ -7,8 +7,8 @@ few milliseconds), and shortening them makes every idle association burn CPU and
 
 pynetdicom has no setting for this. Its ``association`` and ``dul`` modules call ``time.sleep`` through their
 own ``time`` name, so they are given a ``time`` whose ``sleep`` blocks on the right thing, up to ``MAX_WAIT``:
-- the DUL thread in ``select`` on its socket and on an eventfd that ``send_pdu`` signals, so incoming data and
-  outgoing primitives wake it at once;
+- the DUL thread in ``select`` on its socket and on a wake-up (an eventfd; a socket pair where there is none)
+  that ``send_pdu`` signals, so incoming data and outgoing primitives wake it at once;
 - the association thread on its DIMSE message queue, which the DUL fills when a message is complete.
 Everything else pynetdicom checks once per loop (timers, release, abort) is still seen within ``MAX_WAIT``.
 
@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import queue
 import select
-import sys
+import socket
+import threading
 import time
 import types
 import weakref
@@ -40,29 +41,64 @@ LOOP_DELAY = 0.001  # pynetdicom's reactor loop delay (seconds)
 REQUESTOR_LOOP_DELAY = 0.0001
 
 
-def _wake_fd(dul: Any) -> int:
-    """The DUL's eventfd, made on first use and closed when the DUL is garbage-collected."""
-    fd = dul.__dict__.get("_hounsfield_wake")
-    if fd is None:
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        dul._hounsfield_wake = fd
-        weakref.finalize(dul, os.close, fd)
-    return fd
+class _Wake:
+    """A DUL thread's wake-up: an eventfd on Linux, a socket pair elsewhere (both can be ``select``ed)."""
+
+    def __init__(self) -> None:
+        if hasattr(os, "eventfd"):
+            self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._pair: tuple[socket.socket, socket.socket] | None = None
+        else:
+            self._pair = socket.socketpair()
+            for end in self._pair:
+                end.setblocking(False)
+            self.fd = self._pair[0].fileno()
+
+    def signal(self) -> None:
+        try:
+            if self._pair is None:
+                os.eventfd_write(self.fd, 1)
+            else:
+                self._pair[1].send(b"\0")
+        except (BlockingIOError, OSError):  # already signalled (the pair's buffer full), or closed
+            pass
+
+    def clear(self) -> None:
+        try:
+            if self._pair is None:
+                os.eventfd_read(self.fd)
+            else:
+                self._pair[0].recv(4096)
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        if self._pair is None:
+            os.close(self.fd)
+        else:
+            for end in self._pair:
+                end.close()
+
+
+def _wake(dul: Any) -> _Wake:
+    """The DUL's wake-up, made on first use and closed when the DUL is garbage-collected."""
+    wake = dul.__dict__.get("_hounsfield_wake")
+    if wake is None:
+        wake = dul._hounsfield_wake = _Wake()
+        weakref.finalize(dul, wake.close)
+    return wake
 
 
 def _wait_dul(dul: Any) -> None:
-    wake = _wake_fd(dul)
+    wake = _wake(dul)
     sock = getattr(dul.socket, "socket", None)
-    watched = [wake] if sock is None or sock.fileno() < 0 else [wake, sock]
+    watched = [wake.fd] if sock is None or sock.fileno() < 0 else [wake.fd, sock]
     try:
         ready, _, _ = select.select(watched, [], [], MAX_WAIT)
     except (OSError, ValueError):  # the socket closed under us: pynetdicom notices on its next check
         return
-    if wake in ready:
-        try:
-            os.eventfd_read(wake)
-        except BlockingIOError:
-            pass
+    if wake.fd in ready:
+        wake.clear()
 
 
 def _wait_association(assoc: Any) -> None:
@@ -77,24 +113,25 @@ def _wait_association(assoc: Any) -> None:
 
 def _sleep(seconds: float) -> None:
     """``time.sleep`` for pynetdicom's modules: the reactors' 1 ms loop delays become waits (see the module
-    docstring); other sleeps (shutdown delays, waiting for a reactor to pause) stay as they are."""
+    docstring); other sleeps (shutdown delays, waiting for a reactor to pause) stay as they are. pynetdicom's
+    DUL service provider and association are the threads their reactors run in, so the thread calling
+    says whose loop it is."""
     if seconds == LOOP_DELAY:
-        owner = sys._getframe(1).f_locals.get("self")
-        if owner is not None:
-            from pynetdicom.association import Association
-            from pynetdicom.dul import DULServiceProvider
+        from pynetdicom.association import Association
+        from pynetdicom.dul import DULServiceProvider
 
-            if isinstance(owner, DULServiceProvider):
-                return _wait_dul(owner)
-            if isinstance(owner, Association):
-                return _wait_association(owner)
+        owner = threading.current_thread()
+        if isinstance(owner, DULServiceProvider):
+            return _wait_dul(owner)
+        if isinstance(owner, Association):
+            return _wait_association(owner)
     time.sleep(seconds)
 
 
 def _waking_send_pdu(send_pdu: Any) -> Any:
     def send_and_wake(self: Any, primitive: Any) -> None:
         send_pdu(self, primitive)
-        os.eventfd_write(_wake_fd(self), 1)
+        _wake(self).signal()
 
     send_and_wake.__wrapped__ = send_pdu  # type: ignore[attr-defined]
     return send_and_wake
