@@ -13,6 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
@@ -24,6 +25,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+import roundtrip_support
 from factories import comparable, encode, tiny_ct
 from support import Server, dcmtk, dcmtk_env, free_port
 
@@ -90,9 +92,11 @@ def associate(server: Server, ae: AE, **kw):
 
 
 def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_path: Path) -> None:
-    """storescu (uncompressed) / pynetdicom (compressed, in their own syntax) → C-FIND → C-GET, unchanged."""
+    """storescu (little endian uncompressed) / pynetdicom (big endian and compressed, in their own syntax) →
+    C-FIND → C-GET, unchanged; then every uncompressed one again by a requestor taking one other uncompressed
+    syntax only, converted by hounsfield, value for value (roundtrip_support.differences; test_roundtrip.py)."""
     files = readable_files(shared_data)
-    plain = [f for f, d in files.items() if d.file_meta.TransferSyntaxUID in UNCOMPRESSED]
+    plain = [f for f, d in files.items() if d.file_meta.TransferSyntaxUID in UNCOMPRESSED - {ExplicitVRBigEndian}]
     proc = storescu(server, *plain)
     assert proc.returncode == 0, proc.stderr
     compressed = {f: d for f, d in files.items() if f not in plain}
@@ -133,6 +137,24 @@ def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_
         assert not differing, f"{f}: {differing[:5]} differ"
     assoc.release()
     assert set(problems) <= {"SC_rgb_jpeg.dcm"}, problems  # explicit-VR file with implicit Pixel Data
+    native = {f: d for f, d in files.items() if d.file_meta.TransferSyntaxUID in roundtrip_support.UNCOMPRESSED}
+    classes = sorted({str(d.SOPClassUID) for d in native.values()})
+    for syntax in roundtrip_support.UNCOMPRESSED:
+        ae = AE(ae_title="ONESYNTAX")
+        ae.add_requested_context(GET)
+        for sop in classes:
+            ae.add_requested_context(sop, [syntax])
+        converted: dict[str, roundtrip_support.Received] = {}
+        assoc = associate(server, ae, ext_neg=[build_role(sop, scp_role=True) for sop in classes],
+                          evt_handlers=[(evt.EVT_C_STORE, roundtrip_support.collector(converted))])
+        for f, orig in native.items():
+            if orig.file_meta.TransferSyntaxUID != syntax:
+                statuses = [s.Status for s, _ in assoc.send_c_get(image_query(orig), GET) if s]
+                assert statuses[-1] == 0x0000, f"{f} in {syntax.name}: C-GET 0x{statuses[-1]:04X}"
+                got = converted[orig.SOPInstanceUID]
+                assert got.syntax == syntax, f"{f}: received in {got.syntax}, not {syntax.name}"
+                assert roundtrip_support.differences(pydicom.dcmread(f), got.dataset()) == [], f"{f} in {syntax.name}"
+        assoc.release()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Choosing the transfer syntax an instance travels in (C-GET, C-MOVE): as stored when the receiver accepts
-it, otherwise converted to one the receiver accepted when a codec allows, otherwise sent as stored so that the
-sub-operation fails and is counted (PS3.4 C.4.2.3 / C.4.3.3)."""
+it, otherwise converted to an uncompressed one the receiver accepted (losslessly from an uncompressed one, by
+``transcode``; after decompression from a compressed one, when a codec allows), otherwise sent as stored so
+that the sub-operation fails and is counted (PS3.4 C.4.2.3 / C.4.3.3)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import logging
 import struct
 
 from pydicom import dcmread
-from pydicom.filereader import read_file_meta_info
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -17,19 +18,33 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pynetdicom.dsutils import encode
 
+from hounsfield import transcode
 from hounsfield.archive import StoredInstance
 
 log = logging.getLogger(__name__)
+# The uncompressed transfer syntaxes (``transcode`` converts between them), in the order one is chosen when the
+# stored one is not accepted: the two every peer supports, then deflated (PS3.5 A.5), big endian (A.3, retired).
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
 
 
 def proposed_syntaxes(stored_ts: str) -> list[list[str]]:
-    """Presentation contexts to propose for an instance stored in ``stored_ts`` (one list per context)."""
-    native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-    if stored_ts in native:
-        return [native]
-    return [[stored_ts], native]
+    """Presentation contexts to propose (C-MOVE) for an instance stored in ``stored_ts``, one list per context:
+    an uncompressed one in a context with every other uncompressed syntax after it (whichever the receiver
+    picks, the conversion is lossless); a compressed one in a context of its own, so that a receiver taking
+    it gets it as stored, and the uncompressed ones in another."""
+    if stored_ts in NATIVE:
+        return [[stored_ts, *(ts for ts in NATIVE if ts != stored_ts)]]
+    return [[stored_ts], list(NATIVE)]
+
+
+def _dataset_bytes(instance: StoredInstance) -> bytes:
+    """The dataset as stored: the Part-10 file without preamble and file meta group."""
+    data = instance.path.read_bytes()
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError(f"{instance.path} is not a Part-10 file with a file meta group length")
+    return data[144 + struct.unpack_from("<I", data, 140)[0]:]
 
 
 class StoredDataset(Dataset):
@@ -44,22 +59,31 @@ class StoredDataset(Dataset):
         self.file_meta = FileMetaDataset()
         self.file_meta.TransferSyntaxUID = syntax
         self.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian)
-        self.stored_path = instance.path
+        self.instance = instance
 
     def stored_encoding(self) -> tuple[bool, bool, bool]:
-        """(implicit VR, little endian, deflated) of the stored bytes."""
+        """(implicit VR, little endian, deflated) of the bytes ``stored_bytes`` returns."""
         syntax = UID(self.file_meta.TransferSyntaxUID)
         return syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
 
     def stored_bytes(self) -> bytes:
-        """The dataset as stored: the Part-10 file without preamble and file meta group."""
-        data = self.stored_path.read_bytes()
-        if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
-            raise ValueError(f"{self.stored_path} is not a Part-10 file with a file meta group length")
-        return data[144 + struct.unpack_from("<I", data, 140)[0]:]
+        return _dataset_bytes(self.instance)
 
     def decoded(self) -> Dataset:
-        return dcmread(self.stored_path)
+        return dcmread(self.instance.path)
+
+
+class ConvertedDataset(StoredDataset):
+    """An instance converted to another uncompressed transfer syntax, sent as its converted bytes the way a
+    ``StoredDataset`` is sent as its stored ones. They are made before the instance is handed to pynetdicom,
+    so that a data set that cannot be converted is known (and sent as stored, to fail) before the C-STORE."""
+
+    def __init__(self, instance: StoredInstance, syntax: UID, encoded: bytes) -> None:
+        super().__init__(instance, syntax)
+        self.encoded = encoded
+
+    def stored_bytes(self) -> bytes:
+        return self.encoded
 
 
 def _file_syntax(instance: StoredInstance) -> UID | None:
@@ -72,28 +96,32 @@ def _file_syntax(instance: StoredInstance) -> UID | None:
     return syntax if syntax.is_transfer_syntax else None
 
 
-def dataset_for(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
-    """The dataset to send, in a transfer syntax from ``accepted`` when one can be reached."""
-    stored = _file_syntax(instance)
-    if stored is not None and (accepted is None or stored in accepted):
-        return StoredDataset(instance, stored)
+def _converted(instance: StoredInstance, stored: UID, target: UID) -> bytes:
+    """The instance's dataset encoded in the uncompressed ``target``: converted from the stored bytes, or from
+    the decompressed image encoded in Explicit VR Little Endian (what ``Dataset.decompress`` makes of it)."""
+    if stored in NATIVE:
+        return transcode.convert(_dataset_bytes(instance), stored, target)
     ds = dcmread(instance.path)
-    stored = str(ds.file_meta.get("TransferSyntaxUID", instance.transfer_syntax_uid))
-    if accepted is None or stored in accepted:
-        return ds
-    target = next((ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts in accepted), None)
-    if target is None:
-        return ds  # nothing reachable: the send fails and counts as a failed sub-operation
-    try:
-        if not UID(stored).is_compressed or stored == DeflatedExplicitVRLittleEndian:
-            ds.file_meta.TransferSyntaxUID = target
-            ds.set_original_encoding(target == ImplicitVRLittleEndian, True)
-        else:
-            ds.decompress(generate_instance_uid=False)  # same image, other encoding: same identity
-            if target == ImplicitVRLittleEndian:
-                ds.file_meta.TransferSyntaxUID = target
-                ds.set_original_encoding(True, True)
-    except Exception as exc:  # noqa: BLE001 - any codec failure means "cannot convert": send as stored
-        log.warning("cannot convert %s from %s to %s: %s", instance.sop_instance_uid, stored, target, exc)
+    ds.decompress(generate_instance_uid=False)  # same image, other encoding: same identity
+    encoded = encode(ds, False, True)
+    if encoded is None:
+        raise ValueError("pydicom cannot encode the decompressed dataset")
+    return encoded if target == ExplicitVRLittleEndian else transcode.convert(encoded, ExplicitVRLittleEndian,
+                                                                               target)
+
+
+def dataset_for(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
+    """The dataset to send, in a transfer syntax from ``accepted`` (None: any) when one can be reached."""
+    stored = _file_syntax(instance)
+    if stored is None:
         return dcmread(instance.path)
-    return ds
+    if accepted is None or stored in accepted:
+        return StoredDataset(instance, stored)
+    target = next((UID(ts) for ts in NATIVE if ts in accepted), None)
+    if target is None:
+        return StoredDataset(instance, stored)  # nothing reachable: the send fails, a failed sub-operation
+    try:
+        return ConvertedDataset(instance, target, _converted(instance, stored, target))
+    except Exception as exc:  # noqa: BLE001 - any codec or format failure means "cannot convert": send as stored
+        log.warning("cannot convert %s from %s to %s: %s", instance.sop_instance_uid, stored, target, exc)
+        return StoredDataset(instance, stored)
