@@ -73,3 +73,29 @@ def test_the_mismatch_report_names_the_version() -> None:
     assert fastpath.mismatches("9.9.9") == [f"pynetdicom 9.9.9 is installed, the fast paths are written for "
                                             f"{fastpath.PINNED}"]
     assert json.dumps(fastpath.INTERNALS)  # plain data, for the log and the docs
+
+
+def test_supported_contexts_copy_like_deepcopy_at_a_fraction_of_the_work() -> None:
+    """Each association gets its own copy of the server's contexts (pynetdicom deep-copies them); the cheap
+    copy must be the same copy: equal contexts, lists of their own."""
+    import copy
+
+    from pynetdicom import AE, AllStoragePresentationContexts
+
+    from hounsfield.dimse.server import STORAGE_SYNTAXES
+    from hounsfield.dimse.tuning import _SupportedContexts
+
+    ae = AE()
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_SYNTAXES, scp_role=True, scu_role=True)
+    contexts = ae.supported_contexts
+    reference, cheap = copy.deepcopy(contexts), copy.deepcopy(_SupportedContexts(contexts))
+
+    def attrs(cx):  # noqa: ANN001, ANN202
+        return (cx.context_id, cx.abstract_syntax, cx.transfer_syntax, cx.scu_role, cx.scp_role, cx.result,
+                cx.as_scu, cx.as_scp)
+
+    assert [attrs(cx) for cx in cheap] == [attrs(cx) for cx in reference] == [attrs(cx) for cx in contexts]
+    assert all(a is not b and a._transfer_syntax is not b._transfer_syntax for a, b in zip(cheap, contexts))
+    cheap[0].transfer_syntax = [STORAGE_SYNTAXES[0]]  # negotiation may change a copy: never the server's
+    assert contexts[0].transfer_syntax == STORAGE_SYNTAXES

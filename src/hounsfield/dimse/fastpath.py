@@ -2,8 +2,9 @@
 
 Three modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
 its public API:
-- ``tuning``: the reactors wait for their socket or queue instead of polling every millisecond, and a gap in
-  pynetdicom's "pause the reactor" hand-shake that lost C-STORE responses is closed;
+- ``tuning``: the reactors wait for their socket or queue instead of polling every millisecond, a gap in
+  pynetdicom's "pause the reactor" hand-shake that lost C-STORE responses is closed, and an association
+  server's contexts are copied cheaply for each association;
 - ``store_fastpath``: C-STORE requests and responses go out as ready-made PDUs, stored bytes as they are;
 - ``store_receive``: every PDU is read whole, and C-STORE datasets are received to files in the DUL thread.
 
@@ -63,6 +64,9 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.association", "Association._run_reactor", "time.sleep("),
     ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.msg_queue"),
     ("pynetdicom.ae", "ApplicationEntity.__init__", "self._servers"),
+    ("pynetdicom.transport", "RequestHandler._create_association", "deepcopy(self.server.contexts)"),
+    ("pynetdicom.transport", "AssociationServer.__init__", "self.contexts"),
+    ("pynetdicom.presentation", "PresentationContext.__init__", "self._transfer_syntax"),
 )
 FSM_KEYS = ("DT-1", "AR-7")  # the actions that send a queued P-DATA primitive (store_fastpath)
 # Association established (tuning, store_receive); awaiting an A-ASSOCIATE-RQ or a release, where the ARTIM

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from hounsfield.dimse.handlers import Handlers
-from hounsfield.dimse import fastpath, store_receive
+from hounsfield.dimse import fastpath, store_receive, tuning
 
 if TYPE_CHECKING:
     from hounsfield.pacs import Pacs
@@ -142,11 +142,14 @@ class DicomService:
 
     def start(self) -> None:
         s = self.pacs.settings
-        if fastpath.install(s.dicom_fast_path):
+        fast = fastpath.install(s.dicom_fast_path)
+        if fast:
             store_receive.enable(self.ae, self.handlers)
         bindings = [*self.handlers.bindings(), (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=bindings,
                                      server_class=SharedPortServer)
+        if fast:
+            tuning.cheap_context_copies(server)
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
         self.ae._servers.append(server)  # so that pynetdicom's own bookkeeping (shutdown) knows it
         self.server = server
