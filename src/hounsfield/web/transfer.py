@@ -3,11 +3,14 @@ progress, and upload files, folders or zip archives."""
 
 from __future__ import annotations
 
-import io
 import logging
+import os
+import shutil
 import threading
 import uuid
 import zipfile
+import zlib
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hounsfield.config import Peer
 from hounsfield.dimse.client import store
+from hounsfield.dimse.status import SUCCESS
 from hounsfield.errors import HounsfieldError, InvalidQuery, NotFound
 from hounsfield.pacs import Pacs
 from hounsfield.web import multipart
@@ -27,7 +31,13 @@ router = APIRouter(prefix="/api")
 log = logging.getLogger(__name__)
 _JOBS: dict[str, dict[str, Any]] = {}
 _JOBS_LOCK = threading.Lock()
-_SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # C-STORE success and warnings (PS3.4 B.2.3)
+# C-STORE success and its warnings (PS3.4 B.2.3): coercion of data elements, elements discarded, data set does
+# not match the SOP class. dimse.status has no names for the three warnings yet.
+_SUCCESS_STATUSES = {SUCCESS, 0xB000, 0xB006, 0xB007}
+COPY_CHUNK = 1 << 20
+# What reading a damaged or unsupported zip raises (encrypted members: RuntimeError; unknown compression:
+# NotImplementedError; corrupt deflate data: zlib.error; a member cut short: EOFError).
+UNREADABLE_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError)
 
 
 class SendIn(BaseModel):
@@ -82,51 +92,76 @@ def get_job(job_id: str) -> dict[str, Any]:
         return dict(job)
 
 
-def _upload_items(name: str, data: bytes) -> list[tuple[str, bytes]]:
-    """A zip's members (folders and macOS metadata left out), or the file itself."""
-    if data[:4] != b"PK\x03\x04":
-        return [(name, data)]
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return [(f"{name}/{info.filename}", zf.read(info)) for info in zf.infolist()
-                    if not info.is_dir() and not info.filename.startswith("__MACOSX/")
-                    and not info.filename.rsplit("/", 1)[-1].startswith(".")]
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-        return [(f"{name} (unreadable zip: {exc})", b"")]
-
-
-def _store_upload(pacs: Pacs, items: list[tuple[str, bytes]], origin: str) -> dict[str, Any]:
+def _store_upload(pacs: Pacs, uploads: list[tuple[str, Path]], origin: str) -> dict[str, Any]:
+    """Store each uploaded file, or each member of an uploaded zip; report every one."""
     outcomes = []
-    for name, data in items:
-        try:
-            result = pacs.archive.store_bytes(data, origin)
-        except HounsfieldError as exc:
-            outcomes.append({"file": name, "outcome": "failed", "error": str(exc)})
-        else:
-            outcomes.append({"file": name, "outcome": result.outcome.value,
-                             "sop_instance_uid": result.sop_instance_uid,
-                             "study_instance_uid": result.study_instance_uid})
+    for name, path in uploads:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        outcomes += _store_zip(pacs, name, path, origin) if is_zip else [_store_one(pacs, name, path, origin)]
     failed = sum(o["outcome"] == "failed" for o in outcomes)
     return {"received": len(outcomes), "stored": len(outcomes) - failed, "failed": failed, "files": outcomes}
+
+
+def _store_one(pacs: Pacs, name: str, path: Path, origin: str) -> dict[str, Any]:
+    try:
+        result = pacs.archive.store_file(path, origin)
+    except HounsfieldError as exc:
+        return {"file": name, "outcome": "failed", "error": str(exc)}
+    return {"file": name, "outcome": result.outcome.value, "sop_instance_uid": result.sop_instance_uid,
+            "study_instance_uid": result.study_instance_uid}
+
+
+def _store_zip(pacs: Pacs, name: str, path: Path, origin: str) -> list[dict[str, Any]]:
+    """A zip's members (folders and macOS metadata left out), each extracted to a temporary file in turn: a
+    member is no bigger than the request body limit, and only one is on disk beside the upload at a time."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [info for info in zf.infolist()
+                       if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+                       and not info.filename.rsplit("/", 1)[-1].startswith(".")]
+            return [_store_member(pacs, zf, info, f"{name}/{info.filename}", origin) for info in members]
+    except UNREADABLE_ZIP as exc:
+        return [{"file": name, "outcome": "failed", "error": f"unreadable zip: {exc}"}]
+
+
+def _store_member(pacs: Pacs, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+                  origin: str) -> dict[str, Any]:
+    if info.file_size > multipart.MAX_BODY_BYTES:  # what is read of a member stops at its declared size
+        return {"file": name, "outcome": "failed",
+                "error": f"{info.file_size} bytes uncompressed, over the limit of {multipart.MAX_BODY_BYTES}"}
+    fd, tmp = pacs.archive.files.new_incoming()
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, zf.open(info) as member:
+                shutil.copyfileobj(member, out, COPY_CHUNK)
+        except UNREADABLE_ZIP as exc:
+            return {"file": name, "outcome": "failed", "error": f"unreadable in the zip: {exc}"}
+        return _store_one(pacs, name, tmp, origin)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @router.post("/upload", tags=["instances"])
 async def upload(request: Request) -> Any:
     """Upload DICOM files, a folder's files or zip archives as multipart/form-data (any field name), or one
     file / zip as the request body; each file is stored and reported (outcome stored, replaced,
-    duplicate-kept or failed with the reason). 200 when something was stored, 400 when nothing was."""
+    duplicate-kept or failed with the reason). 200 when something was stored, 400 when nothing was, 413 when
+    the body is over the size limit."""
+    # The body is spooled to temporary files as it arrives, so an upload of any size (up to
+    # multipart.MAX_BODY_BYTES) takes bounded memory; the files are stored once it is complete.
     content_type = multipart.parse_media_type(request.headers.get("content-type", ""))
-    body = await request.body()
-    items: list[tuple[str, bytes]] = []
-    if content_type.type.startswith("multipart/"):
-        for i, part in enumerate(multipart.parse(body, content_type.params.get("boundary", ""))):
-            if part.filename is None and not part.body:
-                continue
-            items += _upload_items(part.filename or part.name or f"part-{i + 1}", part.body)
-    elif body:
-        items = _upload_items(request.headers.get("x-filename", "upload"), body)
-    if not items:
-        raise InvalidQuery("the upload holds no files")
-    origin = f"upload {request.client.host if request.client else ''}".strip()
-    report = await run_in_threadpool(_store_upload, pacs_of(request), items, origin)
+    pacs = pacs_of(request)
+    with multipart.Spool(pacs.archive.files.new_incoming) as spool:
+        if content_type.type.startswith("multipart/"):
+            parts = await multipart.receive_parts(request, content_type.params.get("boundary", ""), spool)
+            uploads = [(part.filename or part.name or f"part-{i + 1}", part.path) for i, part in enumerate(parts)
+                       if part.filename is not None or part.size]
+        else:
+            part = await multipart.receive_body(request, spool)
+            uploads = [(request.headers.get("x-filename", "upload"), part.path)] if part.size else []
+        if not uploads:
+            raise InvalidQuery("the upload holds no files")
+        origin = f"upload {request.client.host if request.client else ''}".strip()
+        report = await run_in_threadpool(_store_upload, pacs, uploads, origin)
     return JSONResponse(report, status_code=200 if report["stored"] else 400)
