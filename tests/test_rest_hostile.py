@@ -308,3 +308,22 @@ def test_unexpected_failure_is_a_generic_500_and_logged(fresh: Served, caplog: p
     logged = [rec for rec in caplog.records if rec.name == "hounsfield.web"]
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert ds.SOPInstanceUID in str(logged[0].exc_info[1])  # the cause, with the path, is in the log
+
+
+# ---- DICOMweb: a UID in the URL path names one study or series ------------------------------------------------
+@pytest.mark.parametrize("route", ["/dicom-web/studies/{study}/series", "/dicom-web/studies/{study}/instances",
+                                   "/dicom-web/studies/{study}/series/{series}/instances"])
+def test_dicomweb_scoped_searches_match_the_path_exactly(sqlite: Served, route: str) -> None:
+    real, other = sqlite.stored
+    exact = sqlite.client.get(route.format(study=real.StudyInstanceUID, series=real.SeriesInstanceUID))
+    assert exact.status_code == 200
+    assert {a["0020000D"]["Value"][0] for a in exact.json()} == {real.StudyInstanceUID}
+    patterns = ["*", f"{real.StudyInstanceUID[:-2]}*", f"{real.StudyInstanceUID}\\{other.StudyInstanceUID}"]
+    cases = [(study, real.SeriesInstanceUID) for study in patterns]
+    if "{series}" in route:
+        cases += [(real.StudyInstanceUID, "*"), (real.StudyInstanceUID, f"{real.SeriesInstanceUID[:-2]}*")]
+    for study, series in cases:
+        r = sqlite.client.get(route.format(study=quote(study, safe=""), series=quote(series, safe="")))
+        # no match (PS3.18 10.6.3.3), or a pattern refused as one (wildcards in a UI value, PS3.4 C.2.2.2.4)
+        assert r.status_code == 204 or (r.status_code == 400 and r.json()["error"] == "InvalidQuery"), \
+            (study, series, r.text)

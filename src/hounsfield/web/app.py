@@ -25,7 +25,7 @@ from hounsfield.errors import (
     StorageFull,
 )
 from hounsfield.pacs import Pacs
-from hounsfield.web.multipart import MalformedMultipart, NotAcceptable, UnsupportedMediaType  # issue 5
+from hounsfield.web.multipart import MalformedMultipart, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger("hounsfield.web")
 HTTP_STATUS: dict[type[HounsfieldError], int] = {
@@ -39,6 +39,7 @@ HTTP_STATUS: dict[type[HounsfieldError], int] = {
     MalformedMultipart: 400,  # issue 5: DICOMweb / uploads
     UnsupportedMediaType: 415,
     NotAcceptable: 406,
+    PayloadTooLarge: 413,
 }
 
 

@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator, Protocol
 
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
 from hounsfield.errors import HounsfieldError, StorageFull
@@ -47,13 +46,12 @@ class NotAcceptable(HounsfieldError):
     """No representation of the resource matches the Accept header (HTTP 406)."""
 
 
-class PayloadTooLarge(HTTPException):
-    """A request body over ``MAX_BODY_BYTES`` (HTTP 413, RFC 9110 15.5.14). An HTTPException, which the
-    framework answers with its status, because ``web.app.HTTP_STATUS`` has no 413 row."""
+class PayloadTooLarge(HounsfieldError):
+    """A request body over ``MAX_BODY_BYTES`` (HTTP 413, RFC 9110 15.5.14)."""
 
     def __init__(self, size: int | None = None) -> None:
         said = f"of {size} bytes " if size is not None else ""
-        super().__init__(413, f"the request body {said}is over the limit of {MAX_BODY_BYTES} bytes")
+        super().__init__(f"the request body {said}is over the limit of {MAX_BODY_BYTES} bytes")
 
 
 _PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')

@@ -153,6 +153,8 @@ def _element(tag: str, text: str, vr: str | None = None) -> DataElement:
 def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     params = QidoRequest(request, level, scope)
     query = q.Query(params.identifier, model="STUDY", level=level, fuzzy_pn=params.fuzzy)
+    for keyword, uid in scope.items():  # a UID in the URL path names one study or series, never a pattern
+        query.require_equal(keyword, uid)
     tags = params.return_tags()
     needed = None if tags is None else {*tags, *URL_TAGS}
     pacs = pacs_of(request)
