@@ -29,12 +29,12 @@ def test_receptionist_adds_item_and_modality_sees_it(server, tmp_path: Path) -> 
         form.locator("[name=accession_number]").fill("WEBACC1")
         form.locator("[name=patient_id]").fill("")
         page.click("#form-save")  # client side: required field empty
-        assert "patient_id" in page.locator("#form-error").inner_text()
+        assert "Patient ID" in page.locator("#form-error").inner_text()
         form.locator("[name=patient_id]").fill("WEB1")
         form.locator("[name=patient_birth_date]").fill("1970-01-01")
         form.locator("[name=patient_name]").fill("W" * 70)  # passes maxlength 194, server says PN > 64
         page.click("#form-save")
-        page.wait_for_function("document.querySelector('#form-error').textContent.includes('patient_name')")
+        page.wait_for_function("document.querySelector('#form-error').textContent.includes('Patient name')")
         form.locator("[name=patient_name]").fill("WEB^PATIENT")
         page.click("#form-save")
         row = page.locator("#schedule table tr", has_text="WEB1")

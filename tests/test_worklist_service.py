@@ -1,5 +1,5 @@
 """The worklist domain in process, on SQLite and PostgreSQL: site options, status transitions, expiry,
-bulk import, the migration against the models."""
+bulk import, item ids, the migrations against the models."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 
 from hounsfield.config import load
+from hounsfield.db import MIGRATIONS, Database
 from hounsfield.errors import Conflict, InvalidQuery
 from hounsfield.models import Base
 from hounsfield.pacs import Pacs
-from hounsfield.worklist import Options, Worklist, flat, mwl
+from hounsfield.worklist import Options, Worklist, flat, items, mwl
 from hounsfield.worklist.items import InvalidItem
+from hounsfield.worklist.models import WorklistItem
 from test_worklist_common import TODAY, days, modality_query, ymd
 
 
@@ -26,10 +30,13 @@ def pacs(tmp_path: Path, database_url: str):
     p.close()
 
 
-def _add(pacs: Pacs, **fields) -> int:
-    body = {"patient_id": "P1", "patient_name": "Doe^Jane", "modality": "CT", "station_aet": "CT1",
+def _body(**fields) -> dict:
+    return {"patient_id": "P1", "patient_name": "Doe^Jane", "modality": "CT", "station_aet": "CT1",
             "start": f"{TODAY.isoformat()} 09:30", **fields}
-    return pacs.worklist.schedule(flat.to_dataset(body))[0].id
+
+
+def _add(pacs: Pacs, **fields) -> int:
+    return pacs.worklist.schedule(flat.to_dataset(_body(**fields)))[0].id
 
 
 def _with(pacs: Pacs, **options) -> Worklist:
@@ -44,6 +51,40 @@ def test_migration_matches_models(pacs: Pacs) -> None:
     with pacs.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_item_ids_are_not_reused_after_a_delete(pacs: Pacs) -> None:
+    """REST paths, CLI commands and MPPS links name items by id: a deleted item's id must not name another one
+    (SQLite's plain rowid hands out the highest id + 1 again; PostgreSQL's sequence never does)."""
+    first, second = _add(pacs, patient_id="A"), _add(pacs, patient_id="B")
+    pacs.worklist.delete(second)
+    third = _add(pacs, patient_id="C")
+    assert third > second > first
+    pacs.worklist.delete(third)
+    reopened = Worklist(Database(pacs.db.url))  # the count is kept in the database, not in the process
+    assert reopened.schedule(flat.to_dataset(_body(patient_id="D")))[0].id > third
+    reopened.db.dispose()
+
+
+def test_upgrade_keeps_item_ids_and_stops_their_reuse(tmp_path: Path, database_url: str) -> None:
+    """Migration 0004 on an index made before it (at 0003), on SQLite and PostgreSQL alike."""
+    db = Database(database_url or f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    now = datetime.now()
+    rows = [{**items.row(flat.to_dataset(_body(patient_id=p, step_id=p)), origin="api"), "created_at": now,
+             "updated_at": now} for p in ("A", "B")]
+    with db.engine.begin() as conn:
+        conn.execute(WorklistItem.__table__.insert(), rows)
+    db.migrate()
+    worklist = Worklist(db)
+    assert [(i.id, str(i.dataset.PatientID)) for i in worklist.list()[1]] == [(1, "A"), (2, "B")]
+    worklist.delete(2)
+    assert worklist.schedule(flat.to_dataset(_body(patient_id="C")))[0].id == 3
+    db.dispose()
 
 
 def test_site_options(pacs: Pacs) -> None:

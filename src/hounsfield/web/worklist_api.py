@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from hounsfield.errors import NotFound
 from hounsfield.pacs import Pacs
 from hounsfield.web.api import SQL_INT_MAX
-from hounsfield.worklist import flat, mwl
+from hounsfield.worklist import flat, items, mwl
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
 from hounsfield.worklist.status import OPEN, STATUSES
@@ -128,6 +128,8 @@ class WorklistItemOut(BaseModel):
     updated_at: datetime
     fields: WorklistItemFields  # type: ignore[valid-type]
     dicom: dict[str, Any] = Field(description="The whole item as DICOM JSON")
+    warnings: list[str] = Field(default_factory=list, description="What was taken but deserves a look, e.g. an "
+                                "accession number another patient's item has")
 
 
 class WorklistPage(BaseModel):
@@ -183,7 +185,7 @@ def _out(item: Item) -> WorklistItemOut:
     return WorklistItemOut(id=item.id, status=item.status, origin=item.origin, mpps_uid=item.mpps_uid,
                            study_received=item.study_received, created_at=item.created_at,
                            updated_at=item.updated_at, fields=flat.from_dataset(item.dataset),
-                           dicom=item.dataset.to_json_dict())
+                           dicom=item.dataset.to_json_dict(), warnings=list(item.warnings))
 
 
 def _nesting(value: Any) -> int:
@@ -205,7 +207,7 @@ def _dataset(body: BaseModel) -> Dataset:
         if _nesting(json_ds) > MAX_NESTING:
             raise _invalid("body", f"arrays and objects nest deeper than {MAX_NESTING} levels")
         try:
-            return Dataset.from_json(json_ds)
+            return items.from_json(json_ds)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _invalid("body", f"not a DICOM JSON dataset: {exc}") from exc
     return flat.to_dataset(body.model_dump(exclude_none=True))

@@ -15,8 +15,8 @@ import typer
 from rich.table import Table
 
 from hounsfield import config
-from hounsfield.cli_common import console, fail, open_pacs, progress_bar, resolve_remote, with_settings
-from hounsfield.worklist import client, flat, mwl, wlfile
+from hounsfield.cli_common import console, err_console, fail, open_pacs, progress_bar, dicom_peer, with_settings
+from hounsfield.worklist import client, flat, items, mwl, wlfile
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
 from hounsfield.worklist.status import OPEN, STATUSES
@@ -50,11 +50,18 @@ def with_item_fields(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _checked(call: Callable[[], Any]) -> Any:
-    """Run a domain call; an invalid field is a one-line error naming the option."""
+    """Run a domain call; an invalid field is a one-line error naming the field by its label and its option."""
     try:
         return call()
     except InvalidItem as exc:
-        fail(f"--{flat.field_name(exc.field).replace('_', '-')}: {exc.reason}", 2)
+        name = flat.field_name(exc.field)
+        option = f" (--{name.replace('_', '-')})" if name in flat.BY_NAME else f" ({exc.field})"
+        fail(f"{exc.reason}{option}", 2)
+
+
+def _warn(item: Item) -> None:
+    for warning in item.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 def _describe(item: Item) -> str:
@@ -83,8 +90,10 @@ def add(settings: config.Settings, fields: dict[str, str]) -> None:
     """Schedule an item, e.g. --patient-id P1 --patient-name DOE^JANE --modality CT --station-aet CT1
     --start "2026-11-22 09:30"."""
     pacs = open_pacs(settings)
-    for item in _checked(lambda: pacs.worklist.schedule(flat.to_dataset(fields), origin="cli")):
+    scheduled = _checked(lambda: pacs.worklist.schedule(flat.to_dataset(fields), origin="cli"))
+    for item in scheduled:
         console.print(f"scheduled {_describe(item)}", highlight=False)
+    _warn(scheduled[0])  # the same for every step of the request
 
 
 @app.command("list")
@@ -102,9 +111,10 @@ def list_(settings: config.Settings,
     keys = {k: v for k, v in {"ScheduledProcedureStepStartDate": _day(day), "ScheduledStationAETitle": station,
                                "Modality": modality, "PatientID": patient_id}.items() if v}
     statuses = None if all_ else [s.upper() for s in status] if status else list(OPEN)
+    identifier = mwl.identifier(keys, return_keys=False)
+    items.normalise(identifier)  # "--modality mr" asks for MR, as items are stored
     pacs = open_pacs(settings)
-    total, found = pacs.worklist.list(mwl.identifier(keys, return_keys=False), statuses=statuses, limit=limit,
-                                      offset=offset)
+    total, found = pacs.worklist.list(identifier, statuses=statuses, limit=limit, offset=offset)
     console.print(_table(found, f"{len(found)} of {total} items"))
 
 
@@ -137,6 +147,7 @@ def update(settings: config.Settings, item_id: int, fields: dict[str, str]) -> N
     pacs = open_pacs(settings)
     item = _checked(lambda: pacs.worklist.update(item_id, flat.to_dataset(fields)))
     console.print(f"updated {_describe(item)}", highlight=False)
+    _warn(item)
 
 
 @app.command()
@@ -196,7 +207,7 @@ def find(settings: config.Settings,
         if not sep:
             fail(f"{item!r}: expected KEYWORD=VALUE", 2)
         pairs[name.strip()] = value
-    answers = list(client.find(resolve_remote(settings, remote), mwl.identifier(pairs), settings.ae_title))
+    answers = list(client.find(dicom_peer(settings, remote), mwl.identifier(pairs), settings.ae_title))
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return

@@ -33,7 +33,8 @@ from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, Invalid
 from hounsfield.worklist.mpps import DuplicateInstance, MissingAttributes
 
 if TYPE_CHECKING:
-    from hounsfield.pacs import Pacs
+    from hounsfield.worklist.mpps import Mpps
+    from hounsfield.worklist.service import Worklist
 
 log = logging.getLogger("hounsfield.dimse.worklist")
 MWL_FIND = str(ModalityWorklistInformationFind)
@@ -136,8 +137,11 @@ class PendingAnswers:
 
 
 class WorklistHandlers:
-    def __init__(self, pacs: "Pacs") -> None:
-        self.pacs = pacs
+    """MWL C-FIND and MPPS N-CREATE / N-SET, on the worklist and MPPS services."""
+
+    def __init__(self, worklist: "Worklist", mpps: "Mpps") -> None:
+        self.worklist = worklist
+        self.mpps = mpps
 
     def bindings(self, qr_find: Callable[[evt.Event], Any]) -> list[tuple[Any, Any]]:
         """C-FIND is one event for every model: MWL goes here, anything else to ``qr_find``."""
@@ -158,7 +162,7 @@ class WorklistHandlers:
         try:
             identifier = _decoded(lambda: event.identifier)
             answers = PendingAnswers(event)
-            for answer in self.pacs.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
+            for answer in self.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
                 if event.is_cancelled:
                     code = st.CANCEL
                     yield code, None
@@ -172,7 +176,7 @@ class WorklistHandlers:
             log.warning("MWL C-FIND from %s at %s refused (0x%04X): %s", calling_ae, address, code, exc)
             yield code, None
         finally:
-            self.pacs.worklist.queries.record(calling_ae=calling_ae, address=address, identifier=identifier,
+            self.worklist.queries.record(calling_ae=calling_ae, address=address, identifier=identifier,
                                               answers=count, status=code, error=error)
             log.info("MWL C-FIND from %s at %s: %d answers (0x%04X)", calling_ae, address, count, code)
 
@@ -182,7 +186,7 @@ class WorklistHandlers:
         calling_ae, _ = _requestor(event)
         try:
             attrs = _decoded(lambda: event.attribute_list, InvalidDataset)
-            created = self.pacs.mpps.create(event.request.AffectedSOPInstanceUID, attrs, calling_ae)
+            created = self.mpps.create(event.request.AffectedSOPInstanceUID, attrs, calling_ae)
         except HounsfieldError as exc:
             return self._refused("N-CREATE", calling_ae, exc), None
         log.info("MPPS %s created by %s: %s, steps %s", created.sop_instance_uid, calling_ae, created.status,
@@ -196,7 +200,7 @@ class WorklistHandlers:
         calling_ae, _ = _requestor(event)
         try:
             changes = _decoded(lambda: event.modification_list, InvalidDataset)
-            updated = self.pacs.mpps.update(str(event.request.RequestedSOPInstanceUID), changes)
+            updated = self.mpps.update(str(event.request.RequestedSOPInstanceUID), changes)
         except HounsfieldError as exc:
             return self._refused("N-SET", calling_ae, exc), None
         log.info("MPPS %s set by %s: %s, steps %s", updated.sop_instance_uid, calling_ae, updated.status,

@@ -13,7 +13,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from hounsfield.worklist.items import InvalidItem, step_of
+from hounsfield.worklist.items import InvalidItem, label, step_of
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,12 @@ class Field:
     help: str
     step: bool = False  # lives in the ScheduledProcedureStepSequence item
     required: bool = False
+    many: bool = False  # a list of codes (SQ fields only; the others hold one code)
+
+    @property
+    def label(self) -> str:
+        """What the web form and the error messages call the field (``items.LABELS``)."""
+        return label(self.keyword)
 
 
 FIELDS: tuple[Field, ...] = (
@@ -59,7 +65,8 @@ FIELDS: tuple[Field, ...] = (
     Field("step_id", "ScheduledProcedureStepID", "SH", "Scheduled procedure step ID (generated if absent)",
           step=True),
     Field("step_description", "ScheduledProcedureStepDescription", "LO", "Step description", step=True),
-    Field("protocol_codes", "ScheduledProtocolCodeSequence", "SQ", "Scheduled protocol codes", step=True),
+    Field("protocol_codes", "ScheduledProtocolCodeSequence", "SQ", "Scheduled protocol codes", step=True,
+          many=True),
     Field("location", "ScheduledProcedureStepLocation", "SH", "Where the step takes place", step=True),
     Field("contrast_agent", "RequestedContrastAgent", "LO", "Requested contrast agent", step=True),
     Field("pre_medication", "PreMedication", "LO", "Pre-medication", step=True),
@@ -72,17 +79,18 @@ _DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 _START = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(?:[ T](\d{2}):?(\d{2})(?::?(\d{2}))?)?")
 
 
-def _date(name: str, text: str) -> str:
+def _date(keyword: str, text: str) -> str:
     match = _DATE.fullmatch(text.strip())
     if not match:
-        raise InvalidItem(name, f"{text!r} is not a date (YYYY-MM-DD)")
+        raise InvalidItem(keyword, f"{text[:40]!r} is not a date (YYYY-MM-DD)")
     return "".join(match.groups())
 
 
 def _start(text: str) -> tuple[str, str | None]:
     match = _START.fullmatch(text.strip())
     if not match:
-        raise InvalidItem("start", f"{text!r} is not a start date and time (YYYY-MM-DD HH:MM)")
+        raise InvalidItem(BY_NAME["start"].keyword,
+                          f"{text[:40]!r} is not a start date and time (YYYY-MM-DD HH:MM)")
     y, mo, d, h, mi, s = match.groups()
     return y + mo + d, None if h is None else h + mi + (s or "00")
 
@@ -122,7 +130,7 @@ def to_dataset(flat: dict[str, Any]) -> Dataset:
         elif field.vr == "SQ":
             _set(target, field.keyword, "SQ", _codes(value))
         elif field.vr == "DA":
-            _set(target, field.keyword, "DA", _date(name, str(value)))
+            _set(target, field.keyword, "DA", _date(field.keyword, str(value)))
         else:
             _set(target, field.keyword, field.vr, str(value) if field.vr == "DS" else value)
     if len(step):
@@ -130,10 +138,11 @@ def to_dataset(flat: dict[str, Any]) -> Dataset:
     return ds
 
 
-def _plain(elem: Any) -> Any:
+def _plain(field: Field, elem: Any) -> Any:
     if elem.VR == "SQ":
-        return [{"value": str(i.get("CodeValue", "")), "scheme": str(i.get("CodingSchemeDesignator", "")),
-                 "meaning": str(i.get("CodeMeaning", ""))} for i in elem.value or []]
+        codes = [{"value": str(i.get("CodeValue", "")), "scheme": str(i.get("CodingSchemeDesignator", "")),
+                  "meaning": str(i.get("CodeMeaning", ""))} for i in elem.value or []]
+        return codes if field.many else next(iter(codes), None)
     if elem.VM > 1:
         return "\\".join(str(v) for v in elem.value)
     return None if elem.value in (None, "") else str(elem.value)
@@ -145,7 +154,7 @@ def from_dataset(ds: Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in FIELDS:
         source = step if field.step else ds
-        out[field.name] = _plain(source[field.keyword]) if field.keyword in source else None
+        out[field.name] = _plain(field, source[field.keyword]) if field.keyword in source else None
     day = out["start"]
     if day:
         time = str(step.get(START_TIME) or "")

@@ -16,7 +16,12 @@ from hounsfield.models import Base, utcnow
 
 
 class WorklistItem(Base):
+    """One scheduled procedure step. Its id is in REST paths, CLI commands and the MPPS link, so it is never
+    handed out again once deleted: AUTOINCREMENT on SQLite, whose plain rowid would reuse the highest id after a
+    delete (migration 0004); PostgreSQL's sequence never gives a value twice."""
+
     __tablename__ = "worklist_items"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="SCHEDULED")

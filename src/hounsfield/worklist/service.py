@@ -67,6 +67,7 @@ class Item:
     created_at: datetime
     updated_at: datetime
     study_received: bool = False  # images with the item's Study Instance UID are in the archive
+    warnings: tuple[str, ...] = ()  # what was taken but deserves a look (``schedule`` and ``update`` say)
 
 
 @dataclass
@@ -101,22 +102,52 @@ class Worklist:
 
     # ---- ways in -------------------------------------------------------------------------------------------
     def schedule(self, ds: Dataset, *, origin: str = "api") -> list[Item]:
-        """Validate a new request (one or more steps), fill its identifiers and store one row per step."""
+        """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
+        returned carries the warnings about the request (``_accession_warnings``)."""
         ds = copy.deepcopy(ds)
-        items.validate(ds, strict=True)
+        self._check(ds, strict=True)
         items.complete(ds, generate_ids=True)
         steps = items.split_steps(ds)
         with self.db.session() as s:
-            rows = [self._new_row(s, step, origin) for step in steps]
+            new = [items.row(step, origin=origin) for step in steps]
+            warnings = self._accession_warnings(s, new[0])
+            rows = [self._new_row(s, values) for values in new]
             s.flush()
-            return [self._item(r) for r in rows]
+            return [self._item(r, warnings=warnings) for r in rows]
 
-    def _new_row(self, s: Session, ds: Dataset, origin: str) -> WorklistItem:
-        values = items.row(ds, origin=origin)
+    def _check(self, ds: Dataset, *, strict: bool) -> None:
+        """Normalise the case of ``ds`` and validate it (``items``), a birth date against the service's today."""
+        items.normalise(ds)
+        items.validate(ds, strict=strict, today=self.clock().date())
+
+    def _new_row(self, s: Session, values: dict[str, Any]) -> WorklistItem:
         self._refuse_duplicate(s, values)
         row = WorklistItem(**values)
         s.add(row)
         return row
+
+    @staticmethod
+    def _accession_warnings(s: Session, cols: dict[str, Any], exclude: int | None = None) -> tuple[str, ...]:
+        """A warning (also logged) when another patient's item has the same accession number: it identifies one
+        imaging service request (Accession Number (0008,0050), PS3.3 C.4.12), so images filed under it would be
+        mixed up. Taken all the same: the order system owns the number, and one of the two may be a typo the desk
+        corrects with ``update``."""
+        accession = cols["accession_number"]
+        if not accession:
+            return ()
+        other = select(WorklistItem.id, WorklistItem.patient_id).where(
+            WorklistItem.accession_number == accession,
+            or_(WorklistItem.patient_id != cols["patient_id"],
+                WorklistItem.issuer_of_patient_id != cols["issuer_of_patient_id"]))
+        if exclude is not None:
+            other = other.where(WorklistItem.id != exclude)
+        found = s.execute(other.order_by(WorklistItem.id).limit(1)).first()
+        if found is None:
+            return ()
+        warning = (f"Accession number {accession} is already used by patient {found.patient_id} (item {found.id}): "
+                   "an accession number identifies one imaging service request (PS3.3 C.4.12)")
+        log.warning("patient %s: %s", cols["patient_id"], warning)
+        return (warning,)
 
     @staticmethod
     def _refuse_duplicate(s: Session, cols: dict[str, str], exclude: int | None = None) -> None:
@@ -173,17 +204,18 @@ class Worklist:
             if row.status not in OPEN:
                 raise Conflict(f"item {item_id} is {row.status} and can no longer be changed")
             merged = _merge(items.unpack(row.attrs), changes)
-            items.validate(merged, strict=row.origin != "import")
+            self._check(merged, strict=row.origin != "import")
             if len(merged[items.STEPS].value) != 1:
                 raise items.InvalidItem(items.STEPS, "an item has exactly one scheduled procedure step")
             items.complete(merged, generate_ids=False)
             values = items.row(merged, origin=row.origin)
             self._refuse_duplicate(s, values, exclude=item_id)
+            warnings = self._accession_warnings(s, values, exclude=item_id)
             for name, value in values.items():
                 if name not in ("status", "origin"):  # the status changes only through set_status
                     setattr(row, name, value)
             row.updated_at = utcnow()
-            return self._item(row)
+            return self._item(row, warnings=warnings)
 
     def set_status(self, item_id: int, status: str, *, mpps_uid: str | None = None,
                    session: Session | None = None) -> Item:
@@ -351,7 +383,7 @@ class Worklist:
         return set(s.scalars(select(Study.study_instance_uid).where(Study.study_instance_uid.in_(wanted))))
 
     @staticmethod
-    def _item(row: WorklistItem, received: Collection[str] = ()) -> Item:
+    def _item(row: WorklistItem, received: Collection[str] = (), warnings: tuple[str, ...] = ()) -> Item:
         return Item(row.id, row.status, items.unpack(row.attrs), row.origin, row.mpps_uid, row.created_at,
-                    row.updated_at, row.study_instance_uid in received)
+                    row.updated_at, row.study_instance_uid in received, warnings)
 

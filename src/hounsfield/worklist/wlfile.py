@@ -52,8 +52,8 @@ def _empty(ds: Dataset, keyword: str) -> bool:
 def _code_incomplete(ds: Dataset, description: str, codes: str) -> bool:
     """The description or a complete code sequence must be present, and neither present but empty."""
     if codes in ds:
-        items = ds[codes].value or []
-        if not items or any(_empty(i, "CodeValue") or _empty(i, "CodingSchemeDesignator") for i in items):
+        entries = ds[codes].value or []
+        if not entries or any(items.incomplete_code(i) for i in entries):
             return True
     if description in ds:
         return ds[description].is_empty

@@ -82,6 +82,13 @@ function openEditor(item) {
   $("#editor").showModal();
 }
 
+// What the form calls a field: its label's text, without the "*" of required fields and the hint in brackets; the
+// server's messages name fields the same way.
+function labelOf(input) {
+  const label = input.labels && input.labels[0];
+  return label ? label.firstChild.textContent.replace(/[*(].*$/s, "").trim() : input.name;
+}
+
 function clearErrors() {
   $("#form-error").textContent = "";
   for (const input of form.elements) input.classList && input.classList.remove("invalid");
@@ -96,8 +103,7 @@ function formBody() {
     body[input.name] = input.name === "start" ? value.replace("T", " ") : value;
   }
   if (editing) for (const k of Object.keys(body)) if (body[k] === null) delete body[k];
-  if (body.modality) body.modality = body.modality.toUpperCase();
-  return body;
+  return body; // as typed: the server upper-cases what the standard wants in capitals ("ct" is CT), then validates
 }
 
 async function save(event) {
@@ -106,19 +112,28 @@ async function save(event) {
   if (!form.checkValidity()) { // client-side: required, lengths, patterns
     const bad = [...form.elements].filter(i => i.willValidate && !i.checkValidity());
     bad.forEach(i => i.classList.add("invalid"));
-    $("#form-error").textContent = bad.map(i => `${i.name}: ${i.validationMessage}`).join("\n");
+    $("#form-error").textContent = bad.map(i => `${labelOf(i)}: ${i.validationMessage}`).join("\n");
     return;
   }
   try {
-    if (editing) await call("PATCH", `/items/${editing}`, formBody());
-    else await call("POST", "/items", formBody());
+    const saved = editing ? await call("PATCH", `/items/${editing}`, formBody()) : await call("POST", "/items", formBody());
     $("#editor").close();
+    // e.g. an accession number another patient has: taken, but the desk should look (one per request, not per step)
+    $("#notice").textContent = [...new Set([].concat(saved).flatMap(item => item.warnings || []))].join("\n");
     await loadSchedule();
   } catch (error) { // server-side: 422 names the fields
     const details = Array.isArray(error.data && error.data.detail) ? error.data.detail : [];
-    for (const d of details) { const name = d.loc[d.loc.length - 1]; if (form.elements[name]) form.elements[name].classList.add("invalid"); }
-    $("#form-error").textContent = details.length ? details.map(d => `${d.loc[d.loc.length - 1]}: ${d.msg}`).join("\n") : error.message;
+    $("#form-error").textContent = details.length ? details.map(serverError).join("\n") : error.message;
   }
+}
+
+// One 422 entry, the field marked and named by its label (the server's own messages start with it already).
+function serverError(detail) {
+  const name = detail.loc[detail.loc.length - 1];
+  const input = form.elements[name];
+  if (input) input.classList.add("invalid");
+  const label = input ? labelOf(input) : name;
+  return detail.msg.startsWith(label + ":") ? detail.msg : `${label}: ${detail.msg}`;
 }
 
 async function cancelItem(item) {
@@ -154,6 +169,7 @@ async function refresh() {
 }
 
 $("#day").value = isoDay(new Date(Date.now() - new Date().getTimezoneOffset() * 60000));
+form.elements.patient_birth_date.max = $("#day").value; // no birth date after today (the server says so too)
 $("#refresh").addEventListener("click", refresh);
 $("#day").addEventListener("change", refresh);
 $("#station-filter").addEventListener("change", refresh);
