@@ -39,9 +39,13 @@ class Pacs:
 
     @cached_property
     def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
+        from hounsfield.dimse.handlers import Handlers
         from hounsfield.dimse.server import DicomService
+        from hounsfield.worklist.dimse import WorklistHandlers
 
-        return DicomService(self)
+        handlers = Handlers(self.archive, self.peers, ae_title=self.settings.ae_title,
+                            known_aes_only=self.settings.known_aes_only)
+        return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps))
 
     def start_dicom(self, *, primary: bool = True) -> None:
         """Start the DICOM service; the primary process also cleans up after a crash and starts the other

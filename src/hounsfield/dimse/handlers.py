@@ -23,8 +23,8 @@ from hounsfield.retrieve import dataset_for, proposed_syntaxes
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from hounsfield.archive import StoredInstance
-    from hounsfield.pacs import Pacs
+    from hounsfield.archive import Archive, StoredInstance
+    from hounsfield.peers import PeerRegistry
 
 log = logging.getLogger("hounsfield.dimse")
 PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
@@ -68,26 +68,32 @@ def _model(event: evt.Event) -> str:
 
 
 class Handlers:
-    def __init__(self, pacs: "Pacs") -> None:
-        self.pacs = pacs
+    """The archive's DIMSE services (C-STORE, C-FIND, C-GET, C-MOVE) and the association check, on the
+    services they use: the archive and the known nodes."""
+
+    def __init__(self, archive: "Archive", peers: "PeerRegistry", *, ae_title: str,
+                 known_aes_only: bool = False) -> None:
+        self.archive = archive
+        self.peers = peers
+        self.ae_title = ae_title
+        self.known_aes_only = known_aes_only
 
     def bindings(self) -> list[tuple[Any, Any]]:
-        from hounsfield.worklist.dimse import WorklistHandlers  # worklist: MWL C-FIND (routed), MPPS N-CREATE/N-SET
-
+        """The event handlers to bind; C-FIND (``on_find``) is bound by whoever routes C-FIND between the
+        Query/Retrieve and the worklist models (``dimse.server.DicomService``)."""
         return [
             *socket_tuning(),
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
-            *WorklistHandlers(self.pacs).bindings(qr_find=self.on_find),
         ]
 
     def on_requested(self, event: evt.Event) -> None:
         # At this point pynetdicom has the A-ASSOCIATE-RQ but has not yet copied its calling AE title.
         calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
         where = f"{calling} at {event.assoc.requestor.address}:{event.assoc.requestor.port}"
-        if self.pacs.settings.known_aes_only and self.pacs.peers.by_ae_title(calling) is None:
+        if self.known_aes_only and self.peers.by_ae_title(calling) is None:
             log.warning("rejecting association from unknown AE %s", where)
             event.assoc.acse.send_reject(st.REJECTED_PERMANENT, st.REJECT_SOURCE_USER, st.CALLING_AE_NOT_RECOGNIZED)
         else:
@@ -98,14 +104,14 @@ class Handlers:
 
     # ---- dimse.store_receive.ReceivedStore: C-STOREs received below pynetdicom, and ``on_store`` ----
     def new_incoming(self) -> tuple[int, Path]:
-        return self.pacs.archive.files.new_incoming()
+        return self.archive.files.new_incoming()
 
     def start_writeback(self, fd: int, offset: int, length: int) -> None:
-        self.pacs.archive.files.start_writeback(fd, offset, length)
+        self.archive.files.start_writeback(fd, offset, length)
 
     def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         try:
-            header = self.pacs.archive.accept_file(path, assoc.requestor.ae_title)
+            header = self.archive.accept_file(path, assoc.requestor.ae_title)
         except HounsfieldError as exc:
             code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
             log.warning("C-STORE of %s from %s refused (0x%04X): %s", sop_instance_uid, association_peer(assoc),
@@ -126,8 +132,8 @@ class Handlers:
             yield st.status_for(exc, st.FIND_ERROR_STATUS, st.FIND_UNABLE_TO_PROCESS), None
             return
         count = 0
-        with self.pacs.archive.reading() as s:
-            for match in q.run(s, query, tags=query.answer_tags, retrieve_ae=self.pacs.settings.ae_title):
+        with self.archive.reading() as s:
+            for match in q.run(s, query, tags=query.answer_tags, retrieve_ae=self.ae_title):
                 if event.is_cancelled:
                     log.info("C-FIND from %s cancelled after %d answers", peer_label(event), count)
                     yield st.CANCEL, None
@@ -140,7 +146,7 @@ class Handlers:
         """The instances to send, or the failure status to answer with."""
         try:
             _, query = self._query(event)
-            return self.pacs.archive.retrieve(query)
+            return self.archive.retrieve(query)
         except HounsfieldError as exc:
             log.warning("%s from %s refused: %s", op, peer_label(event), exc)
             return st.status_for(exc, st.FIND_ERROR_STATUS, st.RETRIEVE_UNABLE_TO_PROCESS)
@@ -166,7 +172,7 @@ class Handlers:
     def on_move(self, event: evt.Event) -> Iterator[Any]:
         destination = event.move_destination
         destination = destination.decode(errors="replace") if isinstance(destination, bytes) else destination
-        peer = self.pacs.peers.by_ae_title(str(destination).strip())
+        peer = self.peers.by_ae_title(str(destination).strip())
         if peer is None:
             log.warning("C-MOVE from %s to unknown destination AE %r", peer_label(event), destination)
             yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown

@@ -6,7 +6,6 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from pydicom import config as pydicom_config
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -25,11 +24,11 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
+from hounsfield.config import Settings
 from hounsfield.dimse.handlers import Handlers
+from hounsfield.worklist.dimse import WorklistHandlers
 from hounsfield.dimse import fastpath, store_receive, tuning
 
-if TYPE_CHECKING:
-    from hounsfield.pacs import Pacs
 
 log = logging.getLogger("hounsfield.dimse")
 
@@ -90,8 +89,7 @@ def storage_sop_classes() -> list[str]:
     return known
 
 
-def build_ae(pacs: "Pacs") -> AE:
-    settings = pacs.settings
+def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = 262144
     ae.maximum_associations = settings.max_associations
@@ -132,20 +130,23 @@ def claim_port(host: str, port: int) -> None:
 
 
 class DicomService:
-    """Starts the AE in the background; ``stop`` lets in-flight associations finish first."""
+    """Starts the AE in the background; ``stop`` lets in-flight associations finish first. The archive's
+    handlers and the worklist's share the AE; C-FIND goes to one or the other by its SOP class."""
 
-    def __init__(self, pacs: "Pacs") -> None:
-        self.pacs = pacs
-        self.ae = build_ae(pacs)
-        self.handlers = Handlers(pacs)
+    def __init__(self, settings: Settings, handlers: Handlers, worklist: WorklistHandlers) -> None:
+        self.settings = settings
+        self.ae = build_ae(settings)
+        self.handlers = handlers
+        self.worklist = worklist
         self.server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
-        s = self.pacs.settings
+        s = self.settings
         fast = fastpath.install(s.dicom_fast_path)
         if fast:
             store_receive.enable(self.ae, self.handlers)
-        bindings = [*self.handlers.bindings(), (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
+        bindings = [*self.handlers.bindings(), *self.worklist.bindings(qr_find=self.handlers.on_find),
+                    (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
         server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=bindings,
                                      server_class=SharedPortServer)
         if fast:
