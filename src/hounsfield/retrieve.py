@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import struct
+import zlib
+from io import BytesIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -85,6 +87,16 @@ class ConvertedDataset(StoredDataset):
     def stored_bytes(self) -> bytes:
         return self.encoded
 
+    def decoded(self) -> Dataset:
+        """The converted data set read back with pydicom, in its new encoding, for stock pynetdicom to encode
+        (which keeps the values of elements it does not change as read)."""
+        implicit, little, deflated = self.stored_encoding()
+        data = zlib.decompress(self.encoded, -zlib.MAX_WBITS) if deflated else self.encoded
+        ds = read_dataset(BytesIO(data), implicit, little)
+        ds.file_meta = self.file_meta
+        ds.set_original_encoding(implicit, little)
+        return ds
+
 
 def _file_syntax(instance: StoredInstance) -> UID | None:
     """The transfer syntax the file itself declares (an overwrite may be on disk before its index row), when
@@ -110,8 +122,17 @@ def _converted(instance: StoredInstance, stored: UID, target: UID) -> bytes:
                                                                                target)
 
 
-def dataset_for(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
-    """The dataset to send, in a transfer syntax from ``accepted`` (None: any) when one can be reached."""
+def dataset_for(instance: StoredInstance, accepted: set[str] | None, *, as_bytes: bool = True) -> Dataset:
+    """The dataset to send, in a transfer syntax from ``accepted`` (None: any) when one can be reached.
+
+    With ``as_bytes`` (hounsfield's fast paths are on: ``dimse.fastpath``) it is a ``StoredDataset`` whose
+    bytes go out as they are; without, stock pynetdicom encodes what it is given, so it gets the data set
+    decoded — a ``StoredDataset`` holds nothing else but the instance's identity."""
+    chosen = _chosen(instance, accepted)
+    return chosen if as_bytes or not isinstance(chosen, StoredDataset) else chosen.decoded()
+
+
+def _chosen(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
     stored = _file_syntax(instance)
     if stored is None:
         return dcmread(instance.path)

@@ -17,6 +17,7 @@ from pynetdicom.presentation import build_context
 
 from hounsfield import query as q
 from hounsfield.errors import HounsfieldError, InvalidQuery
+from hounsfield.dimse import fastpath
 from hounsfield.dimse import status as st
 from hounsfield.retrieve import dataset_for, proposed_syntaxes
 
@@ -167,7 +168,7 @@ class Handlers:
             if event.is_cancelled:
                 yield st.CANCEL, None
                 return
-            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()))
+            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()), as_bytes=fastpath.active())
 
     def on_move(self, event: evt.Event) -> Iterator[Any]:
         destination = event.move_destination
@@ -199,7 +200,7 @@ class Handlers:
                 return
             if accepted is None:
                 accepted = _accepted_by_destination(event, peer.host, peer.port)
-            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()))
+            yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()), as_bytes=fastpath.active())
 
 
 def _accepted_by_destination(event: evt.Event, host: str, port: int) -> dict[str, set[str]]:
