@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 
 from hounsfield.config import Peer
 from hounsfield.dimse import fastpath, store_receive
+from hounsfield.dimse import status as st
 from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
@@ -110,9 +111,9 @@ def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study")
     assoc = _associate(ae, peer)
     try:
         for status, ds in assoc.send_c_find(identifier, sop):
-            if status and status.Status in (0xFF00, 0xFF01) and ds is not None:
+            if status and status.Status in st.PENDING_STATUSES and ds is not None:
                 yield ds
-            elif status and status.Status != 0x0000:
+            elif status and status.Status != st.SUCCESS:
                 raise NotFound(f"C-FIND failed with status 0x{status.Status:04X}")
     finally:
         assoc.release()
@@ -148,7 +149,7 @@ def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
         except AttributeError:
             path.write_bytes(event.encoded_dataset())
         summary.received.append(path)
-        return 0x0000
+        return st.SUCCESS
 
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(sop)
@@ -167,7 +168,7 @@ def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
 
 def _count(summary: RetrieveSummary, status: Dataset) -> None:
     summary.status = int(status.Status)
-    if status.Status not in (0xFF00, 0xFF01):
+    if status.Status not in st.PENDING_STATUSES:
         summary.completed = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
         summary.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
         summary.warning = int(status.get("NumberOfWarningSuboperations", 0) or 0)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hounsfield.config import Peer
 from hounsfield.dimse.client import store
-from hounsfield.dimse.status import SUCCESS
+from hounsfield.dimse.status import STORE_STORED
 from hounsfield.errors import HounsfieldError, InvalidQuery, NotFound
 from hounsfield.pacs import Pacs
 from hounsfield.web import multipart
@@ -31,9 +31,6 @@ router = APIRouter(prefix="/api")
 log = logging.getLogger(__name__)
 _JOBS: dict[str, dict[str, Any]] = {}
 _JOBS_LOCK = threading.Lock()
-# C-STORE success and its warnings (PS3.4 B.2.3): coercion of data elements, elements discarded, data set does
-# not match the SOP class. dimse.status has no names for the three warnings yet.
-_SUCCESS_STATUSES = {SUCCESS, 0xB000, 0xB006, 0xB007}
 COPY_CHUNK = 1 << 20
 # What reading a damaged or unsupported zip raises (encrypted members: RuntimeError; unknown compression:
 # NotImplementedError; corrupt deflate data: zlib.error; a member cut short: EOFError).
@@ -65,7 +62,7 @@ def _run_send(job: dict[str, Any], peer: Peer, files: list, calling_ae: str) -> 
     def progress(_path: Any, status: int | None) -> None:
         with _JOBS_LOCK:
             job["done"] += 1
-            job["sent" if status in _SUCCESS_STATUSES else "failed"] += 1
+            job["sent" if status in STORE_STORED else "failed"] += 1
 
     try:
         store(peer, files, calling_ae, progress)
