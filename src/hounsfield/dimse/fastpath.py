@@ -1,16 +1,18 @@
 """hounsfield's fast paths inside pynetdicom, and the contract they keep with it.
 
-Three modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
+Four modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
 its public API:
 - ``tuning``: the reactors wait for their socket or queue instead of polling every millisecond, a gap in
   pynetdicom's "pause the reactor" hand-shake that lost C-STORE responses is closed, and an association
   server's contexts are copied cheaply for each association;
 - ``store_fastpath``: C-STORE requests and responses go out as ready-made PDUs, stored bytes as they are;
-- ``store_receive``: every PDU is read whole, and C-STORE datasets are received to files in the DUL thread.
+- ``store_receive``: every PDU is read whole, and C-STORE datasets are received to files in the DUL thread;
+- ``writer``: one writer at a time per association socket, so that MWL answers can be written from the
+  handler's thread (``worklist.dimse.PendingAnswers``) while the DUL thread writes too.
 
 They are written for one pynetdicom release, ``PINNED`` (and ``pyproject.toml`` pins it). ``install`` checks,
 once per process, that the installed pynetdicom is that release and that every internal they rely on
-(``INTERNALS``, ``MARKERS``) is there as they expect it, then installs all three or none: when anything
+(``INTERNALS``, ``MARKERS``) is there as they expect it, then installs all four or none: when anything
 differs, stock pynetdicom serves — the same behaviour, slower — and one warning names what differs. The
 setting ``dicom_fast_path = false`` runs stock pynetdicom on purpose. The server and hounsfield's client
 commands call the same ``install``, so both get the same fixes.
@@ -53,6 +55,7 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("pynetdicom.dimse_messages", "write_file_meta_info"),
     ("pynetdicom.fsm", "ACTIONS"),
     ("pynetdicom.fsm", "STATES"),
+    ("pynetdicom.transport", "AssociationSocket.send"),  # writer: every PDU is written through it
 )
 # Source text the fast paths depend on, per (module, attribute): how the code they hook into is shaped.
 MARKERS: tuple[tuple[str, str, str], ...] = (
@@ -67,6 +70,13 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.transport", "RequestHandler._create_association", "deepcopy(self.server.contexts)"),
     ("pynetdicom.transport", "AssociationServer.__init__", "self.contexts"),
     ("pynetdicom.presentation", "PresentationContext.__init__", "self._transfer_syntax"),
+    # writer: the DUL writes each PDU with one AssociationSocket.send, which loops until all of it is written...
+    ("pynetdicom.dul", "DULServiceProvider._send", "self.socket.send(pdu.encode())"),
+    ("pynetdicom.dul", "DULServiceProvider.run_reactor", "self.socket.send(abort_pdu.encode())"),
+    ("pynetdicom.transport", "AssociationSocket.send", "self.socket.send(bytestream[total_sent:])"),
+    # ...and a writer beside it looks at what the DUL has queued and at its state
+    ("pynetdicom.dul", "DULServiceProvider.__init__", "self.to_provider_queue"),
+    ("pynetdicom.dul", "DULServiceProvider.__init__", "self.state_machine"),
 )
 FSM_KEYS = ("DT-1", "AR-7")  # the actions that send a queued P-DATA primitive (store_fastpath)
 # Association established (tuning, store_receive); awaiting an A-ASSOCIATE-RQ or a release, where the ARTIM
@@ -139,11 +149,12 @@ def install(enabled: bool = True) -> bool:
             log.warning("DICOM fast paths off, stock pynetdicom serves (slower): %s", "; ".join(problems))
             _state["active"] = False
             return False
-        from hounsfield.dimse import store_fastpath, store_receive, tuning
+        from hounsfield.dimse import store_fastpath, store_receive, tuning, writer
 
         tuning.wait_instead_of_polling()
         store_fastpath.install()
         store_receive.install()
+        writer.install()
         _state["active"] = True
         return True
 

@@ -22,8 +22,9 @@ On an acceptor association of an AE ``enable``d here, the DUL thread also looks 
   disk starts at once, so that the fsync at the end has little left to wait for;
 - after the last fragment, ``ReceivedStore.store_received`` makes the instance durable (the call pynetdicom's
   ``EVT_C_STORE`` handler makes too) and its C-STORE-RSP (``store_fastpath.command_set``) is written to the
-  socket. All of this runs in the DUL thread, the only one that writes to the socket; meanwhile the association
-  handles nothing else, which a requestor waiting for the response does not ask of it anyway.
+  socket (whole, under the socket's write lock: ``dimse.writer``). All of this runs in the DUL thread;
+  meanwhile the association handles nothing else, which a requestor waiting for the response does not ask of
+  it anyway.
 Everything else (other services, a command set split over fragments, other PDU types) goes on to pynetdicom as
 it would have. A fragment that breaks the message (a command fragment or another presentation context before
 the last data fragment) is a protocol error: pynetdicom's Evt19 (A-ABORT); PDVs after the last fragment are

@@ -5,9 +5,9 @@ below. Every MWL C-FIND is written to the query log, whatever its outcome (off t
 in the background).
 
 MWL answers come from ``Worklist.find`` already encoded in the negotiated transfer syntax and go out through
-``PendingAnswers``: one P-DATA-TF PDU per answer carrying the pending response's command set (encoded once per
-request) and the identifier, written as it is read, instead of pynetdicom re-encoding a dataset and queueing
-two PDUs per answer for its DUL thread.
+``PendingAnswers``: with the fast paths on, one P-DATA-TF PDU per answer carrying the pending response's command
+set (encoded once per request) and the identifier, written as it is read, instead of pynetdicom re-encoding a
+dataset and queueing two PDUs per answer for its DUL thread.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
+from hounsfield.dimse import fastpath, writer
 from hounsfield.dimse import status as st
 from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, InvalidQuery, NotFound
 from hounsfield.worklist.mpps import DuplicateInstance, MissingAttributes
@@ -92,13 +93,17 @@ class PendingAnswers:
     9.3.5 allows several PDVs in one PDU; a message never shares a PDU with another one).
 
     The PDU is written to the association's socket from here, the handler's thread, instead of being queued
-    for the DUL thread (a primitive, an FSM event and a GIL hand-over per answer): while the handler runs, the
-    DUL has nothing queued to send (only this thread queues for it, and the check below makes sure), and
-    pynetdicom queues the final response only after the handler ends, so the order on the wire is kept. Should
-    the DUL have something queued or the association have left Sta6, the answer is queued like any PDU. An
-    answer too large for the peer's maximum PDU length goes through pynetdicom's own fragmenting. Once one
-    answer went through the DUL, the rest follow it there: the DUL may still be writing it when the next one
-    is ready, and two writers must never share the socket."""
+    for the DUL thread (a primitive, an FSM event and a GIL hand-over per answer). The DUL thread writes to the
+    same socket whenever it has to (an A-ABORT, a C-STORE-RSP on another context...), so the check that the
+    answer may go out now and its writing are done holding the socket's one write lock (``writer.exclusive``):
+    the DUL has nothing queued (pynetdicom queues the final response only after the handler ends, so the order on
+    the wire is kept), the association is in Sta6, and the DUL's own PDUs go out before or after this one, never
+    inside it. Otherwise the answer is queued like any PDU. An answer too large for the peer's maximum PDU length
+    goes through pynetdicom's own fragmenting. Once one answer went through the DUL, the rest follow it there:
+    the DUL may still have it to write when the next one is ready, and answers keep their order.
+
+    With the fast paths off (stock pynetdicom) nothing guards the socket: every answer goes through pynetdicom
+    (``send_msg``), which leaves the writing to the DUL thread."""
 
     def __init__(self, event: evt.Event) -> None:
         context = event.context
@@ -108,28 +113,30 @@ class PendingAnswers:
         self.context_id = context.context_id
         self.assoc = event.assoc
         request = (int(event.request.MessageID), str(event.request.AffectedSOPClassUID))
-        self.response = _pending_response(*request)  # for an answer pynetdicom has to fragment
+        self.response = _pending_response(*request)  # for an answer pynetdicom sends
         self.command = _command_set(*request)
         self.max_pdu = self.assoc.dimse.maximum_pdu_size or 0  # the peer's; 0: no limit
         self._command_pdv = struct.pack(">IB", len(self.command) + 1, self.context_id) + self.command  # PS3.8 9.3.5.1
+        self._through_pynetdicom = not fastpath.active()
         self._through_dul = False
 
     def send(self, identifier: bytes) -> None:
         if self.deflated:
             deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
             identifier = deflater.compress(identifier) + deflater.flush()
-        if self.max_pdu and 12 + len(self.command) + len(identifier) > self.max_pdu:
+        if self._through_pynetdicom or self.max_pdu and 12 + len(self.command) + len(identifier) > self.max_pdu:
             self._through_dul = True
             self.response.Identifier = BytesIO(identifier)
             self.assoc.dimse.send_msg(self.response, self.context_id)
             return
         dul = self.assoc.dul
-        self._through_dul = self._through_dul or not (
-            dul.to_provider_queue.empty() and dul.state_machine.current_state == "Sta6" and dul.socket is not None)
         if not self._through_dul:
             body = self._command_pdv + struct.pack(">IBB", len(identifier) + 2, self.context_id, 0x02) + identifier
-            dul.socket.send(struct.pack(">BBI", 0x04, 0, len(body)) + body)  # PDU type 4, reserved, length
-            return
+            with writer.exclusive(dul) as sock:
+                if sock is not None:
+                    sock.send(struct.pack(">BBI", 0x04, 0, len(body)) + body)  # PDU type 4, reserved, length
+                    return
+            self._through_dul = True
         pdata = P_DATA()
         pdata.presentation_data_value_list = [[self.context_id, self.command],
                                               [self.context_id, b"\x02" + identifier]]
