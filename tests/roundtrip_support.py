@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pynetdicom import _config
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
@@ -32,8 +34,12 @@ NUMBERS = {**WORDS, "US": 2, "SS": 2, "AT": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 
 
 
 def dataset_part(part10: bytes) -> bytes:
-    """The encoded data set of a Part-10 file: after preamble, prefix and file meta group."""
-    return part10[144 + int.from_bytes(part10[140:144], "little"):]
+    """The encoded data set of a Part-10 file: after preamble, prefix and file meta group, however the writer
+    laid them out (pynetdicom's chunked receive writes its own; read as pydicom reads them)."""
+    fp = io.BytesIO(part10)
+    read_preamble(fp, True)
+    _read_file_meta_info(fp)
+    return part10[fp.tell():]
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,10 @@ class Received:
 def collector(received: dict[str, Received]) -> Callable[[Any], int]:
     """An EVT_C_STORE handler keeping each data set as received, by SOP Instance UID."""
     def on_store(event: Any) -> int:
-        try:
+        if _config.STORE_RECV_CHUNKED_DATASET:  # received to a file (importing hounsfield.dimse.server sets
+            data = dataset_part(Path(event.dataset_path).read_bytes())  # it): encoded_dataset() would be empty
+        else:
             data = event.encoded_dataset(include_meta=False)
-        except AttributeError:  # received to a file: pynetdicom's chunked mode (hounsfield.dimse.server sets it)
-            data = dataset_part(Path(event.dataset_path).read_bytes())
         received[str(event.request.AffectedSOPInstanceUID)] = Received(str(event.context.transfer_syntax), data)
         return 0x0000
     return on_store
