@@ -111,7 +111,7 @@ class Server:
                "--http-host", "127.0.0.1", "--http-port", str(self.http_port)]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env})
+                                     env={**os.environ, **self.env}, start_new_session=True)  # its own group
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -123,6 +123,21 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log_text()[-2000:]}")
+
+    def kill_group(self, timeout: float = 60) -> None:
+        """SIGKILL the server and every process it started, as a power cut would, and wait until all are gone
+        (the DICOM processes and the indexer must not outlive it into the restart)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError("processes of the killed server are still running")
 
     def _dicom_open(self) -> bool:
         with socket.socket() as s:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import re
-import signal
 import subprocess
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path, databas
         elif "Received Store Response (Success)" in line and current:
             acknowledged.append(uid_of[current])
             if len(acknowledged) == 40:
-                server.proc.send_signal(signal.SIGKILL)  # in the middle of the transfer
+                server.kill_group()  # in the middle of the transfer: the server and all its processes
                 in_flight = uid_of[str(files[40])]
                 break
     proc.wait(60)
