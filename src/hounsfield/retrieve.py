@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
+from pathlib import Path
 from io import BytesIO
 
 from pydicom import dcmread
@@ -23,6 +24,7 @@ from pydicom.uid import (
 from pynetdicom.dsutils import encode
 
 from hounsfield import transcode
+from hounsfield.headerjson import LONG_VR_BYTES
 from hounsfield.archive import StoredInstance
 
 log = logging.getLogger(__name__)
@@ -101,11 +103,41 @@ class ConvertedDataset(StoredDataset):
 def _file_syntax(instance: StoredInstance) -> UID | None:
     """The transfer syntax the file itself declares (an overwrite may be on disk before its index row), when
     pydicom knows it; None sends the instance the slow way, where a failure is one failed sub-operation."""
-    try:
-        syntax = UID(read_file_meta_info(instance.path).TransferSyntaxUID)
-    except Exception:  # noqa: BLE001 - unreadable meta: let the slow path report it
-        return None
+    text = _meta_syntax(instance.path)
+    if text is None:  # not the layout every archive file has: let pydicom read the meta
+        try:
+            text = str(read_file_meta_info(instance.path).TransferSyntaxUID)
+        except Exception:  # noqa: BLE001 - unreadable meta: let the slow path report it
+            return None
+    syntax = UID(text)
     return syntax if syntax.is_transfer_syntax else None
+
+
+_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+
+
+def _meta_syntax(path: Path) -> str | None:
+    """(0002,0010) Transfer Syntax UID from a Part-10 file's meta group (explicit VR little endian, led by its
+    group length: PS3.10 7.1), read from the bytes: pydicom's ``read_file_meta_info`` took a third of a C-MOVE
+    sub-operation's time. None when the file is laid out otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(144)
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != _GROUP_LENGTH:
+            return None
+        meta = f.read(int.from_bytes(head[140:144], "little"))
+    pos = 0
+    while pos + 8 <= len(meta):
+        group, element = struct.unpack_from("<HH", meta, pos)
+        if meta[pos + 4:pos + 6] in LONG_VR_BYTES:
+            length, start = struct.unpack_from("<I", meta, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", meta, pos + 6)[0], pos + 8
+        if group != 0x0002 or start + length > len(meta):
+            return None
+        if element == 0x0010:
+            return meta[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    return None
 
 
 def _converted(instance: StoredInstance, stored: UID, target: UID) -> bytes:
