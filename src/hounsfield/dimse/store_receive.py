@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pynetdicom import evt
 
+from hounsfield.dimse import status as st
 from hounsfield.dimse.store_fastpath import (
     C_STORE_RQ,
     NO_DATASET,
@@ -102,8 +103,6 @@ ARTIM_STATES = ("Sta1", "Sta2", "Sta13")
 DATA_STATES = ("Sta6", "Sta7")  # where a P-DATA-TF PDU is passed on to the DIMSE layer (PS3.8 9.2, DT-2, AR-6)
 COMMAND = 0x01  # message control header bits (PS3.8 E.2)
 LAST = 0x02
-UNEXPECTED_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
-OUT_OF_RESOURCES = 0xA700
 PREAMBLE = b"\x00" * 128 + b"DICM"
 WRITEBACK_STEP = 128 * 1024  # bytes written before their writeback starts (whole pages only)
 _WATCHERS = ("EVT_PDU_RECV", "EVT_DIMSE_RECV", "EVT_PDU_SENT")  # events this path does not trigger
@@ -416,14 +415,14 @@ class Receiver:
         request = instance.request
         if instance.error is not None:
             log.error("C-STORE of %s from %s not stored (0x%04X): %s", request.sop_instance_uid,
-                      _peer(self.dul.assoc), OUT_OF_RESOURCES, instance.error)
-            status = OUT_OF_RESOURCES
+                      _peer(self.dul.assoc), st.STORE_OUT_OF_RESOURCES, instance.error)
+            status = st.STORE_OUT_OF_RESOURCES
         else:
             try:
                 status = self.store.store_received(instance.path, self.dul.assoc, request.sop_instance_uid)
             except Exception:  # noqa: BLE001 - as pynetdicom's own handler wrapper: a failure status, and the log
                 log.exception("C-STORE of %s failed", request.sop_instance_uid)
-                status = UNEXPECTED_FAILURE
+                status = st.STORE_UNEXPECTED_FAILURE
         instance.discard()  # gone already when stored (moved to the pending queue)
         self.dul.socket.send(response_pdu(instance.context_id, request, status))
 
