@@ -7,18 +7,22 @@ import io
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.pdu import P_DATA_TF
 
+from hounsfield.dimse.store_fastpath import C_GET_RSP as C_GET_RSP_FIELD
+from hounsfield.dimse.store_fastpath import C_MOVE_RSP as C_MOVE_RSP_FIELD
 from hounsfield.dimse.store_fastpath import (
     LAST_COMMAND_FRAGMENT,
+    _pending_message,
     FileMeta,
     command_set,
     file_meta,
     p_data_pdus,
     request_command_set,
+    retrieve_pending_command_set,
 )
 
 CASES = [
@@ -87,3 +91,44 @@ def test_message_pdus_match_pynetdicom(max_pdu: int, size: int) -> None:
     expected = b"".join(P_DATA_TF(pdata).encode() for pdata in message.encode_msg(7, max_pdu))
     command = request_command_set(3, CASES[0][0], CASES[0][1], 2)
     assert p_data_pdus(7, command, memoryview(dataset), max_pdu) == expected
+
+
+@pytest.mark.parametrize("kind", ["C-GET", "C-MOVE"])
+@pytest.mark.parametrize("message_id, status, counts", [(1, 0xFF00, (99, 1, 0, 0)), (65535, 0xFF00, (0, 60000, 3, 2)),
+                                                        (7, 0xFF01, (5, 0, 65535, 1))])
+def test_pending_retrieve_response_matches_pynetdicom(kind: str, message_id: int, status: int,
+                                                      counts: tuple[int, int, int, int]) -> None:
+    """A retrieval's Pending response, packed here, is byte for byte pynetdicom's PDU for the same primitive."""
+    primitive, message, field = (C_GET(), C_GET_RSP(), C_GET_RSP_FIELD) if kind == "C-GET" \
+        else (C_MOVE(), C_MOVE_RSP(), C_MOVE_RSP_FIELD)
+    primitive.MessageIDBeingRespondedTo = message_id
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3" if kind == "C-GET" else "1.2.840.10008.5.1.4.1.2.1.2"
+    primitive.Status = status
+    (primitive.NumberOfRemainingSuboperations, primitive.NumberOfCompletedSuboperations,
+     primitive.NumberOfFailedSuboperations, primitive.NumberOfWarningSuboperations) = counts
+    message.primitive_to_message(primitive)
+    expected = b"".join(P_DATA_TF(pdata).encode() for pdata in message.encode_msg(5, 16384))
+    command = retrieve_pending_command_set(field, message_id, str(primitive.AffectedSOPClassUID), status, counts)
+    assert p_data_pdus(5, command, b"", 16384) == expected
+    assert _pending_message(primitive, field, 5, 16384) == expected
+
+
+def test_retrieve_responses_that_are_not_plain_pending_ones_are_left_to_pynetdicom() -> None:
+    def pending() -> C_MOVE:
+        rsp = C_MOVE()
+        rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID, rsp.Status = 1, "1.2.840.10008.5.1.4.1.2.2.2", 0xFF00
+        (rsp.NumberOfRemainingSuboperations, rsp.NumberOfCompletedSuboperations, rsp.NumberOfFailedSuboperations,
+         rsp.NumberOfWarningSuboperations) = (1, 2, 3, 4)
+        return rsp
+
+    assert _pending_message(pending(), C_MOVE_RSP_FIELD, 1, 0) is not None
+    final = pending()
+    final.Status = 0x0000
+    with_identifier = pending()
+    with_identifier.Identifier = io.BytesIO(b"\x08\x00\x58\x11\x00\x00\x00\x00")
+    commented = pending()
+    commented.ErrorComment = "slow"
+    no_counts = pending()
+    no_counts.NumberOfWarningSuboperations = None
+    for rsp in (final, with_identifier, commented, no_counts):
+        assert _pending_message(rsp, C_MOVE_RSP_FIELD, 1, 0) is None

@@ -43,20 +43,30 @@ def proposed_syntaxes(stored_ts: str) -> list[list[str]]:
     return [[stored_ts], list(NATIVE)]
 
 
+def _dataset_offset(data: bytes) -> int:
+    """Where the dataset starts in a Part-10 file's bytes: after preamble, prefix and file meta group."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("not a Part-10 file with a file meta group length")
+    return 144 + struct.unpack_from("<I", data, 140)[0]
+
+
 def _dataset_bytes(instance: StoredInstance) -> bytes:
     """The dataset as stored: the Part-10 file without preamble and file meta group."""
     data = instance.path.read_bytes()
-    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
-        raise ValueError(f"{instance.path} is not a Part-10 file with a file meta group length")
-    return data[144 + struct.unpack_from("<I", data, 140)[0]:]
+    try:
+        return data[_dataset_offset(data):]
+    except ValueError as exc:
+        raise ValueError(f"{instance.path} is {exc}") from None
 
 
 class StoredDataset(Dataset):
     """An instance sent exactly as stored. pynetdicom reads only its identity and transfer syntax from the
-    dataset it sends; ``dimse/store_fastpath.py`` then hands over the stored dataset bytes where pynetdicom
-    would encode a decoded copy (5-10 ms for a CT slice, the bulk of a C-GET or C-MOVE sub-operation)."""
+    dataset it sends; ``dimse/store_send.py`` writes the stored dataset bytes as they are, and
+    ``dimse/store_fastpath.py`` hands them over where pynetdicom would encode a decoded copy (5-10 ms for a CT
+    slice, the bulk of a C-GET or C-MOVE sub-operation). ``data`` is the whole file when it has been read
+    already (to find its transfer syntax): each file is read once."""
 
-    def __init__(self, instance: StoredInstance, syntax: UID) -> None:
+    def __init__(self, instance: StoredInstance, syntax: UID, data: bytes | None = None) -> None:
         super().__init__()
         self.SOPClassUID = instance.sop_class_uid
         self.SOPInstanceUID = instance.sop_instance_uid
@@ -64,14 +74,21 @@ class StoredDataset(Dataset):
         self.file_meta.TransferSyntaxUID = syntax
         self.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian)
         self.instance = instance
+        self._file = data
 
     def stored_encoding(self) -> tuple[bool, bool, bool]:
         """(implicit VR, little endian, deflated) of the bytes ``stored_bytes`` returns."""
         syntax = UID(self.file_meta.TransferSyntaxUID)
         return syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
 
+    def stored_view(self) -> memoryview:
+        """The bytes to send, without a copy when the file has been read already."""
+        if self._file is None:
+            return memoryview(_dataset_bytes(self.instance))
+        return memoryview(self._file)[_dataset_offset(self._file):]
+
     def stored_bytes(self) -> bytes:
-        return _dataset_bytes(self.instance)
+        return bytes(self.stored_view())
 
     def decoded(self) -> Dataset:
         return dcmread(self.instance.path)
@@ -86,8 +103,8 @@ class ConvertedDataset(StoredDataset):
         super().__init__(instance, syntax)
         self.encoded = encoded
 
-    def stored_bytes(self) -> bytes:
-        return self.encoded
+    def stored_view(self) -> memoryview:
+        return memoryview(self.encoded)
 
     def decoded(self) -> Dataset:
         """The converted data set read back with pydicom, in its new encoding, for stock pynetdicom to encode
@@ -100,10 +117,11 @@ class ConvertedDataset(StoredDataset):
         return ds
 
 
-def _file_syntax(instance: StoredInstance) -> UID | None:
+def _file_syntax(instance: StoredInstance, data: bytes | None = None) -> UID | None:
     """The transfer syntax the file itself declares (an overwrite may be on disk before its index row), when
-    pydicom knows it; None sends the instance the slow way, where a failure is one failed sub-operation."""
-    text = _meta_syntax(instance.path)
+    pydicom knows it; None sends the instance the slow way, where a failure is one failed sub-operation.
+    ``data``: the file's bytes, when read already."""
+    text = _meta_syntax(instance.path if data is None else data)
     if text is None:  # not the layout every archive file has: let pydicom read the meta
         try:
             text = str(read_file_meta_info(instance.path).TransferSyntaxUID)
@@ -116,26 +134,31 @@ def _file_syntax(instance: StoredInstance) -> UID | None:
 _GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
 
 
-def _meta_syntax(path: Path) -> str | None:
+def _meta_syntax(source: Path | bytes) -> str | None:
     """(0002,0010) Transfer Syntax UID from a Part-10 file's meta group (explicit VR little endian, led by its
-    group length: PS3.10 7.1), read from the bytes: pydicom's ``read_file_meta_info`` took a third of a C-MOVE
-    sub-operation's time. None when the file is laid out otherwise."""
-    with open(path, "rb") as f:
-        head = f.read(144)
-        if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != _GROUP_LENGTH:
-            return None
-        meta = f.read(int.from_bytes(head[140:144], "little"))
+    group length: PS3.10 7.1), read from the bytes (of the file at ``source``, or ``source`` itself):
+    pydicom's ``read_file_meta_info`` took a third of a C-MOVE sub-operation's time. None when the file is laid
+    out otherwise."""
+    if isinstance(source, bytes):
+        head = source[:144]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(144)
+            source = head + f.read(int.from_bytes(head[140:144], "little")) if len(head) == 144 else head
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:140] != _GROUP_LENGTH:
+        return None
+    meta = memoryview(source)[144:144 + int.from_bytes(head[140:144], "little")]
     pos = 0
     while pos + 8 <= len(meta):
         group, element = struct.unpack_from("<HH", meta, pos)
-        if meta[pos + 4:pos + 6] in LONG_VR_BYTES:
+        if bytes(meta[pos + 4:pos + 6]) in LONG_VR_BYTES:
             length, start = struct.unpack_from("<I", meta, pos + 8)[0], pos + 12
         else:
             length, start = struct.unpack_from("<H", meta, pos + 6)[0], pos + 8
         if group != 0x0002 or start + length > len(meta):
             return None
         if element == 0x0010:
-            return meta[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            return bytes(meta[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
     return None
 
@@ -165,11 +188,12 @@ def dataset_for(instance: StoredInstance, accepted: set[str] | None, *, as_bytes
 
 
 def _chosen(instance: StoredInstance, accepted: set[str] | None) -> Dataset:
-    stored = _file_syntax(instance)
+    data = instance.path.read_bytes()
+    stored = _file_syntax(instance, data)
     if stored is None:
         return dcmread(instance.path)
     if accepted is None or stored in accepted:
-        return StoredDataset(instance, stored)
+        return StoredDataset(instance, stored, data)
     target = next((UID(ts) for ts in NATIVE if ts in accepted), None)
     if target is None:
         return StoredDataset(instance, stored)  # nothing reachable: the send fails, a failed sub-operation

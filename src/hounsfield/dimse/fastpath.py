@@ -1,11 +1,14 @@
 """hounsfield's fast paths inside pynetdicom, and the contract they keep with it.
 
-Four modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
+Five modules make hounsfield's DICOM service fast by replacing or wrapping pynetdicom internals that are not
 its public API:
 - ``tuning``: the reactors wait for their socket or queue instead of polling every millisecond, a gap in
   pynetdicom's "pause the reactor" hand-shake that lost C-STORE responses is closed, and an association
   server's contexts are copied cheaply for each association;
-- ``store_fastpath``: C-STORE requests and responses go out as ready-made PDUs, stored bytes as they are;
+- ``store_fastpath``: C-STORE requests and responses, and a retrieval's Pending responses, go out as ready-made
+  PDUs, stored bytes as they are, written by the calling thread when the socket is free;
+- ``store_send``: a C-STORE request of stored bytes is written by the caller's thread and its response handed
+  back to it by the reader, without pausing the reactor or going through pynetdicom's DIMSE queue;
 - ``store_receive``: every PDU is read whole, and C-STORE datasets are received to files in the DUL thread;
 - ``writer``: one writer at a time per association socket, so that MWL answers can be written from the
   handler's thread (``worklist.dimse.PendingAnswers``) while the DUL thread writes too.
@@ -40,7 +43,7 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("pynetdicom.association", "time"),  # tuning: the module global the reactor sleeps through
     ("pynetdicom.dul", "time"),
     ("pynetdicom.association", "Association._reactor_checkpoint"),
-    ("pynetdicom.association", "Association.is_requestor"),
+    ("pynetdicom.association", "Association._run_reactor"),
     ("pynetdicom.association", "encode"),  # store_fastpath: how the association encodes what it sends
     ("pynetdicom.dul", "DULServiceProvider.send_pdu"),
     ("pynetdicom.dul", "DULServiceProvider._process_recv_primitive"),
@@ -51,6 +54,10 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("pynetdicom.association", "Association.acse_timeout"),
     ("pynetdicom.dimse", "DIMSEServiceProvider.get_msg"),
     ("pynetdicom.dimse", "DIMSEServiceProvider.send_msg"),
+    ("pynetdicom.association", "Association.send_c_store"),  # store_send: wrapped, same signature
+    ("pynetdicom.association", "Association._get_valid_context"),  # store_send: the context to send on
+    ("pynetdicom.association", "Association.dimse_timeout"),
+    ("pynetdicom.dimse", "DIMSEServiceProvider.maximum_pdu_size"),
     ("pynetdicom.dimse_messages", "create_file_meta"),
     ("pynetdicom.dimse_messages", "write_file_meta_info"),
     ("pynetdicom.fsm", "ACTIONS"),
@@ -64,7 +71,8 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.dul", "DULServiceProvider.__init__", "self._recv_pdu"),
     ("pynetdicom.dul", "DULServiceProvider.__init__", "self.event_queue"),
     ("pynetdicom.association", "Association.__init__", "self._reactor_checkpoint"),
-    ("pynetdicom.association", "Association._run_reactor", "time.sleep("),
+    ("pynetdicom.association", "Association._run_reactor", "time.sleep(0.001)"),
+    ("pynetdicom.association", "Association.send_c_store", "time.sleep(0.0001)"),  # tuning: the pause poll
     ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.msg_queue"),
     ("pynetdicom.ae", "ApplicationEntity.__init__", "self._servers"),
     ("pynetdicom.transport", "RequestHandler._create_association", "deepcopy(self.server.contexts)"),
@@ -77,6 +85,11 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     # ...and a writer beside it looks at what the DUL has queued and at its state
     ("pynetdicom.dul", "DULServiceProvider.__init__", "self.to_provider_queue"),
     ("pynetdicom.dul", "DULServiceProvider.__init__", "self.state_machine"),
+    # store_send: the DIMSE provider's message being assembled (a response is taken only between messages)
+    ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.message"),
+    ("pynetdicom.association", "Association.send_c_store",
+     "def send_c_store(\n        self,\n        dataset: str | Path | Dataset,\n        msg_id: int = 1,\n"
+     "        priority: int = 2,\n        originator_aet: str | None = None,\n        originator_id: int | None = None,"),
 )
 FSM_KEYS = ("DT-1", "AR-7")  # the actions that send a queued P-DATA primitive (store_fastpath)
 # Association established (tuning, store_receive); awaiting an A-ASSOCIATE-RQ or a release, where the ARTIM
@@ -149,11 +162,12 @@ def install(enabled: bool = True) -> bool:
             log.warning("DICOM fast paths off, stock pynetdicom serves (slower): %s", "; ".join(problems))
             _state["active"] = False
             return False
-        from hounsfield.dimse import store_fastpath, store_receive, tuning, writer
+        from hounsfield.dimse import store_fastpath, store_receive, store_send, tuning, writer
 
         tuning.wait_instead_of_polling()
         store_fastpath.install()
         store_receive.install()
+        store_send.install()
         writer.install()
         _state["active"] = True
         return True

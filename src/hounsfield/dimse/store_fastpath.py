@@ -33,10 +33,14 @@ from typing import Any, BinaryIO
 
 from pynetdicom.pdu_primitives import P_DATA
 
+from hounsfield.dimse import writer
 from hounsfield.headerjson import LONG_VRS
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_GET_RSP = 0x8010
+C_MOVE_RSP = 0x8021
+PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.2.1.5, C.4.3.1.4: sub-operations are continuing
 NO_DATASET = 0x0101
 DATASET_PRESENT = 0x0001  # what pynetdicom writes in Command Data Set Type when a dataset follows
 COMMAND_FRAGMENT, LAST_COMMAND_FRAGMENT = 0x01, 0x03  # PS3.8 E.2: message control header
@@ -104,6 +108,17 @@ def command_set(message_id: int, sop_class_uid: str, sop_instance_uid: str, stat
     return _command_set(_implicit(0x00000002, _uid(sop_class_uid)), _us(0x00000100, C_STORE_RSP),
                         _us(0x00000120, message_id), _us(0x00000800, NO_DATASET), _us(0x00000900, status),
                         _implicit(0x00001000, _uid(sop_instance_uid)))
+
+
+def retrieve_pending_command_set(field: int, message_id: int, sop_class_uid: str, status: int,
+                                 counts: tuple[int, int, int, int]) -> bytes:
+    """The encoded command set of a Pending C-GET or C-MOVE response without identifier (PS3.7 9.3.3.2,
+    9.3.4.2): ``counts`` are the Number of Remaining, Completed, Failed and Warning Sub-operations."""
+    remaining, completed, failed, warning = counts
+    return _command_set(_implicit(0x00000002, _uid(sop_class_uid)), _us(0x00000100, field),
+                        _us(0x00000120, message_id), _us(0x00000800, NO_DATASET), _us(0x00000900, status),
+                        _us(0x00001020, remaining), _us(0x00001021, completed), _us(0x00001022, failed),
+                        _us(0x00001023, warning))
 
 
 class EncodedPData(P_DATA):
@@ -176,15 +191,43 @@ def _store_message(primitive: Any, context_id: int, max_pdu: int) -> bytes | Non
     return p_data_pdus(context_id, command, memoryview(dataset), max_pdu)
 
 
+def _pending_message(primitive: Any, field: int, context_id: int, max_pdu: int) -> bytes | None:
+    """The PDU of a Pending C-GET / C-MOVE response without identifier or error elements, or None for any other
+    one (left to pynetdicom)."""
+    counts = (primitive.NumberOfRemainingSuboperations, primitive.NumberOfCompletedSuboperations,
+              primitive.NumberOfFailedSuboperations, primitive.NumberOfWarningSuboperations)
+    if primitive.MessageIDBeingRespondedTo is None or primitive.Status not in PENDING or None in counts \
+            or primitive.Identifier is not None or primitive.ErrorComment is not None \
+            or primitive.OffendingElement is not None \
+            or not primitive.AffectedSOPClassUID or 0 < max_pdu < 7:
+        return None
+    command = retrieve_pending_command_set(field, primitive.MessageIDBeingRespondedTo,
+                                           str(primitive.AffectedSOPClassUID), int(primitive.Status), counts)
+    return p_data_pdus(context_id, command, b"", max_pdu)
+
+
 def _direct_store_messages(send_msg: Any) -> Any:
-    from pynetdicom.dimse_primitives import C_STORE
+    """pynetdicom's ``DIMSEServiceProvider.send_msg`` for the messages of a C-STORE and the Pending responses of
+    a retrieval: encoded here, and written by the calling thread when the socket may be written now
+    (``writer.exclusive``: the DUL has nothing queued, the association is established), otherwise queued for the
+    DUL as one ``EncodedPData``."""
+    from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 
     def send(self: Any, primitive: Any, context_id: int) -> None:
         encoded = None
-        if type(primitive) is C_STORE and not _watched(self.assoc):
-            encoded = _store_message(primitive, context_id, self.maximum_pdu_size)
+        kind = type(primitive)
+        if kind in (C_STORE, C_GET, C_MOVE) and not _watched(self.assoc):
+            if kind is C_STORE:
+                encoded = _store_message(primitive, context_id, self.maximum_pdu_size)
+            else:
+                encoded = _pending_message(primitive, C_GET_RSP if kind is C_GET else C_MOVE_RSP, context_id,
+                                           self.maximum_pdu_size)
         if encoded is None:
             return send_msg(self, primitive, context_id)
+        with writer.exclusive(self.dul) as sock:
+            if sock is not None:
+                sock.send(encoded)
+                return None
         self.dul.send_pdu(EncodedPData(encoded))
         return None
 

@@ -66,6 +66,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ from pynetdicom import evt
 from hounsfield.dimse import status as st
 from hounsfield.dimse.store_fastpath import (
     C_STORE_RQ,
+    C_STORE_RSP,
     NO_DATASET,
     FileMeta,
     command_set,
@@ -141,27 +143,61 @@ class _Request:
     sop_instance_uid: str
 
 
-def parse_store_request(command: memoryview) -> _Request | None:
-    """The C-STORE-RQ in an encoded command set (implicit VR little endian), or None for any other command or
-    one that cannot be read here."""
+class Waiter:
+    """One awaited C-STORE-RSP: the reader ``deliver``s its command set, or ``end``s the wait (None) when the
+    association goes away first."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.command: bytes | None = None
+
+    def deliver(self, command: bytes | None) -> None:
+        self.command = command
+        self._ready.set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._ready.wait(seconds)
+
+
+def command_elements(command: bytes | memoryview) -> dict[int, memoryview] | None:
+    """The (0000,eeee) elements of an encoded command set (implicit VR little endian, PS3.7 6.3.1) by element
+    number; None when it does not parse as one."""
+    view = memoryview(command)
     values: dict[int, memoryview] = {}
-    pos, end = 0, len(command)
+    pos, end = 0, len(view)
     while pos + 8 <= end:
-        group, element, length = _ELEMENT.unpack_from(command, pos)
+        group, element, length = _ELEMENT.unpack_from(view, pos)
         pos += 8
         if group != 0 or pos + length > end:
             return None
-        values[element] = command[pos:pos + length]
+        values[element] = view[pos:pos + length]
         pos += length
-    if pos != end:
-        return None
+    return values if pos == end else None
+
+
+def awaited_response(values: dict[int, memoryview] | None) -> int | None:
+    """The Message ID a C-STORE-RSP command set answers, or None for any other command."""
     try:
-        field, = struct.unpack("<H", values[0x0100])
-        message_id, = struct.unpack("<H", values[0x0110])
-        data_set_type, = struct.unpack("<H", values[0x0800])
-        sop_class = bytes(values[0x0002]).rstrip(b"\x00 ").decode("ascii")
-        sop_instance = bytes(values[0x1000]).rstrip(b"\x00 ").decode("ascii")
-    except (KeyError, struct.error, UnicodeDecodeError):
+        field, = struct.unpack("<H", values[0x0100]) if values else (None,)
+        if field != C_STORE_RSP or len(values[0x0900]) != 2:
+            return None
+        answered, = struct.unpack("<H", values[0x0120])
+    except (KeyError, struct.error):
+        return None
+    return answered
+
+
+def parse_store_request(command: memoryview) -> _Request | None:
+    """The C-STORE-RQ in an encoded command set (implicit VR little endian), or None for any other command or
+    one that cannot be read here."""
+    values = command_elements(command)
+    try:
+        field, = struct.unpack("<H", values[0x0100])  # type: ignore[index]
+        message_id, = struct.unpack("<H", values[0x0110])  # type: ignore[index]
+        data_set_type, = struct.unpack("<H", values[0x0800])  # type: ignore[index]
+        sop_class = bytes(values[0x0002]).rstrip(b"\x00 ").decode("ascii")  # type: ignore[index]
+        sop_instance = bytes(values[0x1000]).rstrip(b"\x00 ").decode("ascii")  # type: ignore[index]
+    except (KeyError, TypeError, struct.error, UnicodeDecodeError):
         return None
     if field != C_STORE_RQ or data_set_type == NO_DATASET or not _is_uid(sop_class) or not _is_uid(sop_instance):
         return None  # an invalid UID is left to pynetdicom's own handling
@@ -241,6 +277,8 @@ class Receiver:
         self.instance: _Instance | None = None
         self.received = 0  # bytes of the PDU being read
         self.storage_contexts: dict[int, tuple[str, str] | None] = {}  # ID → (SOP class, transfer syntax)
+        self.awaited: dict[int, Waiter] = {}  # C-STORE-RSPs awaited by ``store_send``, by Message ID
+        self.ended = False  # the connection is gone: nothing more will be delivered
 
     def read_pdu(self) -> None:
         """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors, and the PDU
@@ -274,7 +312,7 @@ class Receiver:
         _quick_ack(sock)
         if pdu_type == P_DATA_TF:
             pdvs = _pdvs(pdu)
-            if self._unknown_context(pdvs) or self._mine(pdvs):
+            if self._unknown_context(pdvs) or self._answered(pdvs) or self._mine(pdvs):
                 return
         if self.instance is not None:  # the message is broken off (an A-ABORT, a release): it was not stored
             self.discard()
@@ -346,6 +384,35 @@ class Receiver:
                   _peer(dul.assoc), unknown)
         self._invalid()
         return True
+
+    def await_response(self, message_id: int) -> Waiter | None:
+        """Register the wait for the C-STORE-RSP to ``message_id`` (``store_send``); None when one is awaited
+        already or the connection is gone."""
+        waiter = Waiter()
+        if self.ended or self.awaited.setdefault(message_id, waiter) is not waiter:
+            return None
+        return waiter
+
+    def forget(self, message_id: int) -> None:
+        self.awaited.pop(message_id, None)
+
+    def _answered(self, pdvs: list[tuple[int, int, memoryview]] | None) -> bool:
+        """Hand a whole C-STORE-RSP (one PDV, the last command fragment) to the ``store_send`` waiting for it;
+        False leaves the PDU to pynetdicom (and whatever it answers to pynetdicom's own waits)."""
+        if not self.awaited or not pdvs or len(pdvs) != 1 or self.instance is not None \
+                or pdvs[0][1] & (COMMAND | LAST) != COMMAND | LAST or self.dul.assoc.dimse.message is not None:
+            return False
+        waiter = self.awaited.get(awaited_response(command_elements(pdvs[0][2])))  # type: ignore[arg-type]
+        if waiter is None:
+            return False
+        waiter.deliver(bytes(pdvs[0][2]))
+        return True
+
+    def end_waits(self) -> None:
+        """The connection is gone: every awaited response ends without one."""
+        self.ended = True
+        for waiter in list(self.awaited.values()):
+            waiter.deliver(None)
 
     def _mine(self, pdvs: list[tuple[int, int, memoryview]] | None) -> bool:
         """Handle the PDVs of a P-DATA-TF PDU that belongs to a C-STORE received here; False leaves it to
@@ -438,10 +505,12 @@ class Receiver:
 
     def _closed(self) -> None:
         self.discard()
+        self.end_waits()
         self.dul.event_queue.put("Evt17")  # transport connection closed
 
     def _invalid(self) -> None:
         self.discard()
+        self.end_waits()
         self.dul.event_queue.put("Evt19")  # unrecognised or invalid PDU
 
     def discard(self) -> None:
@@ -517,6 +586,15 @@ def _pdvs(pdu: memoryview) -> list[tuple[int, int, memoryview]] | None:
     return out
 
 
+def receiver_of(dul: Any) -> Receiver | None:
+    """The reader of ``dul``'s association when this module reads for it (``install``ed), else None."""
+    from pynetdicom.dul import DULServiceProvider
+
+    if not hasattr(DULServiceProvider._read_pdu_data, "__wrapped__") or dul.socket is None:
+        return None
+    return _receiver(dul)
+
+
 def _receiver(dul: Any) -> Receiver:
     receiver = dul.__dict__.get("_hounsfield_receiver")
     if receiver is None:
@@ -546,6 +624,7 @@ def install() -> None:
             receiver = self.__dict__.get("_hounsfield_receiver")
             if receiver is not None:
                 receiver.discard()
+                receiver.end_waits()
 
     read.__wrapped__ = read_pdu_data  # type: ignore[attr-defined]
     run_and_discard.__wrapped__ = run_reactor  # type: ignore[attr-defined]
