@@ -318,17 +318,13 @@ class Archive:
             h.text("StudyInstanceUID"), h.text("SeriesInstanceUID"), h.sop_instance_uid))
         patient = _get_or_create(
             conn, Patient,
-            {"patient_id": h.text("PatientID"), "issuer_of_patient_id": h.text("IssuerOfPatientID")},
-            {
-                "patient_name": matching.normalize_value("PN", h.text("PatientName")),
-                "patient_birth_date": matching.normalize_date(h.text("PatientBirthDate")),
-                "patient_sex": h.text("PatientSex"),
-            },
+            {"patient_id": h.text("PatientID"), "issuer_of_patient_id": h.text("IssuerOfPatientID")}, {},
         )
         study = _get_or_create(
             conn, Study, {"study_instance_uid": h.text("StudyInstanceUID")},
             {
                 "patient_fk": patient,
+                **study_demographics(h),
                 "study_date": matching.normalize_date(h.text("StudyDate")),
                 "study_time": matching.normalize_time(h.text("StudyTime")),
                 "accession_number": h.text("AccessionNumber"),
@@ -442,6 +438,16 @@ class Archive:
             self.files.delete(row.path)
         log.info("deleted %s %s (%d instances)", level, uid, len(doomed))
         return len(doomed)
+
+
+def study_demographics(header: Header) -> dict[str, str]:
+    """The patient-level columns of a study row, from the instance it is created from (normalised for
+    matching): kept per study, as two studies under one Patient ID may disagree."""
+    return {
+        "patient_name": matching.normalize_value("PN", header.text("PatientName")),
+        "patient_birth_date": matching.normalize_date(header.text("PatientBirthDate")),
+        "patient_sex": matching.normalize_value("CS", header.text("PatientSex")),
+    }
 
 
 def _prune_empty(s: Session) -> None:

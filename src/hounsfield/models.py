@@ -2,6 +2,10 @@
 
 Column values are *normalised for matching* (see ``matching.normalize_value``); answers are built from the
 ``attrs`` / ``header`` blobs (zlib-compressed DICOM JSON, PS3.18 F.2) so they carry exactly what was received.
+
+A patient row is only the identity (Patient ID + Issuer): the demographics (name, birth date, sex) are kept per
+study, as the study's own instances give them, since two studies under one Patient ID may disagree (an ID
+reused by another system, a name corrected later). Queries match them per study (``query``).
 """
 
 from __future__ import annotations
@@ -36,9 +40,6 @@ class Patient(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), index=True, default="")
     issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
-    patient_name: Mapped[str] = mapped_column(String(330), index=True, default="")
-    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
-    patient_sex: Mapped[str] = mapped_column(String(16), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient", passive_deletes=True)
@@ -50,6 +51,11 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_fk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    # The patient's demographics as this study's instances give them (its first indexed instance, the one
+    # ``attrs`` holds), normalised for matching.
+    patient_name: Mapped[str] = mapped_column(String(330), index=True, default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
     study_date: Mapped[str] = mapped_column(String(8), index=True, default="")
     study_time: Mapped[str] = mapped_column(String(13), default="")
     accession_number: Mapped[str] = mapped_column(String(64), index=True, default="")

@@ -3,6 +3,19 @@
 Keys held as columns are matched in SQL (``matching.sql_*``); any other non-empty key is matched in Python on
 the stored DICOM JSON (``matching.match_dataset``), so every attribute the index keeps can be a filter.
 Answers are built from the stored DICOM JSON, so they carry the values exactly as received.
+
+Patient demographics (PatientName, PatientBirthDate, PatientSex and every other group-0010 attribute) are the
+study's own: two studies under one Patient ID may disagree (an ID reused by another system, a name corrected
+later), and an answer must never contradict the query it matched.
+
+* STUDY, SERIES and IMAGE level, in both models: the keys match what the study's instances say (the study row's
+  columns and stored JSON, PS3.4 C.6.2: patient attributes are attributes of the study), and the answers carry
+  those same values — a series or instance answer takes its group-0010 attributes from its study.
+* PATIENT level (Patient Root): one answer per patient record (Patient ID + Issuer, its unique key, C.6.1.1.2).
+  The record matches when one of its studies matches every patient-level key; the answer carries that study's
+  demographics (of several, the one with the latest Study Date and Time, then the last stored), so it never
+  contradicts the query. Without demographic keys that is the patient's latest study.
+* Study-level attributes of a series or instance answer still come from the series' or instance's own JSON.
 """
 
 from __future__ import annotations
@@ -34,14 +47,15 @@ class Key:
     level: str
     column: Any
     vr: str
+    per_study: bool = False  # a patient attribute held per study (``models.Study``)
 
 
 KEYS: dict[str, Key] = {
     "PatientID": Key("PATIENT", Patient.patient_id, "LO"),
     "IssuerOfPatientID": Key("PATIENT", Patient.issuer_of_patient_id, "LO"),
-    "PatientName": Key("PATIENT", Patient.patient_name, "PN"),
-    "PatientBirthDate": Key("PATIENT", Patient.patient_birth_date, "DA"),
-    "PatientSex": Key("PATIENT", Patient.patient_sex, "CS"),
+    "PatientName": Key("PATIENT", Study.patient_name, "PN", per_study=True),
+    "PatientBirthDate": Key("PATIENT", Study.patient_birth_date, "DA", per_study=True),
+    "PatientSex": Key("PATIENT", Study.patient_sex, "CS", per_study=True),
     "StudyInstanceUID": Key("STUDY", Study.study_instance_uid, "UI"),
     "StudyDate": Key("STUDY", Study.study_date, "DA"),
     "StudyTime": Key("STUDY", Study.study_time, "TM"),
@@ -68,6 +82,9 @@ COMPUTED = {
     "NumberOfPatientRelatedInstances",
 }
 _LEVEL_TABLE = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
+PATIENT_GROUP = "0010"  # tags of the Patient modules: the study's own values in every answer
+# The study that speaks for a patient when several match: the latest by Study Date and Time, then the last stored.
+_PREFERRED_STUDY = (Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
 
 
 def normalize_level(level: str | None) -> str:
@@ -95,6 +112,7 @@ class Match:
     level: str
     attrs: dict[str, Any]
     computed: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # the index row of the answer's level (patient, study, series, instance)
 
     def json(self, tags: list[str] | None = None) -> dict[str, Any]:
         """DICOM JSON restricted to ``tags`` (8-hex-digit strings), or everything when None."""
@@ -128,6 +146,7 @@ class Query:
         self.identifier = identifier
         self.fuzzy_pn = fuzzy_pn
         self.conditions: list[Any] = []
+        self.study_conditions: list[Any] = []  # PATIENT level: what one study of the patient must match
         self.python_filter = Dataset()
         self.requested = {elem.keyword for elem in identifier if elem.keyword}
         self.answer_tags = answer_tags(identifier)
@@ -168,7 +187,8 @@ class Query:
                     continue  # a key below the query level is not a matching key here (PS3.4 C.4.1.2.1)
                 cond = matching.sql_condition(key.column, key.vr, value, fuzzy_pn=self.fuzzy_pn)
                 if cond is not None:
-                    self.conditions.append(cond)
+                    (self.study_conditions if key.per_study and self.level == "PATIENT"
+                     else self.conditions).append(cond)
             elif kw == "ModalitiesInStudy":
                 self._modalities_condition(value)
             elif kw == "InstanceNumber":
@@ -202,25 +222,36 @@ class Query:
         self.conditions.append(Instance.instance_number.in_(numbers))
 
     def statement(self) -> Select:
-        """(id, stored DICOM JSON) of the matching entities at the query level, in a stable order."""
+        """(id, stored DICOM JSON) of the matching entities at the query level, in a stable order; below STUDY
+        level with the study's id too (``_matching`` answers with the study's patient attributes)."""
         level = self.level
+        if level == "PATIENT" and self.python_filter:
+            # Each matching study of each patient, the preferred first: ``_matching`` answers a patient with the
+            # first of its studies that also passes the Python-side filter.
+            q = (select(Patient.id, Study.attrs).join(Study, Study.patient_fk == Patient.id)
+                 .where(*self.study_conditions))
+            return q.where(*self.conditions).order_by(Patient.id, *_PREFERRED_STUDY)
         if level == "PATIENT":
-            first_study = (
-                select(Study.attrs).where(Study.patient_fk == Patient.id).order_by(Study.id).limit(1)
-                .scalar_subquery()
-            )
-            q = select(Patient.id, first_study)
+            speaking = (select(Study.attrs).where(Study.patient_fk == Patient.id, *self.study_conditions)
+                        .order_by(*_PREFERRED_STUDY).limit(1).scalar_subquery())
+            q = select(Patient.id, speaking).where(*self._patient_match())
         elif level == "STUDY":
             q = select(Study.id, Study.attrs).join(Patient, Study.patient_fk == Patient.id)
         elif level == "SERIES":
-            q = (select(Series.id, Series.attrs).join(Study, Series.study_fk == Study.id)
+            q = (select(Series.id, Series.attrs, Series.study_fk).join(Study, Series.study_fk == Study.id)
                  .join(Patient, Study.patient_fk == Patient.id))
         else:
-            q = (select(Instance.id, Instance.header).join(Series, Instance.series_fk == Series.id)
+            q = (select(Instance.id, Instance.header, Series.study_fk).join(Series, Instance.series_fk == Series.id)
                  .join(Study, Series.study_fk == Study.id).join(Patient, Study.patient_fk == Patient.id))
         table = _LEVEL_TABLE[level]
         order = [Instance.series_fk, Instance.instance_number, Instance.id] if level == "IMAGE" else [table.id]
         return q.where(*self.conditions).order_by(*order)
+
+    def _patient_match(self) -> list[Any]:
+        """PATIENT level: the patient has a study matching every patient-level key (none when there are none)."""
+        if not self.study_conditions:
+            return []
+        return [Patient.id.in_(select(Study.patient_fk).where(*self.study_conditions).correlate(None))]
 
     def instances_statement(self) -> Select:
         """The stored instances under the matching entities (for C-GET / C-MOVE / WADO)."""
@@ -229,7 +260,7 @@ class Query:
             .join(Series, Instance.series_fk == Series.id)
             .join(Study, Series.study_fk == Study.id)
             .join(Patient, Study.patient_fk == Patient.id)
-            .where(*self.conditions)
+            .where(*self.conditions, *self._patient_match())
             .order_by(Series.id, Instance.instance_number, Instance.id)
         )
 
@@ -314,7 +345,7 @@ def run(s: Session, query: Query, *, tags: Collection[str] | None = None, comput
     filtered = len(query.python_filter) > 0
     if not filtered:
         stmt = stmt.offset(offset).limit(limit) if limit is not None else stmt.offset(offset)
-    answers = _matching(s.execute(stmt), query, tags, offset if filtered else 0, limit if filtered else None)
+    answers = _matching(s, s.execute(stmt), query, tags, offset if filtered else 0, limit if filtered else None)
     while chunk := list(islice(answers, CHUNK)):
         extra = computed_attributes(s, query.level, [i for i, _ in chunk], wanted)
         for i, attrs in chunk:
@@ -322,18 +353,32 @@ def run(s: Session, query: Query, *, tags: Collection[str] | None = None, comput
             values["QueryRetrieveLevel"] = [query.level]
             if retrieve_ae:
                 values["RetrieveAETitle"] = [retrieve_ae]
-            yield Match(query.level, attrs, values)
+            yield Match(query.level, attrs, values, i)
 
 
-def _matching(rows: Iterable[Any], query: Query, tags: Collection[str] | None, offset: int,
+def _matching(s: Session, rows: Iterable[Any], query: Query, tags: Collection[str] | None, offset: int,
               limit: int | None) -> Iterator[tuple[int, dict]]:
     """(id, DICOM JSON restricted to ``tags``) of the rows that pass the Python-side filter, after ``offset``,
-    at most ``limit``."""
+    at most ``limit``.
+
+    Rows are (id, blob) or, below STUDY level, (id, blob, study id): then the answer's patient attributes are
+    its study's (when the answer or the filter needs any). Consecutive rows with one id (PATIENT level, one row
+    per matching study) give at most one answer, from the first that passes."""
     skipped = produced = 0
-    for i, blob in rows:
+    needs_patient = (tags is None or any(t.startswith(PATIENT_GROUP) for t in tags)
+                     or any(e.tag.group == 0x0010 for e in query.python_filter))
+    studies: dict[int, dict[str, Any]] = {}
+    answered = None
+    for i, blob, *study in rows:
+        if i == answered:
+            continue
         attrs = unpack_json(blob) if blob else {}
+        if study and needs_patient:
+            attrs = {t: v for t, v in attrs.items() if not t.startswith(PATIENT_GROUP)}
+            attrs.update(_patient_attrs(s, study[0], studies))
         if query.python_filter and not _python_match(query, attrs):
             continue
+        answered = i
         if skipped < offset:
             skipped += 1
             continue
@@ -341,6 +386,45 @@ def _matching(rows: Iterable[Any], query: Query, tags: Collection[str] | None, o
         produced += 1
         if limit is not None and produced >= limit:
             return
+
+
+def _patient_attrs(s: Session, study_id: int, cache: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The group-0010 attributes of a study's stored JSON (the patient as the study's instances give it)."""
+    found = cache.get(study_id)
+    if found is None:
+        if len(cache) >= 1000:
+            cache.clear()
+        blob = s.scalar(select(Study.attrs).where(Study.id == study_id))
+        found = cache[study_id] = {t: v for t, v in (unpack_json(blob) if blob else {}).items()
+                                   if t.startswith(PATIENT_GROUP)}
+    return found
+
+
+def demographics(s: Session, level: str, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The demographic variants under the Patient ID of each PATIENT or STUDY row in ``ids``: one entry per
+    distinct (PatientName, PatientBirthDate, PatientSex) among the patient's studies, as the index matches them
+    (normalised), with the studies giving it; the first is the one of the patient's earliest stored study."""
+    if level == "PATIENT":
+        patient_of = {i: i for i in ids}
+    elif level == "STUDY":
+        patient_of = dict(s.execute(select(Study.id, Study.patient_fk).where(Study.id.in_(ids))).all())
+    else:
+        raise ValueError(f"no demographics at {level} level")
+    variants: dict[int, dict[tuple[str, str, str], list[str]]] = {}
+    if patient_of:
+        for fk, name, birth, sex, uid in s.execute(
+                select(Study.patient_fk, Study.patient_name, Study.patient_birth_date, Study.patient_sex,
+                       Study.study_instance_uid)
+                .where(Study.patient_fk.in_(sorted(set(patient_of.values())))).order_by(Study.id)):
+            variants.setdefault(fk, {}).setdefault((name, birth, sex), []).append(uid)
+    return {i: [{"PatientName": name, "PatientBirthDate": birth, "PatientSex": sex, "StudyInstanceUIDs": uids}
+                for (name, birth, sex), uids in variants.get(patient_of.get(i), {}).items()] for i in ids}
+
+
+def demographics_conflict(variants: list[dict[str, Any]]) -> bool:
+    """Whether the studies under one Patient ID disagree: an attribute with two different non-empty values
+    (a value missing from one study is no conflict)."""
+    return any(len({v[k] for v in variants} - {""}) > 1 for k in ("PatientName", "PatientBirthDate", "PatientSex"))
 
 
 def _python_match(query: Query, attrs: dict[str, Any]) -> bool:

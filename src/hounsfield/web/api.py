@@ -1,5 +1,9 @@
 """REST API over the archive: list/search/delete patients, studies, series and instances; download an
-instance; the remote nodes. Search parameters are DICOM keywords and use the shared matching rules."""
+instance; the remote nodes. Search parameters are DICOM keywords and use the shared matching rules.
+
+Patient and study records say whether the demographics under their Patient ID differ between studies
+(``demographics_conflict``, ``demographics_variants``): the demographics are kept and matched per study
+(``query``), so a Patient ID reused by another system, or a name corrected later, shows up here."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydicom import datadict
 from pydicom.dataset import Dataset
 
@@ -31,6 +35,7 @@ SUMMARY = {
     "IMAGE": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
               "Rows", "Columns", "NumberOfFrames"],
 }
+DEMOGRAPHIC_LEVELS = ("PATIENT", "STUDY")  # records that carry the demographics flag
 MAX_LIMIT = 10000
 SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) take: an offset or id beyond is a 422
 
@@ -74,8 +79,15 @@ def search(pacs: Pacs, level: str, filters: dict[str, str], *, limit: int, offse
     for kw, value in (exact or {}).items():
         query.require_equal(kw, value)
     with pacs.archive.reading() as s:
-        return [flatten(m.json(), SUMMARY[level])
-                for m in q.run(s, query, tags=query.answer_tags, offset=offset, limit=limit)]
+        matches = list(q.run(s, query, tags=query.answer_tags, offset=offset, limit=limit))
+        records = [flatten(m.json(), SUMMARY[level]) for m in matches]
+        if level in DEMOGRAPHIC_LEVELS:
+            found = q.demographics(s, level, [m.id for m in matches])
+            for m, record in zip(matches, records):
+                conflict = q.demographics_conflict(found[m.id])
+                record["demographics_conflict"] = conflict
+                record["demographics_variants"] = found[m.id] if conflict else []
+        return records
 
 
 def _filters(request: Request) -> dict[str, str]:
@@ -89,8 +101,46 @@ def _filters(request: Request) -> dict[str, str]:
     return out
 
 
+class DemographicVariant(BaseModel):
+    """One combination of patient demographics found among the studies under a Patient ID, normalised as the
+    index matches them (names without trailing padding, dates YYYYMMDD)."""
+
+    PatientName: str
+    PatientBirthDate: str
+    PatientSex: str
+    StudyInstanceUIDs: list[str] = Field(description="The studies whose instances give these demographics.")
+
+
+_DEMOGRAPHIC_FIELDS: dict[str, Any] = {
+    "demographics_conflict": (bool, Field(description=(
+        "True when the studies under this Patient ID (and Issuer) disagree on PatientName, PatientBirthDate or "
+        "PatientSex (two different non-empty values; a value missing from a study is no conflict): a Patient ID "
+        "reused by another system, or a name corrected later. Each study is matched and answered with its own "
+        "demographics; a patient record with the values of the study that matched the search (of several, "
+        "the latest)."))),
+    "demographics_variants": (list[DemographicVariant], Field(description=(
+        "When demographics_conflict: every distinct (PatientName, PatientBirthDate, PatientSex) under the "
+        "Patient ID with the studies giving it, the earliest stored first; empty otherwise."))),
+}
+
+
+def _record_model(level: str) -> type[BaseModel]:
+    """The documented shape of a record of ``level`` (OpenAPI only: the records are built by ``search``)."""
+    fields: dict[str, Any] = {kw: (Any, Field(None, description=f"DICOM {kw} (null when absent).")) for kw in
+                              SUMMARY[level]}
+    if level in DEMOGRAPHIC_LEVELS:
+        fields.update(_DEMOGRAPHIC_FIELDS)
+    name = {"PATIENT": "PatientRecord", "STUDY": "StudyRecord", "SERIES": "SeriesRecord",
+            "IMAGE": "InstanceRecord"}[level]
+    return create_model(name, __config__=ConfigDict(extra="allow"), **fields)
+
+
+RECORD_MODELS = {level: _record_model(level) for level in SUMMARY}
+
+
 def _list_route(resource: str) -> None:
     level = LEVEL_OF[resource]
+    record = RECORD_MODELS[level]
 
     def list_resource(
         request: Request,
@@ -102,8 +152,15 @@ def _list_route(resource: str) -> None:
 
     list_resource.__doc__ = (f"List or search {resource}. Any DICOM keyword is a filter with C-FIND matching "
                              "(wildcards * ?, ranges 20240101-20241231, UID lists).")
+    if level in DEMOGRAPHIC_LEVELS:
+        list_resource.__doc__ += (
+            " Patient attributes are matched on each study's own values"
+            + (": a patient matches when one of its studies matches them all, and shows that study's values."
+               if level == "PATIENT" else ".")
+            + " demographics_conflict says whether the studies under the Patient ID disagree on them.")
     router.add_api_route(f"/{resource}", list_resource, methods=["GET"], tags=[resource],
-                         name=f"list_{resource}")
+                         name=f"list_{resource}", response_model=None,
+                         responses={200: {"model": list[record], "description": f"The matching {resource}."}})
 
     def get_one(request: Request, uid: str) -> dict[str, Any]:
         found = search(pacs_of(request), level, {}, exact={UID_KEY[resource]: uid}, limit=1, offset=0)
@@ -112,7 +169,8 @@ def _list_route(resource: str) -> None:
         return found[0]
 
     router.add_api_route(f"/{resource}/{{uid}}", get_one, methods=["GET"], tags=[resource],
-                         name=f"get_{resource}")
+                         name=f"get_{resource}", response_model=None,
+                         responses={200: {"model": record, "description": f"The {level.lower()} record."}})
 
     def delete_one(request: Request, uid: str) -> dict[str, Any]:
         removed = pacs_of(request).archive.delete({"patients": "patient", "studies": "study", "series": "series",

@@ -1,7 +1,9 @@
 """QIDO-RS, the Search Transaction (PS3.18 10.6): studies, series and instances matching query parameters.
 
 The query parameters (PS3.18 8.3.4) become a ``query.Query`` identifier, the same engine C-FIND uses, so
-both protocols match alike; answers are DICOM JSON built from the index, each with its RetrieveURL.
+both protocols match alike; answers are DICOM JSON built from the index, each with its RetrieveURL. Patient
+attributes (PatientName, PatientBirthDate...) are matched and answered as each study's own instances give them,
+also in series and instance answers (PS3.18 searches the Study Root model, where they are attributes of the study).
 """
 
 from __future__ import annotations
