@@ -54,6 +54,17 @@ def path_scrubber(data_dir: Path) -> re.Pattern[str]:
     return re.compile(f"(?:{'|'.join(map(re.escape, roots))})[^\\s:'\"]*")
 
 
+# Any other absolute path of two components or more (a files directory on another volume behind a symlink, a
+# temporary file, a codec's own file): it starts a word, so "application/dicom" or "1/2" are no paths.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:'\"()\[\]]+/)+[^\s/:'\"()\[\],;]*")
+
+
+def public_detail(text: str, internal_paths: re.Pattern[str]) -> str:
+    """An error message fit for any client: every file system path in it cut to its last component."""
+    text = internal_paths.sub(lambda m: Path(m.group()).name, text)
+    return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name, text)
+
+
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
     """A validation error without the value sent: a 10 MB string or a raw body would come straight back, and
     deeply nested JSON cannot be written out again."""
@@ -79,9 +90,14 @@ def create_app(pacs: Pacs) -> FastAPI:
     internal_paths = path_scrubber(pacs.settings.data_dir)
 
     @app.exception_handler(HounsfieldError)
-    async def domain_error(_request: Request, exc: HounsfieldError) -> JSONResponse:
-        detail = internal_paths.sub(lambda m: Path(m.group()).name, str(exc))
-        return JSONResponse({"error": type(exc).__name__, "detail": detail}, status_code=http_status(exc))
+    async def domain_error(request: Request, exc: HounsfieldError) -> JSONResponse:
+        status = http_status(exc)
+        if isinstance(exc, (InvalidDataset, DependencyMissing, StorageFull)) or status >= 500:
+            # about a stored file or the server itself (unreadable, undecodable, missing, no codec): the
+            # details, paths and all, are for the log only
+            log.warning("%s %s: %s %s", request.method, request.url.path, type(exc).__name__, exc)
+        detail = public_detail(str(exc), internal_paths)
+        return JSONResponse({"error": type(exc).__name__, "detail": detail}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

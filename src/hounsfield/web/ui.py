@@ -42,7 +42,9 @@ def frame_values(request: Request, study: str, series: str, sop: str, frame: int
     found = pacs_of(request).archive.instances(study_uid=study, series_uid=series, sop_uids=[sop])
     if not found:
         raise NotFound(f"no instance {sop} in series {series} of study {study}")
-    values = values_of(found[0].path, frame)
+    values = _palette_rgb(found[0].path, frame)
+    if values is None:
+        values = values_of(found[0].path, frame)
     finite = values[np.isfinite(values)] if values.size else values
     low = float(finite.min()) if finite.size else 0.0
     high = float(finite.max()) if finite.size else 0.0
@@ -54,6 +56,23 @@ def frame_values(request: Request, study: str, series: str, sop: str, frame: int
                "X-Samples": str(values.shape[2] if values.ndim == 3 else 1), "X-Dtype": dtype,
                "X-Min": f"{low:g}", "X-Max": f"{high:g}", "Cache-Control": "private, max-age=3600"}
     return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+def _palette_rgb(path: Path, frame: int) -> np.ndarray | None:
+    """A PALETTE COLOR frame as the RGB it is displayed in (PS3.3 C.7.6.3.1.5): its indices are no values
+    to window. None for every other kind of image."""
+    from hounsfield.imaging import read_dataset
+    from hounsfield.imaging.color import palette_to_rgb
+    from hounsfield.imaging.io import decode_frame
+
+    header = read_dataset(path, pixels=False)
+    if str(header.get("PhotometricInterpretation", "")).strip() != "PALETTE COLOR":
+        return None
+    ds = read_dataset(path)
+    stored, photometric = decode_frame(ds, frame)
+    if photometric != "PALETTE COLOR" or stored.ndim != 2:
+        return stored.astype(np.float32)
+    return palette_to_rgb(stored, ds).astype(np.float32)
 
 
 def mount(app: FastAPI) -> None:

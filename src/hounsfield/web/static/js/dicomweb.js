@@ -18,17 +18,32 @@ export function values(ds, tag) {
 async function json(url, init) {
   const r = await fetch(url, { headers: { Accept: "application/dicom+json" }, ...init });
   if (r.status === 204) return [];
-  if (!r.ok) throw new Error(`${r.status} ${await errorText(r)}`);
+  if (!r.ok) throw await failure(r);
   return r.json();
 }
 
+// What the server says about a stored file may start with the file's name ("<name>.dcm: no pixel data"), and
+// a message may quote an absolute path: users are told what went wrong, never where or under which name the
+// server keeps its files.
+export function withoutPaths(text) {
+  return String(text)
+    .replace(/(^|[\s'"(=])\/[^\s\/'"()]+\/[^\s'"()]*/g, "$1…")
+    .replace(/(^|[\s'"(])[^\s'"()]+\.dcm\b:?\s*/g, "$1")
+    .trim();
+}
+
 export async function errorText(r) {
+  let text = r.statusText;
   try {
     const body = await r.clone().json();
-    return body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText;
-  } catch {
-    return r.statusText;
-  }
+    if (body.detail) text = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch { /* not JSON: the status text */ }
+  return withoutPaths(text) || `HTTP ${r.status}`;
+}
+
+async function failure(r) { // an Error whose message is fit to show: the status and the server's reason
+  const detail = await errorText(r);
+  return Object.assign(new Error(`${r.status} ${detail}`), { status: r.status, detail });
 }
 
 export function searchStudies(params) {
@@ -52,7 +67,7 @@ export function thumbnailUrl(study, series) {
 // One frame's modality values: {rows, columns, samples, data (Int16Array|Float32Array), min, max}
 export async function frameValues(study, series, sop, frame = 0) {
   const r = await fetch(`/ui/api/values/${study}/${series}/${sop}?frame=${frame}`);
-  if (!r.ok) throw new Error(`${r.status} ${await errorText(r)}`);
+  if (!r.ok) throw await failure(r);
   const buf = await r.arrayBuffer();
   const h = (k) => r.headers.get(k);
   const dtype = h("X-Dtype");

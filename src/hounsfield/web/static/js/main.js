@@ -1,7 +1,7 @@
 // The viewer page: study search (QIDO-RS), series thumbnails, the viewport, presets, cine, metadata,
 // send / delete / upload through the REST API. No build step: plain ES modules.
 import * as dw from "./dicomweb.js";
-import { KEYWORDS } from "./tags.js";
+import { KEYWORDS, SOP_CLASSES } from "./tags.js";
 import { Viewport } from "./viewport.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -10,18 +10,23 @@ const T = { // DICOM tags used here
   study: "0020000D", series: "0020000E", sop: "00080018", modality: "00080060", seriesDesc: "0008103E",
   seriesNo: "00200011", count: "00201209", studyCount: "00201208", frames: "00280008", spacing: "00280030",
   imagerSpacing: "00181164", photometric: "00280004", center: "00281050", width: "00281051", instNo: "00200013",
-  shared: "52009229", measures: "00289110", perFrame: "52009230", rescaleType: "00281054",
+  shared: "52009229", measures: "00289110", perFrame: "52009230", rescaleType: "00281054", sopClass: "00080016",
+  rows: "00280010", columns: "00280011",
 };
+const PIXEL_TAGS = ["7FE00010", "7FE00008", "7FE00009"]; // Pixel Data, Float and Double Float Pixel Data
 
 const state = {
   studies: [], study: null, series: null, stack: [], index: 0, cache: new Map(), presets: {},
-  windowSet: false, cine: null, hover: null, loading: 0,
+  windowSet: false, cine: null,
+  selection: 0, // bumped on every change of study or series: what arrives for an older one is dropped
+  shown: null, // the stack item (one frame of one instance) the viewport shows, pixels and annotations alike
+  dropped: 0, // responses dropped because they arrived for an instance no longer selected
 };
 window.hf = { state };
 
 const viewport = new Viewport($("#viewport"), $("#view"), {
   onWindow: (c, w) => showWindow(c, w),
-  onHover: (pos, v) => showHover(pos, v),
+  onHover: (pos, v) => showHover(pos, v), // always about the image shown now (Viewport.hover)
   onMeasure: (m) => { $("#measure").textContent = m ? `${m.value.toFixed(2)} ${m.unit}` : "–"; },
   onZoom: (s) => { $("#zoom").textContent = `${(s * 100).toFixed(0)}%`; $("#ov-zoom").textContent = `Zoom ${(s * 100).toFixed(0)}%`; },
   onSlice: (step) => go(state.index + step),
@@ -29,10 +34,17 @@ const viewport = new Viewport($("#viewport"), $("#view"), {
 window.hf.viewport = viewport;
 window.hf.imageToClient = (x, y) => viewport.toClient(x, y);
 
-function message(text, error = false) {
+// The status line: each message has an owner, so that clearing one kind ("image" when an image shows) never
+// wipes another (a deletion's confirmation stays until the user moves on).
+function message(text, { error = false, owner = "" } = {}) {
   const el = $("#message");
   el.textContent = text;
   el.classList.toggle("error", error);
+  el.dataset.owner = text ? owner : "";
+}
+
+function clearMessage(owner) {
+  if (owner === undefined || $("#message").dataset.owner === owner) message("");
 }
 
 // ------------------------------------------------------------------------------------------- study search
@@ -51,7 +63,10 @@ async function search() {
   const acc = $("#search-accession").value.trim();
   if (acc) base.AccessionNumber = wildcard(acc);
   const patient = $("#search-patient").value.trim();
-  message("Searching…");
+  const table = $("#studies");
+  const run = (state.searchRun = (state.searchRun || 0) + 1);
+  table.dataset.state = "searching";
+  $("#study-count").textContent = "Searching…";
   try {
     let found;
     if (patient) { // name or ID: two QIDO searches, merged
@@ -65,12 +80,17 @@ async function search() {
     } else {
       found = await dw.searchStudies(base);
     }
+    if (run !== state.searchRun) return; // a newer search is under way
     found.sort((a, b) => (dw.value(b, T.date) || "").localeCompare(dw.value(a, T.date) || ""));
     state.studies = found;
     renderStudies();
-    message("");
+    clearMessage("search");
   } catch (err) {
-    message(`Search failed: ${err.message}`, true);
+    if (run !== state.searchRun) return;
+    $("#study-count").textContent = "";
+    message(`Search failed: ${err.message}`, { error: true, owner: "search" });
+  } finally {
+    if (run === state.searchRun) table.dataset.state = "ready";
   }
 }
 
@@ -104,6 +124,9 @@ function renderStudies() {
 // ------------------------------------------------------------------------------------------- study / series
 async function openStudy(uid) {
   const study = state.studies.find((s) => dw.value(s, T.study) === uid);
+  const selection = select();
+  show({ state: "loading", text: "Loading…" });
+  clearMessage();
   state.study = study;
   for (const tr of document.querySelectorAll("tr.study")) tr.classList.toggle("selected", tr.dataset.uid === uid);
   $("#study-panel").hidden = false;
@@ -115,9 +138,12 @@ async function openStudy(uid) {
   try {
     series = await dw.searchSeries(uid);
   } catch (err) {
-    message(`Cannot list series: ${err.message}`, true);
+    if (!current(selection)) return;
+    show({ state: "error", text: `Cannot list the series of this study: ${err.detail ?? err.message}` });
+    message(`Cannot list series: ${err.message}`, { error: true, owner: "series" });
     return;
   }
+  if (!current(selection)) return; // another study was opened meanwhile
   series.sort((a, b) => (+dw.value(a, T.seriesNo) || 0) - (+dw.value(b, T.seriesNo) || 0));
   for (const s of series) {
     const seriesUid = dw.value(s, T.series);
@@ -138,6 +164,7 @@ async function openStudy(uid) {
     list.append(div);
   }
   if (series.length) openSeries(uid, dw.value(series[0], T.series));
+  else show({ state: "empty", text: "This study has no series." });
 }
 
 function pixelSpacing(meta, frame) {
@@ -154,61 +181,160 @@ function pixelSpacing(meta, frame) {
   return imager.length === 2 ? imager.map(Number) : null;
 }
 
-async function openSeries(studyUid, seriesUid) {
+// ------------------------------------------------------------------------------------------- the viewport
+// A new study or series: everything the viewport showed goes at once, before anything is fetched, and every
+// response still under way for the previous selection is dropped when it arrives (``current``).
+function select(seriesUid = null) {
   stopCine();
+  state.selection += 1;
+  state.series = seriesUid;
+  state.stack = [];
+  state.cache = new Map();
+  state.index = 0;
+  state.windowSet = false;
+  viewport.invert = false;
+  const slider = $("#slice-slider");
+  slider.max = 0;
+  slider.value = 0;
+  $("#viewport").dataset.series = seriesUid || "";
+  clearMessage("image"); // about what was shown before
+  clearMessage("series");
+  return state.selection;
+}
+
+// True when the answer for ``selection`` (and, for an image, ``item``) is still what the user has selected.
+function current(selection, item = undefined) {
+  const ok = selection === state.selection && (item === undefined || state.stack[state.index] === item);
+  if (!ok) state.dropped += 1;
+  return ok;
+}
+
+function sopClassName(meta) {
+  const uid = dw.value(meta, T.sopClass);
+  return SOP_CLASSES[uid] || (uid ? `SOP class ${uid}` : dw.value(meta, T.modality) || "Object");
+}
+
+// An image has pixel data; the stored metadata leaves that element out, but keeps the Image Pixel module's
+// Rows and Columns (PS3.3 C.7.6.3), which objects without an image (RT Structure Set, RT Plan, SR, ECG) lack.
+function hasPixels(meta) {
+  if (PIXEL_TAGS.some((tag) => meta[tag] && (meta[tag].BulkDataURI || meta[tag].InlineBinary))) return true;
+  return +dw.value(meta, T.rows) > 0 && +dw.value(meta, T.columns) > 0;
+}
+
+function patientText(meta) {
+  return `${dw.value(meta, T.name) || ""}\n${dw.value(meta, T.pid) || ""}\n${formatDate(dw.value(meta, T.date))}`;
+}
+
+function seriesText(item) {
+  const meta = item.meta;
+  const head = `${dw.value(meta, T.seriesDesc) || ""}\nSeries ${dw.value(meta, T.seriesNo) ?? ""}`;
+  if (!state.stack.includes(item)) return `${head}  ${sopClassName(meta)}`; // an object without an image
+  const n = state.stack.length;
+  return `${head}  Im ${item.position + 1}/${n}` + (item.frame || +dw.value(meta, T.frames) > 1 ? `  Fr ${item.frame + 1}` : "");
+}
+
+// The one place that changes what the viewport shows. ``item`` is the instance (and frame) shown, or null;
+// ``image`` its decoded frame, or null for none (a non-image object, an image that cannot be shown, nothing
+// selected); ``text`` the placeholder shown instead of pixels. The canvas, the corner text (patient, study,
+// series, instance, window, zoom), the value under the cursor, the measurement and the status bar all change
+// here together, so pixels of one instance never appear with the annotations of another.
+function show({ state: kind, item = null, image = null, text = "" }) {
+  const vp = $("#viewport");
+  if (state.shown !== item) viewport.clearMeasurement();
+  state.shown = item;
+  $("#measure").textContent = "–";
+  if (image) {
+    const meta = item.meta;
+    if (!state.windowSet) {
+      const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
+      if (c !== undefined && w !== undefined && +w >= 1) viewport.center = +c, viewport.width = +w;
+      else viewport.center = (image.min + image.max) / 2 + 0.5, viewport.width = Math.max(1, image.max - image.min + 1);
+      state.windowSet = true;
+    }
+    viewport.setImage(image, {
+      spacing: pixelSpacing(meta, item.frame),
+      monochrome1: (dw.value(meta, T.photometric) || "").trim() === "MONOCHROME1",
+      modality: dw.value(meta, T.modality),
+    });
+    showWindow(viewport.center, viewport.width);
+    viewport.cb.onZoom(viewport.scale());
+    $("#slice").textContent = `${item.position + 1} / ${state.stack.length}`;
+    vp.dataset.slice = String(item.position);
+  } else {
+    viewport.clear();
+    for (const id of ["#wl", "#zoom", "#slice"]) $(id).textContent = "–";
+    for (const id of ["#ov-window", "#ov-zoom"]) $(id).textContent = "";
+    delete vp.dataset.slice;
+  }
+  $("#ov-patient").textContent = item ? patientText(item.meta) : "";
+  $("#ov-series").textContent = item ? seriesText(item) : "";
+  $("#placeholder").textContent = image ? "" : text;
+  vp.dataset.sop = item ? item.sop : "";
+  vp.dataset.frame = item ? String(item.frame) : "";
+  vp.dataset.state = kind;
+  if (!$("#meta-panel").hidden) renderMetadata();
+}
+
+async function openSeries(studyUid, seriesUid) {
+  const selection = select(seriesUid);
+  show({ state: "loading", text: "Loading…" });
   for (const el of document.querySelectorAll(".series-thumb")) el.classList.toggle("selected", el.dataset.uid === seriesUid);
   let metas;
   try {
     metas = await dw.seriesMetadata(studyUid, seriesUid);
   } catch (err) {
-    message(`Cannot read series metadata: ${err.message}`, true);
+    if (!current(selection)) return;
+    show({ state: "error", text: `Cannot read this series: ${err.detail ?? err.message}` });
+    message(`Cannot read series metadata: ${err.message}`, { error: true, owner: "series" });
     return;
   }
+  if (!current(selection)) return; // another series was opened meanwhile
   const stack = [];
-  for (const m of metas) {
+  for (const m of metas.filter(hasPixels)) {
     const frames = Math.max(1, +dw.value(m, T.frames) || 1);
-    for (let f = 0; f < frames; f++) stack.push({ study: studyUid, series: seriesUid, sop: dw.value(m, T.sop), frame: f, meta: m });
+    for (let f = 0; f < frames; f++) {
+      stack.push({ study: studyUid, series: seriesUid, sop: dw.value(m, T.sop), frame: f, meta: m, position: stack.length });
+    }
   }
-  state.series = seriesUid;
+  if (!stack.length) { // RT Structure Set, RT Plan, SR, ECG…: say what it is, show no pixels
+    const first = metas[0] || {};
+    const item = { study: studyUid, series: seriesUid, sop: dw.value(first, T.sop) || "", frame: 0, meta: first, position: 0 };
+    const more = metas.length > 1 ? ` (${metas.length} objects)` : "";
+    show({ state: "placeholder", item, text: `${sopClassName(first)} — no image to display${more}` });
+    clearMessage("image");
+    return;
+  }
   state.stack = stack;
-  state.cache = new Map();
-  state.windowSet = false;
-  state.index = 0;
-  viewport.line = null;
-  viewport.invert = false;
-  $("#measure").textContent = "–";
   const slider = $("#slice-slider");
   slider.max = Math.max(0, stack.length - 1);
   slider.value = 0;
-  $("#viewport").dataset.state = "loading";
-  $("#viewport").dataset.series = seriesUid;
-  const first = metas[0] || {};
-  $("#ov-patient").textContent = `${dw.value(first, T.name) || ""}\n${dw.value(first, T.pid) || ""}\n${formatDate(dw.value(first, T.date))}`;
-  await go(Math.floor(0));
-  prefetch();
+  await go(0);
+  if (selection === state.selection) prefetch();
 }
 
 function key(item) { return `${item.sop}:${item.frame}`; }
 
 function load(item) {
   const k = key(item);
-  if (!state.cache.has(k)) {
+  const cache = state.cache;
+  if (!cache.has(k)) {
     const p = dw.frameValues(item.study, item.series, item.sop, item.frame).catch((err) => {
-      state.cache.delete(k);
+      cache.delete(k);
       throw err;
     });
-    state.cache.set(k, p);
+    cache.set(k, p);
   }
-  return state.cache.get(k);
+  return cache.get(k);
 }
 
 async function prefetch() {
-  const series = state.series;
-  const order = state.stack.map((_, i) => i).sort((a, b) => Math.abs(a - state.index) - Math.abs(b - state.index));
+  const selection = state.selection;
+  const stack = state.stack;
+  const order = stack.map((_, i) => i).sort((a, b) => Math.abs(a - state.index) - Math.abs(b - state.index));
   let next = 0;
   const worker = async () => {
-    while (next < order.length && state.series === series) {
-      const item = state.stack[order[next++]];
+    while (next < order.length && state.selection === selection) {
+      const item = stack[order[next++]];
       try { await load(item); } catch { /* shown when that slice is viewed */ }
     }
   };
@@ -220,42 +346,22 @@ async function go(index) {
   if (!n) return;
   index = Math.min(n - 1, Math.max(0, index));
   state.index = index;
-  $("#slice").textContent = `${index + 1} / ${n}`;
   $("#slice-slider").value = index;
+  const selection = state.selection;
   const item = state.stack[index];
   let image;
   try {
     image = await load(item);
   } catch (err) {
-    message(`Cannot load image: ${err.message}`, true);
-    $("#viewport").dataset.state = "error";
+    if (!current(selection, item)) return;
+    const why = `Cannot display image ${index + 1} / ${n}: ${err.detail ?? err.message}`;
+    show({ state: "error", item, text: why });
+    message(why, { error: true, owner: "image" });
     return;
   }
-  if (state.index !== index || state.stack[index] !== item) return; // the user moved on meanwhile
-  const meta = item.meta;
-  const info = {
-    spacing: pixelSpacing(meta, item.frame),
-    monochrome1: (dw.value(meta, T.photometric) || "").trim() === "MONOCHROME1",
-    modality: dw.value(meta, T.modality),
-  };
-  if (!state.windowSet) {
-    const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
-    if (c !== undefined && w !== undefined && +w >= 1) viewport.center = +c, viewport.width = +w;
-    else viewport.center = (image.min + image.max) / 2 + 0.5, viewport.width = Math.max(1, image.max - image.min + 1);
-    state.windowSet = true;
-    viewport.dirtyPixels = true;
-  }
-  viewport.setImage(image, info);
-  showWindow(viewport.center, viewport.width);
-  viewport.cb.onZoom(viewport.scale());
-  $("#ov-series").textContent = `${dw.value(meta, T.seriesDesc) || ""}\nSeries ${dw.value(meta, T.seriesNo) ?? ""}  Im ${index + 1}/${n}` +
-    (item.frame || +dw.value(meta, T.frames) > 1 ? `  Fr ${item.frame + 1}` : "");
-  if (!$("#meta-panel").hidden) renderMetadata();
-  const vp = $("#viewport");
-  vp.dataset.state = "ready";
-  vp.dataset.slice = String(index);
-  message("");
-  if (state.hover) showHover(...state.hover);
+  if (!current(selection, item)) return; // the user moved on meanwhile: this frame is no longer wanted
+  show({ state: "ready", item, image });
+  clearMessage("image");
 }
 
 function showWindow(c, w) {
@@ -272,7 +378,6 @@ function formatValue(v) {
 }
 
 function showHover(pos, v) {
-  state.hover = pos ? [pos, v] : null;
   $("#pos").textContent = pos && v !== null ? `${pos[0]}, ${pos[1]}` : "–";
   $("#hu").textContent = pos ? formatValue(v) : "–";
 }
@@ -290,8 +395,9 @@ async function loadPresets() {
 }
 
 function applyPreset(name) {
+  if (!viewport.image) return;
   if (name === "file") {
-    const meta = state.stack[state.index]?.meta;
+    const meta = state.shown?.meta;
     const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
     if (c !== undefined && w !== undefined) viewport.setWindow(+c, +w);
     return;
@@ -322,7 +428,7 @@ function setTool(tool) {
 
 // ------------------------------------------------------------------------------------------- metadata panel
 function renderMetadata() {
-  const meta = state.stack[state.index]?.meta || {};
+  const meta = state.shown?.meta || {};
   const filter = $("#meta-filter").value.trim().toLowerCase();
   const body = $("#metadata tbody");
   body.replaceChildren();
@@ -386,11 +492,16 @@ async function deleteStudy() {
   const uid = dw.value(state.study, T.study);
   if (!uid || !confirm(`Delete study ${uid} and all its instances?`)) return;
   const r = await fetch(`/api/studies/${uid}`, { method: "DELETE" });
-  if (!r.ok) { message(`Delete failed: ${await dw.errorText(r)}`, true); return; }
-  state.study = null;
-  $("#study-panel").hidden = true;
-  message(`Deleted study ${uid}`);
-  search();
+  if (!r.ok) { message(`Delete failed: ${await dw.errorText(r)}`, { error: true, owner: "delete" }); return; }
+  if (state.study && dw.value(state.study, T.study) === uid) { // it is on screen: nothing of it may stay
+    select();
+    state.study = null;
+    show({ state: "empty", text: "Study deleted." });
+    $("#study-panel").hidden = true;
+    $("#series-list").replaceChildren();
+  }
+  message(`Deleted study ${uid}`, { owner: "delete" });
+  search(); // the list without it; the confirmation stays
 }
 
 async function upload(input) {
@@ -462,6 +573,7 @@ function bind() {
 window.hf.search = search;
 window.hf.openStudy = openStudy;
 window.hf.go = go;
+window.hf.openSeries = openSeries;
 bind();
 loadPresets();
 loadPeers();

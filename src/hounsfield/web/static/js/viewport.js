@@ -17,6 +17,7 @@ export class Viewport {
     this.tool = "window";
     this.line = null; // measurement in image coordinates {a: [x, y], b: [x, y]}
     this.pointers = new Map();
+    this.pointer = null; // last client position of the mouse over the viewport
     this.offscreen = document.createElement("canvas");
     this.dirtyPixels = true;
     new ResizeObserver(() => this.resize()).observe(element);
@@ -24,7 +25,7 @@ export class Viewport {
   }
 
   // ---------------------------------------------------------------- state
-  setImage(image, info) {
+  setImage(image, info) { // the pixels of one frame; the caller changes the annotations with them
     this.image = image;
     this.info = info;
     if (this.offscreen.width !== image.columns || this.offscreen.height !== image.rows) {
@@ -34,6 +35,32 @@ export class Viewport {
     }
     this.dirtyPixels = true;
     this.draw();
+    this.hover();
+  }
+
+  clear() { // no pixels at all: a black canvas, no measurement, nothing under the cursor
+    this.image = null;
+    this.info = {};
+    this.line = null;
+    this.drag = null;
+    this.dirtyPixels = true;
+    this.draw();
+    this.hover();
+  }
+
+  clearMeasurement() { // a measurement belongs to the frame it was drawn on
+    this.line = null;
+    if (this.drag?.action === "measure") this.drag = null;
+    this.draw();
+  }
+
+  hover() { // report the value under the cursor of the image shown now (or nothing)
+    if (this.image && this.pointer) {
+      const [x, y] = this.toImage(...this.pointer);
+      this.cb.onHover?.([Math.floor(x), Math.floor(y)], this.valueAt(x, y));
+    } else {
+      this.cb.onHover?.(null, null);
+    }
   }
 
   setWindow(center, width) {
@@ -222,7 +249,7 @@ export class Viewport {
     el.addEventListener("pointermove", (e) => this.pointerMove(e));
     el.addEventListener("pointerup", (e) => this.pointerUp(e));
     el.addEventListener("pointercancel", (e) => this.pointerUp(e));
-    el.addEventListener("pointerleave", () => this.cb.onHover?.(null, null));
+    el.addEventListener("pointerleave", () => { this.pointer = null; this.hover(); });
   }
 
   actionFor(e) {
@@ -261,12 +288,10 @@ export class Viewport {
 
   pointerMove(e) {
     if (this.pointers.has(e.pointerId)) this.pointers.set(e.pointerId, [e.clientX, e.clientY]);
-    if (this.image) {
-      const [x, y] = this.toImage(e.clientX, e.clientY);
-      this.cb.onHover?.([Math.floor(x), Math.floor(y)], this.valueAt(x, y));
-    }
+    this.pointer = [e.clientX, e.clientY];
+    this.hover();
     const d = this.drag;
-    if (!d) return;
+    if (!d || !this.image) return;
     const dx = e.clientX - d.x, dy = e.clientY - d.y;
     switch (d.action) {
       case "window": {
@@ -284,6 +309,7 @@ export class Viewport {
         this.cb.onZoom?.(this.scale());
         break;
       case "measure":
+        if (!this.line) break;
         this.line.b = this.snap(this.toImage(e.clientX, e.clientY));
         this.draw();
         this.cb.onMeasure?.(this.measure());
