@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -32,10 +32,11 @@ from hounsfield.errors import HounsfieldError, InvalidDataset, NotFound, Storage
 from hounsfield.headerjson import MAX_DEPTH
 from hounsfield.models import Instance, Patient, Series, Study, utcnow
 from hounsfield.query import Query
-from hounsfield.storage import FileStore, PathTaken, safe_component, sha256_file
+from hounsfield.storage import FileStore, PathTaken, claim_stripe, safe_component, sha256_file
 
 log = logging.getLogger(__name__)
 SETTLE_HELP_AFTER = 0.05  # seconds a query waits for the indexer before it indexes what it waits for
+INDEX_BATCH = 32  # pending instances indexed in one transaction
 _arrivals = itertools.count()
 Put = Callable[[str, bool], None]  # put(rel, new): place the instance's file at rel; new: never replace a file
 
@@ -162,33 +163,144 @@ class Archive:
         (``settle``, with a ``deadline`` on ``time.monotonic()``): each file, and each SOP Instance UID, is claimed
         while it is indexed; each skips what the other holds, so both work at once on different instances, and
         the second to come to a file finds it gone.
+
+        Up to ``INDEX_BATCH`` instances go into one transaction (``_store_batch``): one commit and one fsync per
+        directory for all of them instead of one each, which was most of an instance's indexing time. A batch
+        that fails as a whole is indexed again one instance at a time, so that one file that cannot be indexed
+        is quarantined alone and never holds up the others.
         """
+        todo = self.files.pending_files() if paths is None else list(paths)
         handled = 0
-        for path in self.files.pending_files() if paths is None else paths:
+        for start in range(0, len(todo), INDEX_BATCH):
             if deadline is not None and time.monotonic() > deadline:
                 break
-            with self.files.claiming_pending(path) as claimed:
-                if not claimed:
-                    continue  # the indexer is on it, or has indexed it meanwhile
+            done, retry_later = self._index_batch(todo[start:start + INDEX_BATCH])
+            handled += done
+            if retry_later:
+                break
+        return handled
+
+    def _index_batch(self, paths: list[Path], *, retry_refused: bool = True) -> tuple[int, bool]:
+        """Claim, read and index ``paths`` together; (how many were handled, whether to stop this round).
+
+        A file is claimed for as long as it is in the batch, and given up at once when the batch leaves it
+        (another process holds its instance, or it is a second copy of one already in the batch), so that
+        whoever comes to it next is never kept from it by a batch that does not index it. A file whose claim
+        was refused is tried once more after the batch: it may be another name of a file the batch held (a
+        pending file linked twice, as a crash between the commit and the unlink leaves it)."""
+        with ExitStack() as claims:
+            ready: list[tuple[Path, Header]] = []
+            again: list[tuple[Path, Header]] = []
+            refused: list[Path] = []
+            uids: set[str] = set()
+            stripes: set[int] = set()
+            for path in paths:
+                held = ExitStack()
+                if not held.enter_context(self.files.claiming_pending(path)):
+                    held.close()
+                    refused.append(path)  # the indexer is on it, or has indexed it meanwhile
+                    continue
                 try:
                     header = self.read(path)
-                    with self.files.claiming_instance(header.sop_instance_uid) as mine:
-                        if not mine:
-                            continue  # a copy of the same instance is being stored: this one waits its turn
-                        self._store(header, path.stem.partition("_")[2],
-                                    lambda rel, new: self.files.put_link(rel, path, exclusive=new))
-                except (StorageFull, OperationalError, OSError) as exc:  # may pass: retried next round
+                except OSError as exc:  # may pass: retried next round
+                    held.close()
                     log.warning("indexing %s failed, will retry: %s", path.name, exc)
-                    break
+                    return self._index_each(ready)[0], True
                 except Exception as exc:  # noqa: BLE001 - a file that cannot be indexed must not stop the queue
-                    reason = str(exc) if isinstance(exc, HounsfieldError) else f"{type(exc).__name__}: {exc}"
-                    where = self.files.quarantine(path, reason[:2000], origin=path.stem.partition("_")[2])
-                    log.error("received file %s cannot be indexed, quarantined as %s: %s", path.name, where.name,
-                              reason[:500])
+                    self._quarantine(path, exc)
+                    held.close()
                     continue
-                path.unlink()
-                handled += 1
-        return handled
+                uid = header.sop_instance_uid
+                if uid not in uids and claim_stripe(uid) not in stripes:  # a stripe held covers its other UIDs
+                    if not held.enter_context(self.files.claiming_instance(uid)):
+                        held.close()
+                        continue  # a copy of the same instance is being stored: this one waits its turn
+                    stripes.add(claim_stripe(uid))
+                claims.push(held)
+                if uid in uids:
+                    again.append((path, header))  # a second copy of one instance: after the first is in
+                    continue
+                uids.add(uid)
+                ready.append((path, header))
+            handled, retry_later = self._index_claimed(ready, again)
+        if retry_refused and not retry_later:
+            for path in refused:
+                if path.exists():
+                    done, retry_later = self._index_batch([path], retry_refused=False)
+                    handled += done
+                    if retry_later:
+                        break
+        return handled, retry_later
+
+    def _index_claimed(self, ready: list[tuple[Path, Header]],
+                       again: list[tuple[Path, Header]]) -> tuple[int, bool]:
+        """Index what a batch holds: ``ready`` in one transaction (one by one when that fails), then ``again``."""
+        if len(ready) < 2:
+            return self._index_each(ready + again)
+        try:
+            self._store_batch(ready)
+        except Exception as exc:  # noqa: BLE001 - each on its own, where the failure is told apart
+            log.info("indexing %d instances together failed (%s); indexing them one by one", len(ready), exc)
+            return self._index_each(ready + again)
+        for path, _ in ready:
+            path.unlink()
+        done, retry_later = self._index_each(again)
+        return len(ready) + done, retry_later
+
+    def _index_each(self, ready: list[tuple[Path, Header]]) -> tuple[int, bool]:
+        """Index claimed pending instances one transaction each; (how many were handled, whether to stop)."""
+        handled = 0
+        for path, header in ready:
+            try:
+                self._store(header, _origin(path), lambda rel, new, path=path: self.files.put_link(rel, path,
+                                                                                                 exclusive=new))
+            except (StorageFull, OperationalError, OSError) as exc:  # may pass: retried next round
+                log.warning("indexing %s failed, will retry: %s", path.name, exc)
+                return handled, True
+            except Exception as exc:  # noqa: BLE001 - a file that cannot be indexed must not stop the queue
+                self._quarantine(path, exc)
+                continue
+            path.unlink()
+            handled += 1
+        return handled, False
+
+    def _store_batch(self, ready: list[tuple[Path, Header]]) -> None:
+        """``_store`` for several claimed pending instances in one transaction: every file linked into the
+        layout, their directories made durable once each, then the index rows committed together."""
+        placed: list[str] = []
+        linked: list[str] = []
+        ids: dict[tuple, int] = {}
+        try:
+            with self.db.session() as s:
+                for path, header in ready:
+                    uid = header.sop_instance_uid
+                    existing = s.execute(_STORED_PATH, {"uid": uid}).scalar()
+                    if existing is not None and self.duplicate_policy == "keep":
+                        log.info("duplicate SOP Instance UID %s from %s kept the stored copy", uid,
+                                 _origin(path) or "-")
+                        continue
+
+                    def put(rel: str, new: bool, path: Path = path) -> None:
+                        self.files.put_link(rel, path, exclusive=new, sync_dir=False)
+                        linked.append(rel)
+
+                    if existing is None:
+                        rel = self._place(s, header, put)
+                        placed.append(rel)
+                    else:
+                        rel = existing
+                        put(rel, False)
+                    self._index(s.connection(), header, rel, _origin(path), replace=existing is not None, ids=ids)
+                self.files.sync_dirs(linked)  # the files durable in the layout before their rows exist
+        except Exception:
+            for rel in placed:
+                self.files.delete(rel)
+            raise
+
+    def _quarantine(self, path: Path, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, HounsfieldError) else f"{type(exc).__name__}: {exc}"
+        where = self.files.quarantine(path, reason[:2000], origin=_origin(path))
+        log.error("received file %s cannot be indexed, quarantined as %s: %s", path.name, where.name, reason[:500])
 
     def backlog(self) -> tuple[int, float]:
         """How many acknowledged instances wait for the indexer, and how long the oldest has waited (s)."""
@@ -210,7 +322,7 @@ class Archive:
         """Queue a quarantined file again (after the cause was fixed); whether it is indexed now (if not, it
         is back in quarantine with the new reason)."""
         path = self._quarantined(name)
-        origin = path.stem.partition("_")[2]
+        origin = _origin(path)
         pending = self.files.put_pending(path, f"{time.time_ns():020d}-{os.getpid()}-{next(_arrivals)}_{origin}.dcm")
         self.files.release_record(name)
         self.index_pending([pending])
@@ -307,9 +419,12 @@ class Archive:
         put(beside, True)
         return beside
 
-    def _index(self, conn: Connection, header: Header, rel: str, origin: str, *, replace: bool) -> None:
+    def _index(self, conn: Connection, header: Header, rel: str, origin: str, *, replace: bool,
+               ids: dict[tuple, int] | None = None) -> None:
         """Patient, study and series rows when new, then the instance row (SQLAlchemy Core: this is the
-        per-instance hot path, where the ORM's unit of work costs more than the statements)."""
+        per-instance hot path, where the ORM's unit of work costs more than the statements). ``ids``: the row
+        ids found so far in this transaction (a batch of one series looks its patient, study and series up
+        once)."""
         h = header
         path = self.files.path(rel)
         size = os.path.getsize(path)
@@ -317,11 +432,11 @@ class Archive:
         header_json = h.packed("/dicom-web/studies/{}/series/{}/instances/{}/bulk".format(
             h.text("StudyInstanceUID"), h.text("SeriesInstanceUID"), h.sop_instance_uid))
         patient = _get_or_create(
-            conn, Patient,
+            conn, Patient, ids,
             {"patient_id": h.text("PatientID"), "issuer_of_patient_id": h.text("IssuerOfPatientID")}, {},
         )
         study = _get_or_create(
-            conn, Study, {"study_instance_uid": h.text("StudyInstanceUID")},
+            conn, Study, ids, {"study_instance_uid": h.text("StudyInstanceUID")},
             {
                 "patient_fk": patient,
                 **study_demographics(h),
@@ -335,7 +450,7 @@ class Archive:
             },
         )
         series = _get_or_create(
-            conn, Series, {"series_instance_uid": h.text("SeriesInstanceUID")},
+            conn, Series, ids, {"series_instance_uid": h.text("SeriesInstanceUID")},
             {
                 "study_fk": study,
                 "modality": h.text("Modality"),
@@ -469,6 +584,11 @@ def _id_lookup(model: type, keys: tuple[str, ...]) -> Select:
     return select(model.id).where(*(getattr(model, k) == bindparam(k) for k in keys))
 
 
+def _origin(pending: Path) -> str:
+    """The sender a pending file's name records (``accept_file``)."""
+    return pending.stem.partition("_")[2]
+
+
 _STORED_PATH = select(Instance.path).where(Instance.sop_instance_uid == bindparam("uid"))
 _PATH_OWNER = select(Instance.sop_instance_uid).where(Instance.path == bindparam("path"))
 
@@ -499,14 +619,21 @@ def fitted(model: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _get_or_create(conn: Connection, model: type, unique: dict[str, Any], values: dict[str, Any]) -> int:
-    """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing."""
-    unique, values = fitted(model, unique), fitted(model, values)
+def _get_or_create(conn: Connection, model: type, ids: dict[tuple, int] | None, unique: dict[str, Any],
+                   values: dict[str, Any]) -> int:
+    """The primary key of the row with ``unique`` keys, inserting it (race-free) when missing; remembered in
+    ``ids`` (this transaction's, when given)."""
+    unique = fitted(model, unique)
+    key = (model, *unique.items())
+    if ids is not None and key in ids:
+        return ids[key]
     lookup = _id_lookup(model, tuple(unique))
     found = conn.execute(lookup, unique).scalar()
-    if found is not None:
-        return found
-    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(upsert(model).on_conflict_do_nothing(), {**unique, **values})
-    return conn.execute(lookup, unique).scalar_one()
+    if found is None:
+        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(upsert(model).on_conflict_do_nothing(), {**unique, **fitted(model, values)})
+        found = conn.execute(lookup, unique).scalar_one()
+    if ids is not None:
+        ids[key] = found
+    return found
 

@@ -25,7 +25,7 @@ import uuid
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from hounsfield.errors import StorageFull
 
@@ -126,6 +126,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def claim_stripe(sop_instance_uid: str) -> int:
+    """Which of the ``CLAIM_STRIPES`` claims (``FileStore.claiming_instance``) covers a SOP Instance UID."""
+    return zlib.crc32(sop_instance_uid.encode("utf-8", "replace")) % CLAIM_STRIPES
+
+
 class FileStore:
     """Files under ``root``; every public path argument is relative to it."""
 
@@ -191,16 +196,16 @@ class FileStore:
         """Held while an instance is stored: two copies of one SOP Instance UID (sent twice, or over two ways
         in at once) are never stored at once, which would put both at the same place in the layout. One of
         ``CLAIM_STRIPES`` lock files, chosen by the UID; whether it was had (it waits only with ``wait``)."""
-        stripe = zlib.crc32(sop_instance_uid.encode("utf-8", "replace")) % CLAIM_STRIPES
-        with _flocked(self.claims / f"{stripe:03d}.lock", create=True, wait=wait) as had:
+        with _flocked(self.claims / f"{claim_stripe(sop_instance_uid):03d}.lock", create=True, wait=wait) as had:
             yield had
 
     def pending_files(self) -> list[Path]:
         """Pending instances, oldest first (their names start with the arrival time)."""
         return sorted(p for p in self.pending.iterdir() if p.suffix == ".dcm")
 
-    def put_link(self, rel: str, src: Path, *, exclusive: bool = False) -> None:
-        """Put a durable file at ``rel`` while keeping ``src`` (a hard link where the file system allows)."""
+    def put_link(self, rel: str, src: Path, *, exclusive: bool = False, sync_dir: bool = True) -> None:
+        """Put a durable file at ``rel`` while keeping ``src`` (a hard link where the file system allows).
+        Without ``sync_dir`` the caller makes the new directory entry durable (``sync_dirs``)."""
         tmp = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
             os.link(src, tmp)
@@ -211,17 +216,25 @@ class FileStore:
             shutil.copyfile(src, tmp)
             synced = False
         try:
-            self.put_file(rel, tmp, synced=synced, exclusive=exclusive)
+            self.put_file(rel, tmp, synced=synced, exclusive=exclusive, sync_dir=sync_dir)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_file(self, rel: str, src: Path, *, synced: bool = False, exclusive: bool = False) -> None:
+    def put_file(self, rel: str, src: Path, *, synced: bool = False, exclusive: bool = False,
+                 sync_dir: bool = True) -> None:
         """Move the complete file ``src`` to ``rel`` atomically (copying first if on another file system);
         ``synced`` says its data is already durable. With ``exclusive``, a file already at ``rel`` is never
         replaced (``PathTaken``): a new instance must not take another one's place."""
-        self._move(src, self.path(rel), synced=synced, exclusive=exclusive)
+        self._move(src, self.path(rel), synced=synced, exclusive=exclusive, sync_dir=sync_dir)
 
-    def _move(self, src: Path, dest: Path, *, synced: bool = False, exclusive: bool = False) -> None:
+    def sync_dirs(self, rels: Iterable[str]) -> None:
+        """Make the directory entries of the files at ``rels`` durable: one fsync per directory."""
+        if self.fsync:
+            for parent in sorted({self.path(rel).parent for rel in rels}):
+                _fsync_dir(parent)
+
+    def _move(self, src: Path, dest: Path, *, synced: bool = False, exclusive: bool = False,
+              sync_dir: bool = True) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if self.fsync and not synced:
@@ -242,7 +255,7 @@ class FileStore:
                     _rename(Path(tmp), dest, exclusive)
                 finally:
                     Path(tmp).unlink(missing_ok=True)
-            if self.fsync:
+            if self.fsync and sync_dir:
                 _fsync_dir(dest.parent)
         except OSError as exc:
             raise StorageFull(f"cannot write {dest.name}: {exc.strerror or exc}") from exc
