@@ -4,6 +4,7 @@ packages) the imaging and worklist commands. Errors are one line naming the caus
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,39 +15,107 @@ from pydicom.dataset import Dataset
 from rich.table import Table
 
 from hounsfield import config
-from hounsfield.cli_common import console, fail, open_pacs, progress_bar, dicom_peer, with_settings
+from hounsfield.cli_common import (
+    CLIENT_SETTINGS,
+    SERVE_SETTINGS,
+    STORE_SETTINGS,
+    console,
+    data_dir_text,
+    dicom_peer,
+    fail,
+    open_pacs,
+    progress_bar,
+    with_settings,
+)
+from hounsfield.dimse.status import describe
 from hounsfield.errors import HounsfieldError
 
 app = typer.Typer(help="hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when it runs from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("hounsfield")
+    except PackageNotFoundError:
+        from hounsfield import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"hounsfield {version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                     help="Print the version and exit.")] = False) -> None:
+    """hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer)."""
+
+
+def _bind_http(settings: config.Settings) -> socket.socket:
+    """The HTTP listening socket, bound before anything starts (uvicorn serves on it)."""
+    where = f"HTTP {settings.http_host}:{settings.http_port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.http_host or None, settings.http_port,
+                                                             type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        fail(f"cannot listen on {where}: {exc.strerror or exc}")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {where}: {exc.strerror or exc}")
+    return sock
+
+
 @app.command()
-@with_settings
+@with_settings(settings=SERVE_SETTINGS)
 def serve(settings: config.Settings) -> None:
-    """Run the DICOM service and the HTTP service until SIGINT/SIGTERM."""
+    """Run the DICOM service and the HTTP service until SIGINT/SIGTERM (creates the data directory if needed)."""
     import uvicorn
 
+    from hounsfield.dimse.server import claim_port
     from hounsfield.web.app import create_app
 
-    pacs = open_pacs(settings)
+    http_socket = _bind_http(settings)  # both ports first: a port taken is one line, before anything is created
+    try:
+        claim_port(settings.dicom_host, settings.dicom_port)
+    except OSError as exc:
+        http_socket.close()
+        fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
+    pacs = open_pacs(settings, create=True, announce=False)
     try:
         pacs.start_dicom()
     except OSError as exc:
-        fail(f"cannot listen on DICOM port {settings.dicom_port}: {exc.strerror or exc}")
+        pacs.close()
+        http_socket.close()
+        fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
     server = uvicorn.Server(uvicorn.Config(create_app(pacs), host=settings.http_host, port=settings.http_port,
                                            log_level="warning", access_log=False))
     console.print(f"hounsfield: DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}, "
-                  f"HTTP http://{settings.http_host}:{settings.http_port}, data {settings.data_dir}",
+                  f"HTTP http://{settings.http_host}:{settings.http_port}, data {data_dir_text(settings)}",
                   highlight=False)
     # uvicorn re-raises SIGINT/SIGTERM once it has stopped; catching them here lets the DICOM service then
     # finish its in-flight associations before the process exits.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _sig, _frame: None)
     try:
-        server.run()  # returns after SIGINT/SIGTERM
+        server.run(sockets=[http_socket])  # returns after SIGINT/SIGTERM
     finally:
         pacs.close()
+        http_socket.close()
     if not server.started:
-        fail(f"cannot listen on HTTP {settings.http_host}:{settings.http_port}")
+        fail(f"the HTTP service on {settings.http_host}:{settings.http_port} did not start")
 
 
 def _walk(paths: list[Path]) -> list[Path]:
@@ -62,12 +131,13 @@ def _walk(paths: list[Path]) -> list[Path]:
 
 
 @app.command("import")
-@with_settings
+@with_settings(settings=STORE_SETTINGS)
 def import_(paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
             settings: config.Settings) -> None:
-    """Import DICOM files into the archive; counts what was skipped and why."""
-    pacs = open_pacs(settings)
+    """Import DICOM files into the archive (creating the data directory if needed); counts what was skipped
+    and why."""
     files = _walk(paths)
+    pacs = open_pacs(settings, create=True)
     outcomes: dict[str, int] = {}
     skipped: dict[str, list[Path]] = {}
     with progress_bar() as bar:
@@ -88,7 +158,7 @@ def import_(paths: Annotated[list[Path], typer.Argument(help="Files or folders (
 
 
 @app.command()
-@with_settings
+@with_settings(settings=STORE_SETTINGS)
 def quarantine(settings: config.Settings,
                retry: Annotated[Optional[str], typer.Option(help="Index this quarantined file again.")] = None,
                discard: Annotated[Optional[str], typer.Option(help="Delete this quarantined file.")] = None) -> None:
@@ -106,7 +176,7 @@ def quarantine(settings: config.Settings,
             return
         records = pacs.archive.quarantined()
         if not records:
-            console.print(f"nothing in quarantine ({settings.data_dir})", highlight=False)
+            console.print(f"nothing in quarantine ({data_dir_text(settings)})", highlight=False)
             return
         table = Table("file", "quarantined", "from", "size", "reason")
         for r in records:
@@ -126,8 +196,10 @@ def ls(settings: config.Settings,
 
     pacs = open_pacs(settings)
     filters = {"PatientID": patient} if patient else {}
-    table = Table("Patient", "Study date", "Study", "Series", "Mod", "Description", "Images")
-    for st in search(pacs, "STUDY", filters, limit=100000, offset=0):
+    studies = search(pacs, "STUDY", filters, limit=100000, offset=0)
+    table = Table("Patient", "Study date", "Study", "Series", "Mod", "Description", "Images",
+                  title=f"{len(studies)} studies in {data_dir_text(settings)}")
+    for st in studies:
         first = True
         for se in search(pacs, "SERIES", {"StudyInstanceUID": st["StudyInstanceUID"]}, limit=100000, offset=0):
             table.add_row(f"{st['PatientID'] or ''} {st['PatientName'] or ''}" if first else "",
@@ -138,6 +210,35 @@ def ls(settings: config.Settings,
             first = False
     pacs.close()
     console.print(table)
+
+
+@app.command()
+@with_settings
+def delete(settings: config.Settings,
+           study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to delete.")],
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False) -> None:
+    """Delete a study from the local archive: its index rows and its files (asks first, unless --yes)."""
+    from hounsfield.web.api import search
+
+    pacs = open_pacs(settings)
+    try:
+        found = search(pacs, "STUDY", {"StudyInstanceUID": study_uid}, limit=1, offset=0)
+        if not found:
+            fail(f"no study {study_uid} in {data_dir_text(settings)}")
+        st = found[0]
+        what = (f"study {study_uid} ({' '.join(x for x in (st['PatientID'], st['PatientName']) if x) or 'no patient'}"
+                f", {st['StudyDescription'] or 'no description'}, {st['NumberOfStudyRelatedInstances']} instances)")
+        if not yes:
+            try:
+                agreed = typer.confirm(f"Delete {what} from {data_dir_text(settings)}?", default=False)
+            except typer.Abort:  # no answer: stdin closed
+                agreed = False
+            if not agreed:
+                fail("nothing deleted (--yes deletes without asking)")
+        removed = pacs.archive.delete("study", study_uid)
+        console.print(f"deleted study {study_uid}: {removed} instances removed", highlight=False)
+    finally:
+        pacs.close()
 
 
 # ---- the DICOM client ------------------------------------------------------------------------------
@@ -158,20 +259,23 @@ def _identifier(level: str, keys: list[str] | None) -> Dataset:
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def echo(settings: config.Settings, remote: RemoteOpt) -> None:
     """C-ECHO a remote node."""
     from hounsfield.dimse import client
 
     peer = dicom_peer(settings, remote)
     status = client.echo(peer, settings.ae_title)
-    console.print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: status 0x{status:04X}", highlight=False)
+    if status < 0:
+        fail(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: no response")
+    console.print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: status {describe('C-ECHO', status)}",
+                  highlight=False)
     if status != 0:
         raise typer.Exit(1)
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def store(settings: config.Settings, remote: RemoteOpt,
           paths: Annotated[list[Path], typer.Argument(help="Files or folders to send.")]) -> None:
     """C-STORE files to a remote node."""
@@ -186,13 +290,14 @@ def store(settings: config.Settings, remote: RemoteOpt,
     console.print(f"sent {ok}/{len(files)} files to {peer.ae_title}", highlight=False)
     for f, s in results.items():
         if s != 0:
-            console.print(f"  {f}: {'not sent' if s is None else f'status 0x{s:04X}'}", highlight=False)
+            console.print(f"  {f}: {'not sent' if s is None else 'status ' + describe('C-STORE', s)}",
+                          highlight=False)
     if ok != len(files):
         raise typer.Exit(1)
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
          level: Annotated[str, typer.Option(help="PATIENT, STUDY, SERIES or IMAGE.")] = "STUDY",
          model: Annotated[str, typer.Option(help="study or patient root.")] = "study",
@@ -215,7 +320,7 @@ def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
          dest: Annotated[str, typer.Option("--dest", help="Destination AE title.")] = "",
          level: str = "STUDY", model: str = "study") -> None:
@@ -224,14 +329,14 @@ def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
     summary = client.move(dicom_peer(settings, remote), _identifier(level, keys), dest or settings.ae_title,
                           settings.ae_title, model)
-    console.print(f"C-MOVE status 0x{summary.status:04X}: {summary.completed} completed, "
+    console.print(f"C-MOVE status {describe('C-MOVE', summary.status)}: {summary.completed} completed, "
                   f"{summary.failed} failed, {summary.warning} warning", highlight=False)
     if summary.status != 0:
         raise typer.Exit(1)
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
         out: Annotated[Path, typer.Option("--out", help="Folder for the received files.")] = Path("."),
         level: str = "STUDY", model: str = "study") -> None:
@@ -239,7 +344,7 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
     from hounsfield.dimse import client
 
     summary = client.get(dicom_peer(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
-    console.print(f"C-GET status 0x{summary.status:04X}: {len(summary.received)} received into {out}, "
+    console.print(f"C-GET status {describe('C-GET', summary.status)}: {len(summary.received)} received into {out}, "
                   f"{summary.failed} failed", highlight=False)
     if summary.status != 0:
         raise typer.Exit(1)
@@ -248,9 +353,11 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 def _register_plugins() -> None:
     """Commands that live with their feature packages."""
     from hounsfield.imaging import cli as imaging_cli
+    from hounsfield.rt import cli as rt_cli
     from hounsfield.worklist import cli as worklist_cli
 
     imaging_cli.register(app)
+    rt_cli.register(app)
     worklist_cli.register(app)
 
 

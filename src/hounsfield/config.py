@@ -7,6 +7,7 @@ Precedence, lowest to highest: defaults < TOML file (``--config``) < ``HOUNSFIEL
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,15 +66,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worklist_query_log_size", 10000, "How many received MWL queries the query log keeps."),
 )
 
+# Text settings that take one of a few values.
+CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite"), "uid_policy": ("lenient", "strict")}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 _BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        return value if isinstance(value, bool) else str(value).strip().lower() in _BOOL_TRUE
-    if isinstance(default, int):
-        return int(value)
-    return str(value)
+def kind_of(setting: Setting) -> str:
+    """The type a setting takes, as messages and ``--help`` name it: boolean, integer or text."""
+    if isinstance(setting.default, bool):
+        return "boolean"
+    if isinstance(setting.default, int):
+        return "integer"
+    return "text"
+
+
+def _coerce(value: Any, setting: Setting, source: str) -> Any:
+    """``value`` as the setting's type; a value of another type is a ValueError naming the setting, the type it
+    needs and where the value came from (TOML values keep their own type: ``dicom_port = "104"`` is text)."""
+    kind = kind_of(setting)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_TRUE | _BOOL_FALSE:
+            return value.strip().lower() in _BOOL_TRUE
+    elif kind == "integer":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+    elif isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    expected = {"boolean": "a boolean (true or false)", "integer": "an integer",
+                "text": "text"}[kind]
+    raise ValueError(f"setting {setting.name} ({source}) must be {expected}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +152,7 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
     environ = dict(os.environ if environ is None else environ)
     config_file = config_file or (Path(environ[env_var("config")]) if env_var("config") in environ else None)
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    sources: dict[str, str] = {s.name: "default" for s in SETTINGS}
     peers: list[Peer] = []
     if config_file is not None:
         try:
@@ -133,24 +163,29 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
         if unknown:
             raise ValueError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in doc.items() if k != "peers"})
+        sources.update({k: f"in {config_file}" for k in doc if k != "peers"})
         for name, peer in doc.get("peers", {}).items():
             try:
                 peers.append(Peer(name, str(peer.get("ae_title", name)), str(peer["host"]), int(peer["port"])))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{config_file}: peer {name!r} needs host and port ({exc})") from exc
     for s in SETTINGS:
         if env_var(s.name) in environ:
             values[s.name] = environ[env_var(s.name)]
-    values.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        coerced = {s.name: _coerce(values[s.name], s.default) for s in SETTINGS}
-    except ValueError as exc:
-        raise ValueError(f"invalid setting: {exc}") from exc
+            sources[s.name] = f"from {env_var(s.name)}"
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = value
+            sources[name] = f"--{name.replace('_', '-')}"
+    coerced = {s.name: _coerce(values[s.name], s, sources[s.name]) for s in SETTINGS}
     coerced["data_dir"] = Path(coerced["data_dir"])
-    if coerced["duplicate_policy"] not in ("keep", "overwrite"):
-        raise ValueError("duplicate_policy must be 'keep' or 'overwrite'")
-    if coerced["uid_policy"] not in ("lenient", "strict"):
-        raise ValueError("uid_policy must be 'lenient' or 'strict'")
+    for name, allowed in CHOICES.items():
+        if coerced[name] not in allowed:
+            raise ValueError(f"setting {name} ({sources[name]}) must be {' or '.join(map(repr, allowed))}, "
+                             f"not {coerced[name]!r}")
+    if coerced["log_level"].upper() not in LOG_LEVELS:
+        raise ValueError(f"setting log_level ({sources['log_level']}) must be one of {', '.join(LOG_LEVELS)}, "
+                         f"not {coerced['log_level']!r}")
     return Settings(**coerced, peers=tuple(peers))
 
 

@@ -63,3 +63,84 @@ def status_for(error: HounsfieldError, table: dict[type[HounsfieldError], int], 
         if isinstance(error, kind):
             return status
     return default
+
+
+# ---- what a status means, for people (the client commands print it beside the code) -----------------------
+# One table per DIMSE service: codes or ranges of codes → meaning, as PS3.4 and PS3.7 name them. A code missing
+# from its service's table is looked up in GENERAL (PS3.7 C), then named by its category (PS3.7 C.1).
+Meanings = dict[int | range, str]
+
+GENERAL: Meanings = {  # PS3.7 Annex C, statuses any service may answer
+    SUCCESS: "Success",
+    CANCEL: "Canceled",
+    0x0122: "Refused: SOP Class not supported",
+    0x0124: "Refused: not authorized",
+    0x0210: "Duplicate invocation",
+    0x0211: "Unrecognized operation",
+    0x0212: "Mistyped argument",
+    0x0213: "Resource limitation",
+}
+
+ECHO: Meanings = {SUCCESS: "Success"}  # Verification, PS3.4 A.4 and PS3.7 9.1.5.1.4
+
+STORE: Meanings = {  # Storage, PS3.4 B.2.3
+    SUCCESS: "Success",
+    range(0xA700, 0xA800): "Refused: out of resources",
+    range(0xA900, 0xAA00): "Error: data set does not match SOP Class",
+    range(0xC000, 0xD000): "Error: cannot understand",
+    STORE_COERCION: "Warning: coercion of data elements",
+    STORE_ELEMENTS_DISCARDED: "Warning: elements discarded",
+    STORE_DATASET_MISMATCH_WARNING: "Warning: data set does not match SOP Class",
+}
+
+FIND: Meanings = {  # Query/Retrieve and Modality Worklist C-FIND, PS3.4 C.4.1.1.4 and K.4.1.1.4
+    SUCCESS: "Success: matching is complete",
+    PENDING: "Pending: matches are continuing",
+    PENDING_WARNING: "Pending: matches are continuing, one or more optional keys were not supported",
+    CANCEL: "Canceled: matching terminated by a cancel request",
+    0xA700: "Refused: out of resources",
+    IDENTIFIER_MISMATCH: "Error: identifier does not match SOP Class",
+    range(0xC000, 0xD000): "Failed: unable to process",
+}
+
+_RETRIEVE: Meanings = {  # what C-MOVE and C-GET share, PS3.4 C.4.2.1.5 and C.4.3.1.4
+    SUCCESS: "Success: sub-operations complete, no failures",
+    PENDING: "Pending: sub-operations are continuing",
+    CANCEL: "Canceled: sub-operations terminated by a cancel request",
+    SUBOPS_WARNING: "Warning: sub-operations complete, one or more failures or warnings",
+    0xA701: "Refused: out of resources, unable to calculate the number of matches",
+    MOVE_OUT_OF_RESOURCES_SUBOPS: "Refused: out of resources, unable to perform sub-operations",
+    IDENTIFIER_MISMATCH: "Error: identifier does not match SOP Class",
+    range(0xC000, 0xD000): "Failed: unable to process",
+}
+
+MOVE: Meanings = {**_RETRIEVE, MOVE_DESTINATION_UNKNOWN: "Refused: move destination unknown to the called node"}
+GET: Meanings = dict(_RETRIEVE)
+
+MEANINGS: dict[str, Meanings] = {"C-ECHO": ECHO, "C-STORE": STORE, "C-FIND": FIND, "C-MOVE": MOVE, "C-GET": GET}
+
+
+def _look_up(table: Meanings, status: int) -> str | None:
+    if status in table:
+        return table[status]
+    for key, text in table.items():
+        if isinstance(key, range) and status in key:
+            return text
+    return None
+
+
+def meaning(service: str, status: int) -> str:
+    """What ``status`` means as an answer to ``service`` ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET")."""
+    found = _look_up(MEANINGS[service], status) or _look_up(GENERAL, status)
+    if found:
+        return found
+    if status in PENDING_STATUSES:
+        return "Pending"
+    if status == 0x0001 or status >> 12 == 0xB:
+        return f"Warning, a status {service} does not define"
+    return f"Failure, a status {service} does not define"
+
+
+def describe(service: str, status: int) -> str:
+    """``0xA801 (Refused: move destination unknown …)``: the code and its meaning, for one line of output."""
+    return f"0x{status:04X} ({meaning(service, status)})"

@@ -1,19 +1,22 @@
 """Command line: ``show``, ``render``, ``dump`` and ``export``, added to the main Typer app by :func:`register`.
 
-Bad input never shows a traceback: it prints one line naming the file and the cause and exits with 1;
-usage errors exit with 2 (Typer/Click's convention).
+Every file is opened by the one reading path (:func:`hounsfield.imaging.io.read_dataset`) and every problem with
+one is reported as ``error: <file>: <one of imaging.io.MESSAGES>`` with exit code 1, never a traceback; what
+codecs print on the process's own stdout/stderr while decoding is swallowed. Options that conflict, or that
+the command would ignore, are usage errors: one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn, TypeVar
 
 import numpy as np
 import typer
@@ -25,13 +28,15 @@ from hounsfield.errors import HounsfieldError
 from hounsfield.imaging.display import choose_voi
 from hounsfield.imaging.dump import dump_rows
 from hounsfield.imaging.export import export_nifti, export_npz, export_png
-from hounsfield.imaging.io import number_of_frames, one_line, read_dataset
+from hounsfield.imaging.io import FileProblem, number_of_frames, one_line, read_dataset, truncation
 from hounsfield.imaging.lut import Window, apply_window
 from hounsfield.imaging.presets import PRESETS, data_window, preset_window
-from hounsfield.imaging.render import render_image, render_instance
+from hounsfield.imaging.render import encode, format_for, render_image, render_instance
 from hounsfield.imaging.series import Volume, dicom_files, load_series
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error
+T = TypeVar("T")
+NON_INTERACTIVE_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 
 
 class ExportFormat(str, Enum):
@@ -40,18 +45,29 @@ class ExportFormat(str, Enum):
     png = "png"
 
 
+def _usage(message: str) -> NoReturn:
+    """A usage error: one line, exit code 2 (Click's convention)."""
+    _err.print(f"error: {message}", markup=False)
+    raise typer.Exit(2)
+
+
+def _fail(message: str) -> NoReturn:
+    _err.print(f"error: {message}", markup=False)
+    raise typer.Exit(1)
+
+
 def _check_preset(value: str | None) -> str | None:
     if value is not None:
         try:
             preset_window(value)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            _usage(f"--preset: {exc}")
     return value
 
 
 def _check_window(value: tuple[float, float] | None) -> tuple[float, float] | None:
     if value is not None and not value[1] >= 1:
-        raise typer.BadParameter(f"window width must be at least 1, not {value[1]:g}")
+        _usage(f"--window: width must be at least 1, not {value[1]:g}")
     return value
 
 
@@ -61,10 +77,15 @@ WindowOption = Annotated[tuple[float, float] | None, typer.Option(
     "--window", help="Window center and width (PS3.3 C.11.2.1.2.1 linear).", callback=_check_window)]
 
 
+def _one_window(preset: str | None, window: tuple[float, float] | None) -> None:
+    if preset is not None and window is not None:
+        _usage(f"--preset {preset} and --window {window[0]:g} {window[1]:g} both choose the window: give one")
+
+
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
+def _one_line_errors(source: object) -> Iterator[None]:
     """Quiet pydicom's warnings and turn any failure into ``error: <file>: <cause>`` and exit code 1."""
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -74,16 +95,100 @@ def _one_line_errors() -> Iterator[None]:
         except HounsfieldError as exc:
             _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
-            _fail(f"{type(exc).__name__}: {one_line(exc)}")
+            _fail(str(FileProblem("unexpected", str(source), cause=f"{type(exc).__name__}: {one_line(exc)}")))
 
 
-def _fail(message: str) -> None:
-    _err.print(f"error: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(1)
+@contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what native code (codecs: OpenJPEG, GDCM…) writes straight to file descriptors 1 and 2 to
+    /dev/null while it runs: a corrupt codestream must give our one line, not a codec's message as well."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no such descriptors: nothing to protect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        _flush_c_stdio()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
-def _format_for(path: Path) -> str:
-    return "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def _quietly(call: Callable[..., T], *args: object, **kwargs: object) -> T:
+    with _native_output_silenced():
+        return call(*args, **kwargs)
+
+
+def _output_format(out: Path) -> str:
+    """The format ``--out``'s extension names; any other extension is a usage error."""
+    try:
+        return format_for(out.name)
+    except ValueError as exc:
+        _usage(f"--out {out}: {exc}")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work when ``path``'s folder does not exist (or is not a folder)."""
+    parent = path.parent
+    if not parent.is_dir():
+        cause = f"no such directory {parent}" if not parent.exists() else f"{parent} is not a directory"
+        _fail(str(FileProblem("cannot-write", str(path), cause=cause)))
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise FileProblem("cannot-write", str(path), cause=exc.strerror or one_line(exc)) from None
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(str(FileProblem("cannot-write", str(path), cause=exc.strerror or one_line(exc))))
+
+
+def _display_problem() -> str | None:
+    """Why no window can be opened here, or ``None`` when one can."""
+    if sys.platform not in ("darwin", "win32") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "there is no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    import matplotlib
+
+    backend = str(matplotlib.get_backend())
+    if backend.lower() in NON_INTERACTIVE_BACKENDS:
+        return f"there is no display (matplotlib's {backend} backend cannot open a window)"
+    return None
+
+
+def _note_skipped(skipped: list[FileProblem]) -> None:
+    """One line per object left out of a series folder; files that are not DICOM as one summary line."""
+    not_dicom = [p for p in skipped if p.kind == "not-dicom"]
+    for problem in skipped:
+        if problem.kind != "not-dicom":
+            _err.print(f"skipped {problem}", markup=False)
+    if not_dicom:
+        _err.print(f"skipped {len(not_dicom)} file(s) that are not DICOM (e.g. {not_dicom[0].name})", markup=False)
 
 
 def show(
@@ -91,30 +196,48 @@ def show(
     preset: PresetOption = None,
     window: WindowOption = None,
     frame: Annotated[int, typer.Option("--frame", help="Frame (or slice, for a directory) to show, from 0.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="Write a PNG/JPEG here instead of opening a window.")] = None,
-    annotate: Annotated[bool, typer.Option("--annotate", help="Corner texts and a scale bar.")] = False,
-    overlays: Annotated[bool, typer.Option("--overlays", help="Burn in overlay planes (60xx).")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the image here instead of opening a window: .png, .jpg/.jpeg or .tif/.tiff.")] = None,
+    annotate: Annotated[bool, typer.Option("--annotate", help="Corner texts and a scale bar (a file only).")] = False,
+    overlays: Annotated[bool, typer.Option("--overlays", help="Burn in overlay planes (60xx; a file only).")] = False,
 ) -> None:
     """Display an image (or browse a series/multi-frame), or write it at native size with --out."""
-    with _one_line_errors():
-        if source.is_dir():
-            _show_series(source, frame, window, preset, out)
+    _one_window(preset, window)
+    is_series = source.is_dir()
+    for flag, given in (("--annotate", annotate), ("--overlays", overlays)):
+        if given and is_series:
+            _usage(f"{flag} works on one file, not on a series folder ({source})")
+    fmt = _output_format(out) if out is not None else None
+    if out is not None:
+        _check_writable(out)
+    else:
+        problem = _display_problem()
+        if problem:
+            _fail(f"cannot show {source}: {problem}; write the image to a file with --out FILE.png")
+    with _one_line_errors(source):
+        if is_series:
+            _show_series(source, frame, window, preset, out, fmt)
             return
         if out is not None:
-            out.write_bytes(render_instance(source, frame=frame, window=window, preset=preset,
-                                            fmt=_format_for(out), annotate=annotate, overlays=overlays))
+            _write(out, _quietly(render_instance, source, frame=frame, window=window, preset=preset, fmt=fmt,
+                                 annotate=annotate, overlays=overlays))
             return
         ds = read_dataset(source)
+        frames = number_of_frames(ds)
+        if not 0 <= frame < frames:
+            raise FileProblem("frame-range", str(source), frame=frame, frames=frames)
         from hounsfield.imaging.viewer import browse
 
-        browse(lambda k: np.asarray(render_image(ds, frame=k, window=window, preset=preset,
-                                                 annotate=annotate, overlays=overlays)),
-               number_of_frames(ds), title=str(source), start=frame)
+        browse(lambda k: np.asarray(_quietly(render_image, ds, frame=k, window=window, preset=preset,
+                                             annotate=annotate, overlays=overlays)),
+               frames, title=str(source), start=frame)
 
 
 def _show_series(folder: Path, index: int, window: tuple[float, float] | None, preset: str | None,
-                 out: Path | None) -> None:
-    volume = load_series([folder])
+                 out: Path | None, fmt: str | None) -> None:
+    skipped: list[FileProblem] = []
+    volume = _quietly(load_series, [folder], skipped=skipped)
+    _note_skipped(skipped)
     voi = _series_window(volume, window, preset)
 
     def slice_pixels(k: int) -> np.ndarray:
@@ -125,9 +248,7 @@ def _show_series(folder: Path, index: int, window: tuple[float, float] | None, p
     if out is not None:
         from PIL import Image
 
-        from hounsfield.imaging.render import encode
-
-        out.write_bytes(encode(Image.fromarray(slice_pixels(index)), _format_for(out)))
+        _write(out, encode(Image.fromarray(slice_pixels(index)), fmt or "png"))
         return
     from hounsfield.imaging.viewer import browse
 
@@ -147,28 +268,33 @@ def render(
     preset: PresetOption = None,
     window: WindowOption = None,
 ) -> None:
-    """Convert many DICOM files to PNG; bad files are skipped and listed at the end (exit 1 if any)."""
-    with _one_line_errors():
-        files = dicom_files(inputs)
+    """Convert many DICOM files to PNG; files in the folders that are not DICOM are skipped with a note, bad
+    DICOM files are listed at the end (exit 1 if any)."""
+    _one_window(preset, window)
+    with _one_line_errors(" ".join(map(str, inputs))):
+        skipped: list[FileProblem] = []
+        files = dicom_files(inputs, skipped)
+        _note_skipped(skipped)
         if not files:
-            _fail(f"{' '.join(map(str, inputs))}: no files")
-        out_dir.mkdir(parents=True, exist_ok=True)
+            _fail(f"{' '.join(map(str, inputs))}: no DICOM files")
+        _make_dir(out_dir)
         failures: list[str] = []
         used: set[str] = set()
-        with Progress(console=_err, transient=True) as progress:
+        with Progress(console=_err, transient=True, disable=not _err.is_terminal) as progress:
             task = progress.add_task("rendering", total=len(files))
             for file in files:
                 name = _unique_name(Path(file).name, used)
                 try:
-                    (out_dir / name).write_bytes(render_instance(file, window=window, preset=preset))
+                    _write(out_dir / name, _quietly(render_instance, file, window=window, preset=preset))
                 except HounsfieldError as exc:
                     failures.append(str(exc))
                 except Exception as exc:  # noqa: BLE001 - a bad file must not stop the batch
-                    failures.append(f"{file}: {type(exc).__name__}: {one_line(exc)}")
+                    failures.append(str(FileProblem("unexpected", file, cause=f"{type(exc).__name__}: "
+                                                                              f"{one_line(exc)}")))
                 progress.advance(task)
         _err.print(f"rendered {len(files) - len(failures)} of {len(files)} file(s) into {out_dir}", markup=False)
         for line in failures:
-            _err.print(f"failed: {line}", markup=False, soft_wrap=True)
+            _err.print(f"failed: {line}", markup=False)
         if failures:
             raise typer.Exit(1)
 
@@ -186,40 +312,66 @@ def dump(
     source: Annotated[Path, typer.Argument(help="A DICOM file.")],
     search: Annotated[str | None, typer.Option("--search", help="Only rows containing this text.")] = None,
 ) -> None:
-    """List every data element (tag, VR, keyword, value) like dcmdump."""
-    with _one_line_errors():
-        rows = dump_rows(read_dataset(source, pixels=True), search)
+    """List every data element (tag, VR, keyword, value) like dcmdump; warns when the file is truncated."""
+    with _one_line_errors(source):
+        ds = _quietly(read_dataset, source, pixels=True)
+        cut = truncation(source)
+        rows = dump_rows(ds, search)
+        # Piped into another program the table is as wide as its rows: a UID is never folded across lines.
+        out = Console(highlight=False, width=None if sys.stdout.isatty() else 1_000_000)
         table = Table(title=str(source), show_lines=False)
         for column in ("Tag", "VR", "Keyword", "Value"):
             table.add_column(column, overflow="fold" if column == "Value" else "ellipsis")
         for row in rows:
             table.add_row(row.tag, row.vr, row.keyword, row.value)
-        Console(highlight=False).print(table)
+        out.print(table)
+        if cut is not None:
+            _err.print(f"warning: {FileProblem('truncated', str(source), cause=cut)}: the listing shows what "
+                       "could be read", markup=False)
 
 
 def export(
     series_dir: Annotated[Path, typer.Argument(help="Directory (or file list root) of one series.")],
     to: Annotated[ExportFormat, typer.Option("--to", help="Output format.")],
-    out: Annotated[Path, typer.Option("--out", help="Output file (nifti, npz) or directory (png).")],
+    out: Annotated[Path, typer.Option("--out", help="Output file (nifti: .nii or .nii.gz, npz: .npz) or "
+                                                    "directory (png).")],
     preset: PresetOption = None,
     window: WindowOption = None,
 ) -> None:
-    """Export a series as a HU volume (NIfTI in RAS, npz with spacing and affine) or one PNG per slice."""
-    with _one_line_errors():
-        with Progress(console=_err, transient=True) as progress:
+    """Export a series as a HU volume (NIfTI in RAS, npz with spacing and affine) or one PNG per slice.
+    Objects in the folder that are not slices of a series (RT Structure Sets, Plans, Dose grids, reports…)
+    are skipped with a note."""
+    _one_window(preset, window)
+    if to is not ExportFormat.png and (preset is not None or window is not None):
+        _usage(f"--preset and --window window the PNG slices; --to {to.value} writes the values unwindowed")
+    if to is ExportFormat.nifti and out.suffix and not out.name.endswith((".nii", ".nii.gz")):
+        _usage(f"--out {out}: --to nifti writes .nii or .nii.gz")
+    if to is ExportFormat.npz and out.suffix and out.suffix != ".npz":
+        _usage(f"--out {out}: --to npz writes .npz")
+    if to is not ExportFormat.png:
+        _check_writable(out)
+    with _one_line_errors(series_dir):
+        skipped: list[FileProblem] = []
+        with Progress(console=_err, transient=True, disable=not _err.is_terminal) as progress:
             task = progress.add_task(f"reading {series_dir}", total=None)
-            volume = load_series([series_dir])
+            # In a folder, what is not a slice is skipped with a note; a file named on its own must be one.
+            volume = _quietly(load_series, [series_dir], skipped=skipped if series_dir.is_dir() else None)
             progress.update(task, description=f"writing {to.value}", total=len(volume.paths), completed=0)
 
             def advance(n: int) -> None:
                 progress.advance(task, n)
 
-            if to is ExportFormat.nifti:
-                written = export_nifti(volume, out, advance)
-            elif to is ExportFormat.npz:
-                written = export_npz(volume, out, advance)
-            else:
-                written = export_png(volume, out, _series_window(volume, window, preset), advance)
+            try:
+                if to is ExportFormat.nifti:
+                    written = export_nifti(volume, out, advance)
+                elif to is ExportFormat.npz:
+                    written = export_npz(volume, out, advance)
+                else:
+                    written = export_png(volume, out, _series_window(volume, window, preset), advance)
+            except OSError as exc:
+                target = exc.filename or out
+                raise FileProblem("cannot-write", str(target), cause=exc.strerror or one_line(exc)) from None
+        _note_skipped(skipped)
         _err.print(f"wrote {written} ({len(volume.paths)} slices, spacing "
                    f"{' x '.join(f'{s:g}' for s in volume.spacing)} mm)", markup=False)
 

@@ -19,7 +19,9 @@ from hounsfield.imaging.io import Source, decode_frame, read_dataset
 from hounsfield.imaging.lut import apply_modality, modality_transform
 from hounsfield.imaging.png import encode_png
 
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG"}
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "tiff": "TIFF", "tif": "TIFF"}
+# What a file name's extension asks for (the CLI's --out): the format written, never another one.
+EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 JPEG_QUALITY = 90
 
 
@@ -55,22 +57,35 @@ def render_image(ds: Dataset, *, frame: int = 0, window: tuple[float, float] | N
     return image
 
 
+def format_for(filename: str) -> str:
+    """The image format a file name's extension names (``x.tiff`` → ``tiff``); ValueError for any other."""
+    suffix = "." + filename.rpartition(".")[2].lower() if "." in filename else ""
+    if suffix not in EXTENSIONS:
+        known = ", ".join(EXTENSIONS)
+        raise ValueError(f"{'no extension' if not suffix else f'unknown extension {suffix}'} "
+                         f"(write {known})")
+    return EXTENSIONS[suffix]
+
+
 def encode(image: Image.Image, fmt: str = "png") -> bytes:
-    """PNG (see :mod:`hounsfield.imaging.png`) or JPEG (quality 90) bytes of a Pillow image."""
+    """PNG (see :mod:`hounsfield.imaging.png`), JPEG (quality 90) or TIFF (Pillow, deflate) bytes of an image."""
     key = fmt.lower()
     if key not in FORMATS:
-        raise ValueError(f"unknown image format {fmt!r} (expected png or jpeg)")
+        raise ValueError(f"unknown image format {fmt!r} (expected png, jpeg or tiff)")
     if FORMATS[key] == "PNG":
         return encode_png(np.asarray(image))
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    if FORMATS[key] == "JPEG":
+        image.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(buf, format="TIFF", compression="tiff_adobe_deflate")
     return buf.getvalue()
 
 
 def render_instance(source: Source, *, frame: int = 0, window: tuple[float, float] | None = None,
                     preset: str | None = None, fmt: str = "png", annotate: bool = False,
                     max_size: int | None = None, overlays: bool = False) -> bytes:
-    """Render frame ``frame`` of an instance (path, bytes or Dataset) to PNG or JPEG bytes.
+    """Render frame ``frame`` of an instance (path, bytes or Dataset) to PNG, JPEG or TIFF bytes.
 
     The VOI is, in order: ``window`` (center, width; LINEAR, PS3.3 C.11.2.1.2.1), ``preset`` (a name in
     :data:`~hounsfield.imaging.presets.PRESETS`), the file's first window (with its VOI LUT Function), its

@@ -7,6 +7,7 @@ Instance Number is never used. The affine follows the same section's equation, f
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from pydicom.dataset import Dataset
 
 from hounsfield.errors import InvalidDataset
 from hounsfield.imaging.annotate import pixel_spacing
-from hounsfield.imaging.io import decode_frame, read_dataset
+from hounsfield.imaging.io import (
+    FileProblem,
+    decode_frame,
+    looks_like_dicom,
+    number_of_frames,
+    read_dataset,
+    sop_class_text,
+)
 from hounsfield.imaging.lut import apply_modality, modality_transform
 from hounsfield.imaging.native import read_native
 
@@ -48,16 +56,36 @@ class _Slice:
     stored: np.ndarray
 
 
-def dicom_files(inputs: list[str | os.PathLike[str]]) -> list[str]:
-    """Expand directories (recursively, hidden files skipped) into the sorted list of files they hold."""
+# What a folder of a study may hold beside the slices of its series, skipped with a note when asked to.
+SKIPPABLE = frozenset({"not-dicom", "empty", "no-pixels", "not-a-slice"})
+
+
+def dicom_files(inputs: list[str | os.PathLike[str]], skipped: list[FileProblem] | None = None) -> list[str]:
+    """Expand directories (recursively, hidden files skipped) into the sorted list of files they hold.
+
+    With ``skipped``, files found in a directory that do not start like a DICOM file (a README, a
+    MANIFEST.md…) are left out and added to it; files named in ``inputs`` are always kept (reading them says
+    what they are)."""
     files: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            for p in sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                if skipped is not None and not _starts_like_dicom(p):
+                    skipped.append(FileProblem("not-dicom", p))
+                else:
+                    files.append(p)
         else:
             files.append(str(path))
     return files
+
+
+def _starts_like_dicom(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return looks_like_dicom(fh.read(132))
+    except OSError:
+        return True  # reading it says why it cannot be read
 
 
 def read_slice(path: str | os.PathLike[str]) -> tuple[Dataset, np.ndarray]:
@@ -66,27 +94,44 @@ def read_slice(path: str | os.PathLike[str]) -> tuple[Dataset, np.ndarray]:
     try:
         with open(name, "rb") as fh:
             data = fh.read()
-    except OSError as exc:
-        raise InvalidDataset(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except OSError:
+        read_dataset(name, pixels=False)  # the one reading path names what is wrong
+        raise
     native = read_native(data)
     if native is not None:
         header, stored = native
         header.filename = name
     else:
         header = read_dataset(name)
+        frames = number_of_frames(header) if "PixelData" in header else 1
+        if frames > 1:
+            raise FileProblem("not-a-slice", name, what=f"{sop_class_text(header)} with {frames} frames")
         stored = decode_frame(header, 0)[0]
         if stored.ndim != 2:
-            raise InvalidDataset(f"{name}: colour image, not a grey slice of a volume")
+            raise FileProblem("not-a-slice", name, what=f"colour {sop_class_text(header)}")
     return header, stored
 
 
-def load_series(paths: list[str | os.PathLike[str]]) -> Volume:
-    """Read the slices of one series (files or directories) into a :class:`Volume` sorted along the normal."""
-    files = dicom_files(paths)
+def load_series(paths: list[str | os.PathLike[str]], *, skipped: list[FileProblem] | None = None) -> Volume:
+    """Read the slices of one series (files or directories) into a :class:`Volume` sorted along the normal.
+
+    Every file must be a slice of the series, unless ``skipped`` is given: then what a study folder holds
+    beside the slices (files that are not DICOM, objects without pixel data such as RT Structure Sets and
+    Plans, multi-frame or colour objects) is left out and added to it, each with its reason."""
+    files = dicom_files(paths, skipped)
     if not files:
-        raise InvalidDataset(f"{', '.join(map(str, paths)) or '<none>'}: no files")
+        raise InvalidDataset(f"{', '.join(map(str, paths)) or '<none>'}: no {'DICOM ' if skipped else ''}files")
     with ThreadPoolExecutor(max_workers=min(_IO_THREADS, len(files))) as pool:
-        slices = [_Slice(f, *result) for f, result in zip(files, pool.map(read_slice, files))]
+        results = list(pool.map(functools.partial(_read_or_skip, lenient=skipped is not None), files))
+    slices = []
+    for f, result in zip(files, results):
+        if isinstance(result, FileProblem):
+            skipped.append(result)  # type: ignore[union-attr] - only returned when lenient
+        else:
+            slices.append(_Slice(f, *result))
+    if not slices:
+        raise InvalidDataset(f"{', '.join(map(str, paths))}: no image slices "
+                             f"({len(results)} DICOM file(s), none a single-frame grey image)")
     _check_one_series(slices)
     orientation = _orientation(slices)
     normal = np.cross(orientation[0], orientation[1])
@@ -112,6 +157,15 @@ def load_series(paths: list[str | os.PathLike[str]]) -> Volume:
     affine[:3, 3] = positions[0]
     return Volume(values, (float(np.linalg.norm(step)), *spacing_rc), affine, orientation, positions,
                   tuple(s.path for s in slices))
+
+
+def _read_or_skip(path: str, *, lenient: bool) -> tuple[Dataset, np.ndarray] | FileProblem:
+    try:
+        return read_slice(path)
+    except FileProblem as exc:
+        if lenient and exc.kind in SKIPPABLE:
+            return exc
+        raise
 
 
 def _check_one_series(slices: list[_Slice]) -> None:

@@ -15,7 +15,16 @@ import typer
 from rich.table import Table
 
 from hounsfield import config
-from hounsfield.cli_common import console, err_console, fail, open_pacs, progress_bar, dicom_peer, with_settings
+from hounsfield.cli_common import (
+    CLIENT_SETTINGS,
+    console,
+    dicom_peer,
+    err_console,
+    fail,
+    open_pacs,
+    progress_bar,
+    with_settings,
+)
 from hounsfield.worklist import client, flat, items, mwl, wlfile
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
@@ -88,8 +97,8 @@ def _table(found: list[Item], title: str) -> Table:
 @with_item_fields
 def add(settings: config.Settings, fields: dict[str, str]) -> None:
     """Schedule an item, e.g. --patient-id P1 --patient-name DOE^JANE --modality CT --station-aet CT1
-    --start "2026-11-22 09:30"."""
-    pacs = open_pacs(settings)
+    --start "2026-11-22 09:30". Creates the data directory if needed."""
+    pacs = open_pacs(settings, create=True)
     scheduled = _checked(lambda: pacs.worklist.schedule(flat.to_dataset(fields), origin="cli"))
     for item in scheduled:
         console.print(f"scheduled {_describe(item)}", highlight=False)
@@ -170,8 +179,9 @@ def delete(settings: config.Settings, item_id: int) -> None:
 def import_(settings: config.Settings,
             paths: Annotated[list[Path], typer.Argument(help=".wl files, or folders of them (as wlmscpfs and "
                                                               "Orthanc's worklist plugin use).")]) -> None:
-    """Import worklist files in bulk; files wlmscpfs would not serve are skipped and listed."""
-    pacs = open_pacs(settings)
+    """Import worklist files in bulk (creating the data directory if needed); files wlmscpfs would not serve
+    are skipped and listed."""
+    pacs = open_pacs(settings, create=True)
     try:
         with progress_bar() as bar:
             bar.add_task("importing worklist files", total=None)
@@ -194,7 +204,7 @@ def export(settings: config.Settings, out: Annotated[Path, typer.Argument(help="
 
 
 @app.command()
-@with_settings
+@with_settings(settings=CLIENT_SETTINGS)
 def find(settings: config.Settings,
          remote: Annotated[str, typer.Option("--remote", "-r", help="Known node, AE title, or [AET@]HOST:PORT.")],
          keys: Annotated[Optional[list[str]], typer.Argument(help="KEYWORD=VALUE query keys, e.g. Modality=CT "
