@@ -13,15 +13,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hounsfield.access import ALL_SERVICES, parse_services
+
 
 @dataclass(frozen=True)
 class Peer:
-    """A remote DICOM node known by its AE title."""
+    """A remote DICOM node known by its AE title, and the DICOM services it may use here (``access``)."""
 
     name: str
     ae_title: str
     host: str
     port: int
+    allow: frozenset[str] = ALL_SERVICES
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", 8042, "Port of the HTTP service."),
     Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
     Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
+    Setting("unknown_ae_services", "echo,store,find,get,move,worklist,mpps",
+            "DICOM services a calling AE title that is not a configured peer may use (comma-separated: echo, "
+            "store, find, get, move, worklist, mpps; a peer's own list is its allow setting). Others: 0x0124."),
     Setting("max_associations", 16, "Most DICOM associations served at once (per DICOM process)."),
     Setting("dicom_processes", 0, "Processes sharing the DICOM port (0: two per CPU core, at most 8)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -116,6 +122,7 @@ class Settings:
     http_port: int = 8042
     duplicate_policy: str = "keep"
     known_aes_only: bool = False
+    unknown_ae_services: str = "echo,store,find,get,move,worklist,mpps"
     max_associations: int = 16
     dicom_processes: int = 0
     log_level: str = "INFO"
@@ -166,9 +173,14 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
         sources.update({k: f"in {config_file}" for k in doc if k != "peers"})
         for name, peer in doc.get("peers", {}).items():
             try:
-                peers.append(Peer(name, str(peer.get("ae_title", name)), str(peer["host"]), int(peer["port"])))
+                found = Peer(name, str(peer.get("ae_title", name)), str(peer["host"]), int(peer["port"]))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{config_file}: peer {name!r} needs host and port ({exc})") from exc
+            if "allow" in peer:
+                if not isinstance(peer["allow"], list):
+                    raise ValueError(f"{config_file}: peer {name!r}: allow must be a list of DICOM services")
+                found = replace(found, allow=parse_services(peer["allow"], f"{config_file}: peer {name!r} allow"))
+            peers.append(found)
     for s in SETTINGS:
         if env_var(s.name) in environ:
             values[s.name] = environ[env_var(s.name)]
@@ -179,6 +191,7 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
             sources[name] = f"--{name.replace('_', '-')}"
     coerced = {s.name: _coerce(values[s.name], s, sources[s.name]) for s in SETTINGS}
     coerced["data_dir"] = Path(coerced["data_dir"])
+    parse_services(coerced["unknown_ae_services"], f"setting unknown_ae_services ({sources['unknown_ae_services']})")
     for name, allowed in CHOICES.items():
         if coerced[name] not in allowed:
             raise ValueError(f"setting {name} ({sources[name]}) must be {' or '.join(map(repr, allowed))}, "

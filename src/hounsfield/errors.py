@@ -27,6 +27,10 @@ class Rejected(HounsfieldError):
     """The request is understood but refused by policy (duplicate kept, unknown AE…)."""
 
 
+class NotAuthorized(HounsfieldError):
+    """The caller may not do this (a DICOM node's permissions: ``access``)."""
+
+
 class Conflict(HounsfieldError):
     """The request clashes with the current state (e.g. a status transition that is not allowed)."""
 

@@ -8,6 +8,7 @@ from functools import cached_property
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from hounsfield.access import DicomAccess, parse_services
 from hounsfield.archive import Archive
 from hounsfield.config import Settings
 from hounsfield.db import Database
@@ -43,9 +44,10 @@ class Pacs:
         from hounsfield.dimse.server import DicomService
         from hounsfield.worklist.dimse import WorklistHandlers
 
-        handlers = Handlers(self.archive, self.peers, ae_title=self.settings.ae_title,
+        access = DicomAccess(self.peers, parse_services(self.settings.unknown_ae_services, "unknown_ae_services"))
+        handlers = Handlers(self.archive, self.peers, access, ae_title=self.settings.ae_title,
                             known_aes_only=self.settings.known_aes_only)
-        return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps))
+        return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps, access))
 
     def start_dicom(self, *, primary: bool = True) -> None:
         """Start the DICOM service; the primary process also cleans up after a crash and starts the other

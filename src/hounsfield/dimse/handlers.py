@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification
 
 from hounsfield import query as q
 from hounsfield.errors import HounsfieldError, InvalidQuery
@@ -24,6 +25,7 @@ from hounsfield.retrieve import dataset_for, proposed_syntaxes
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
+    from hounsfield.access import DicomAccess
     from hounsfield.archive import Archive, StoredInstance
     from hounsfield.peers import PeerRegistry
 
@@ -56,6 +58,10 @@ def association_peer(assoc: "Association") -> str:
     return f"{req.ae_title} at {req.address}:{req.port}"
 
 
+def _calling_ae(assoc: "Association") -> str:
+    return str(assoc.requestor.ae_title).strip()
+
+
 def _identifier(event: evt.Event) -> Dataset:
     try:
         return event.identifier
@@ -72,10 +78,11 @@ class Handlers:
     """The archive's DIMSE services (C-STORE, C-FIND, C-GET, C-MOVE) and the association check, on the
     services they use: the archive and the known nodes."""
 
-    def __init__(self, archive: "Archive", peers: "PeerRegistry", *, ae_title: str,
+    def __init__(self, archive: "Archive", peers: "PeerRegistry", access: "DicomAccess", *, ae_title: str,
                  known_aes_only: bool = False) -> None:
         self.archive = archive
         self.peers = peers
+        self.access = access
         self.ae_title = ae_title
         self.known_aes_only = known_aes_only
 
@@ -85,6 +92,7 @@ class Handlers:
         return [
             *socket_tuning(),
             (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
@@ -100,6 +108,14 @@ class Handlers:
         else:
             log.info("association requested by %s", where)
 
+    def on_echo(self, event: evt.Event) -> int:
+        try:
+            self.access.check(_calling_ae(event.assoc), "echo")
+        except HounsfieldError as exc:
+            log.warning("C-ECHO from %s refused (0x%04X): %s", peer_label(event), st.NOT_AUTHORIZED, exc)
+            return st.NOT_AUTHORIZED
+        return st.SUCCESS
+
     def on_store(self, event: evt.Event) -> int:
         return self.store_received(Path(event.dataset_path), event.assoc, str(event.request.AffectedSOPInstanceUID))
 
@@ -112,6 +128,7 @@ class Handlers:
 
     def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         try:
+            self.access.check(_calling_ae(assoc), "store")
             header = self.archive.accept_file(path, assoc.requestor.ae_title)
         except HounsfieldError as exc:
             code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
@@ -121,13 +138,14 @@ class Handlers:
         log.debug("C-STORE %s from %s accepted", header.sop_instance_uid, association_peer(assoc))
         return st.SUCCESS
 
-    def _query(self, event: evt.Event) -> tuple[Dataset, q.Query]:
+    def _query(self, event: evt.Event, service: str) -> tuple[Dataset, q.Query]:
+        self.access.check(_calling_ae(event.assoc), service)
         identifier = _identifier(event)
         return identifier, q.Query(identifier, model=_model(event))
 
     def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         try:
-            identifier, query = self._query(event)
+            identifier, query = self._query(event, "find")
         except HounsfieldError as exc:
             log.warning("C-FIND from %s refused: %s", peer_label(event), exc)
             yield st.status_for(exc, st.FIND_ERROR_STATUS, st.FIND_UNABLE_TO_PROCESS), None
@@ -146,7 +164,7 @@ class Handlers:
     def _retrieve_set(self, event: evt.Event, op: str) -> "list[StoredInstance] | int":
         """The instances to send, or the failure status to answer with."""
         try:
-            _, query = self._query(event)
+            _, query = self._query(event, op[2:].lower())
             return self.archive.retrieve(query)
         except HounsfieldError as exc:
             log.warning("%s from %s refused: %s", op, peer_label(event), exc)
@@ -155,8 +173,7 @@ class Handlers:
     def on_get(self, event: evt.Event) -> Iterator[Any]:
         found = self._retrieve_set(event, "C-GET")
         if isinstance(found, int):
-            yield 0
-            yield found, None
+            yield from _refused(found)
             return
         accepted: dict[str, set[str]] = {}
         for cx in event.assoc.accepted_contexts:
@@ -180,9 +197,9 @@ class Handlers:
             return
         found = self._retrieve_set(event, "C-MOVE")
         if isinstance(found, int):
-            yield peer.host, peer.port
-            yield 0
-            yield found, None
+            yield peer.host, peer.port, {"contexts": [build_context(Verification)], "ae_title": peer.ae_title,
+                                         "evt_handlers": socket_tuning()}
+            yield from _refused(found)
             return
         contexts: dict[tuple[str, tuple[str, ...]], None] = {}
         for inst in found:
@@ -201,6 +218,17 @@ class Handlers:
             if accepted is None:
                 accepted = _accepted_by_destination(event, peer.host, peer.port)
             yield st.PENDING, dataset_for(inst, accepted.get(inst.sop_class_uid, set()), as_bytes=fastpath.active())
+
+
+def _refused(status: int) -> Iterator[Any]:
+    """What a C-GET / C-MOVE handler yields after the destination to answer with a failure ``status``.
+    pynetdicom answers a count of 0 with Success at once and never asks for the status; with a count of one it
+    takes the failure status that follows as the final response (its Number of Failed Sub-operations then says 1:
+    pynetdicom counts the remaining one as failed). For a C-MOVE pynetdicom opens the association to the
+    destination before it asks for that status: a refused C-MOVE to a destination that cannot be reached is
+    answered 0xA801 instead."""
+    yield 1
+    yield status, None
 
 
 def _accepted_by_destination(event: evt.Event, host: str, port: int) -> dict[str, set[str]]:

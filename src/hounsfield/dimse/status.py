@@ -6,6 +6,7 @@ from hounsfield.errors import (
     HounsfieldError,
     InvalidDataset,
     InvalidQuery,
+    NotAuthorized,
     NotFound,
     Rejected,
     StorageFull,
@@ -40,6 +41,8 @@ PROCESSING_FAILURE = 0x0110
 INVALID_OBJECT_INSTANCE = 0x0117
 DUPLICATE_SOP_INSTANCE = 0x0111
 
+NOT_AUTHORIZED = 0x0124  # Refused: Not Authorised (PS3.7 Annex C, a general status), any DIMSE service
+
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source, reason
 REJECTED_PERMANENT = 0x01
 REJECT_SOURCE_USER = 0x01
@@ -47,12 +50,14 @@ CALLING_AE_NOT_RECOGNIZED = 0x03
 
 
 STORE_ERROR_STATUS: dict[type[HounsfieldError], int] = {
+    NotAuthorized: NOT_AUTHORIZED,
     InvalidDataset: STORE_CANNOT_UNDERSTAND,
     StorageFull: STORE_OUT_OF_RESOURCES,
     Rejected: STORE_DATASET_MISMATCH,
 }
 
 FIND_ERROR_STATUS: dict[type[HounsfieldError], int] = {
+    NotAuthorized: NOT_AUTHORIZED,
     InvalidQuery: IDENTIFIER_MISMATCH,
     NotFound: FIND_UNABLE_TO_PROCESS,
 }

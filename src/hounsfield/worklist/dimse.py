@@ -30,10 +30,11 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklis
 
 from hounsfield.dimse import fastpath, writer
 from hounsfield.dimse import status as st
-from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, InvalidQuery, NotFound
+from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, InvalidQuery, NotAuthorized, NotFound
 from hounsfield.worklist.mpps import DuplicateInstance, MissingAttributes
 
 if TYPE_CHECKING:
+    from hounsfield.access import DicomAccess
     from hounsfield.worklist.mpps import Mpps
     from hounsfield.worklist.service import Worklist
 
@@ -43,6 +44,7 @@ MPPS = str(ModalityPerformedProcedureStep)
 
 # PS3.4 F.7.2 / PS3.7 C.5: order matters, the first matching class wins.
 MPPS_ERROR_STATUS: dict[type[HounsfieldError], int] = {
+    NotAuthorized: st.NOT_AUTHORIZED,
     DuplicateInstance: st.DUPLICATE_SOP_INSTANCE,
     NotFound: st.NO_SUCH_OBJECT_INSTANCE,
     Conflict: st.PROCESSING_FAILURE,
@@ -146,9 +148,10 @@ class PendingAnswers:
 class WorklistHandlers:
     """MWL C-FIND and MPPS N-CREATE / N-SET, on the worklist and MPPS services."""
 
-    def __init__(self, worklist: "Worklist", mpps: "Mpps") -> None:
+    def __init__(self, worklist: "Worklist", mpps: "Mpps", access: "DicomAccess") -> None:
         self.worklist = worklist
         self.mpps = mpps
+        self.access = access
 
     def bindings(self, qr_find: Callable[[evt.Event], Any]) -> list[tuple[Any, Any]]:
         """C-FIND is one event for every model: MWL goes here, anything else to ``qr_find``."""
@@ -167,6 +170,7 @@ class WorklistHandlers:
         identifier: Dataset | None = None
         count, code, error = 0, st.SUCCESS, ""
         try:
+            self.access.check(calling_ae, "worklist")
             identifier = _decoded(lambda: event.identifier)
             answers = PendingAnswers(event)
             for answer in self.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
@@ -192,6 +196,7 @@ class WorklistHandlers:
             return st.PROCESSING_FAILURE, None
         calling_ae, _ = _requestor(event)
         try:
+            self.access.check(calling_ae, "mpps")
             attrs = _decoded(lambda: event.attribute_list, InvalidDataset)
             created = self.mpps.create(event.request.AffectedSOPInstanceUID, attrs, calling_ae)
         except HounsfieldError as exc:
@@ -206,6 +211,7 @@ class WorklistHandlers:
     def on_n_set(self, event: evt.Event) -> tuple[int, Dataset | None]:
         calling_ae, _ = _requestor(event)
         try:
+            self.access.check(calling_ae, "mpps")
             changes = _decoded(lambda: event.modification_list, InvalidDataset)
             updated = self.mpps.update(str(event.request.RequestedSOPInstanceUID), changes)
         except HounsfieldError as exc:

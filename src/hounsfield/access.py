@@ -1,0 +1,54 @@
+"""Which DICOM services each calling AE may use: the per-node permissions of a DICOM node (as Orthanc's
+AllowEcho / AllowStore / AllowFind / AllowGet / AllowMove per modality, plus the worklist and MPPS).
+
+A node configured as a peer (``[peers.NAME]`` with ``allow = [...]``) may use what it lists (every service when
+it lists nothing); any other calling AE title may use what ``unknown_ae_services`` names. ``known_aes_only``
+refuses unknown callers at the association already (``dimse.handlers``). A refused request is answered with
+0x0124 Refused: Not Authorised (a general status of PS3.7 Annex C) and logged
+with the caller's AE title and address.
+
+The calling AE title is what the peer says it is: without TLS client certificates (issue 12, next) this is
+a guard against mistakes and casual misuse, not against a peer that lies about its name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from hounsfield.errors import NotAuthorized
+
+if TYPE_CHECKING:
+    from hounsfield.peers import PeerRegistry
+
+SERVICES = ("echo", "store", "find", "get", "move", "worklist", "mpps")
+ALL_SERVICES = frozenset(SERVICES)
+
+
+def parse_services(value: str | Iterable[str], where: str) -> frozenset[str]:
+    """A set of service names from a comma-separated text or a list; a name not in ``SERVICES`` is a
+    ValueError naming ``where`` it came from."""
+    names = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n]
+    unknown = sorted(set(names) - ALL_SERVICES)
+    if unknown:
+        raise ValueError(f"{where}: unknown DICOM service(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(SERVICES)})")
+    return frozenset(names)
+
+
+class DicomAccess:
+    """The permissions of calling AE titles, from the known nodes and the policy for the others."""
+
+    def __init__(self, peers: "PeerRegistry", unknown_ae_services: frozenset[str] = ALL_SERVICES) -> None:
+        self.peers = peers
+        self.unknown_ae_services = unknown_ae_services
+
+    def allowed(self, calling_ae: str) -> frozenset[str]:
+        peer = self.peers.by_ae_title(calling_ae)
+        return self.unknown_ae_services if peer is None else peer.allow
+
+    def check(self, calling_ae: str, service: str) -> None:
+        """Raise ``NotAuthorized`` unless ``calling_ae`` may use ``service``."""
+        if service not in self.allowed(calling_ae):
+            known = self.peers.by_ae_title(calling_ae) is not None
+            raise NotAuthorized(f"{'node' if known else 'unknown AE'} {calling_ae.strip()!r} may not use {service}")
