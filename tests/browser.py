@@ -45,3 +45,20 @@ def stow_series(server: Any, files: list[Path]) -> None:
     r = requests.post(f"{server.url}/dicom-web/studies", data=body, timeout=120, headers={
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
     assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log_text()[-3000:]}"
+
+
+def artifacts_dir(fallback: Path) -> Path:
+    """Where a test keeps its screenshots: $HOUNSFIELD_TEST_ARTIFACTS when set (CI keeps that folder), else
+    ``fallback`` (a temporary folder of the test run)."""
+    folder = Path(os.environ["HOUNSFIELD_TEST_ARTIFACTS"]) if os.environ.get("HOUNSFIELD_TEST_ARTIFACTS") else fallback
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+SIZES = {"desktop": {"width": 1440, "height": 900}, "tablet-portrait": {"width": 820, "height": 1180}}
+
+
+def settle(page: Any) -> None:
+    """Until the page has laid out and painted what the last change did (two animation frames: resize
+    observers run between them)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")

@@ -40,11 +40,14 @@ async function loadSchedule() {
   }
   const section = $("#schedule");
   section.replaceChildren(el("p", {}, `${page.total} items on ${$("#day").value}`));
+  // the IDs the Explain feature asks for, with whom they are
+  $("#item-ids").replaceChildren(...page.items.map(item =>
+    el("option", { value: String(item.id) }, `${item.id}: ${text(item.fields.patient_name)} ${text(item.fields.modality)} ${text(item.fields.start).slice(11)}`)));
   for (const [station, items] of [...byStation].sort()) {
     const body = el("tbody");
     for (const item of items) body.append(row(item));
     section.append(el("h3", {}, station), el("table", { class: "station", "data-station": station },
-      el("thead", {}, el("tr", {}, ...["Time", "Patient ID", "Name", "Mod", "Procedure", "Accession", "Status", "Images", ""].map(h => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["ID", "Time", "Patient ID", "Name", "Mod", "Procedure", "Accession", "Status", "Study", ""].map(h => el("th", {}, h)))),
       body));
   }
 }
@@ -52,16 +55,25 @@ async function loadSchedule() {
 function row(item) {
   const f = item.fields;
   const open = item.status === "SCHEDULED" || item.status === "IN PROGRESS";
-  const actions = el("td");
+  const actions = el("td", { class: "actions" });
   if (open) {
     actions.append(el("button", { type: "button", class: "edit", onclick: () => openEditor(item) }, "Edit"),
       el("button", { type: "button", class: "cancel", onclick: () => cancelItem(item) }, "Cancel"));
   }
-  return el("tr", { "data-id": item.id },
+  return el("tr", { "data-id": item.id, "data-study": text(f.study_instance_uid) },
+    el("td", { class: "item-id", title: "Item ID (what Explain asks for)" }, item.id),
     el("td", {}, text(f.start).slice(11)), el("td", {}, f.patient_id), el("td", {}, f.patient_name),
     el("td", {}, f.modality), el("td", {}, f.step_description || f.requested_procedure_description),
     el("td", {}, f.accession_number), el("td", { class: "status status-" + item.status.replace(" ", "-") }, item.status),
-    el("td", {}, item.study_received ? "received" : ""), actions);
+    el("td", {}, studyCell(item)), actions);
+}
+
+// The item's study in the viewer, by its Study Instance UID, once images of it are in the archive.
+function studyCell(item) {
+  const uid = text(item.fields.study_instance_uid);
+  if (!uid) return "";
+  if (!item.study_received) return el("span", { class: "muted", title: uid }, "not received");
+  return el("a", { class: "study-link", href: `/ui/?study=${encodeURIComponent(uid)}`, title: `Open study ${uid} in the viewer` }, "View images");
 }
 
 function openEditor(item) {
@@ -146,7 +158,8 @@ async function loadQueries() {
   const page = await call("GET", "/queries?limit=20");
   const body = $("#queries tbody");
   body.replaceChildren(...page.queries.map(q => {
-    const itemInput = el("input", { size: "5", placeholder: "item id" });
+    const itemInput = el("input", { size: "6", placeholder: "item ID", list: "item-ids", inputmode: "numeric",
+      "aria-label": `Item ID to explain query ${q.id} for` });
     const explain = el("button", { type: "button", onclick: () => explainQuery(q.id, itemInput.value) }, "Explain");
     return el("tr", { "data-query": q.id }, el("td", {}, q.id), el("td", {}, q.received_at.replace("T", " ").slice(0, 19)),
       el("td", {}, q.calling_ae), el("td", {}, q.summary), el("td", {}, q.answers),

@@ -85,3 +85,11 @@ export async function presets() {
   const r = await fetch("/ui/api/presets");
   return r.ok ? r.json() : {};
 }
+
+// The elements of one instance, every tag named from the data dictionary:
+// {elements: [{tag, keyword, name, vr, value, depth, item}], truncated}
+export async function instanceTags(study, series, sop) {
+  const r = await fetch(`/ui/api/tags/${study}/${series}/${sop}`);
+  if (!r.ok) throw await failure(r);
+  return r.json();
+}

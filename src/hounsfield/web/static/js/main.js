@@ -1,7 +1,7 @@
 // The viewer page: study search (QIDO-RS), series thumbnails, the viewport, presets, cine, metadata,
 // send / delete / upload through the REST API. No build step: plain ES modules.
 import * as dw from "./dicomweb.js";
-import { KEYWORDS, SOP_CLASSES } from "./tags.js";
+import { SOP_CLASSES } from "./tags.js";
 import { Viewport } from "./viewport.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -11,7 +11,21 @@ const T = { // DICOM tags used here
   seriesNo: "00200011", count: "00201209", studyCount: "00201208", frames: "00280008", spacing: "00280030",
   imagerSpacing: "00181164", photometric: "00280004", center: "00281050", width: "00281051", instNo: "00200013",
   shared: "52009229", measures: "00289110", perFrame: "52009230", rescaleType: "00281054", sopClass: "00080016",
-  rows: "00280010", columns: "00280011",
+  rows: "00280010", columns: "00280011", birth: "00100030", seriesCount: "00201206",
+  orientation: "00200037", position: "00200032", thickness: "00180050", location: "00201041",
+  planeOrientation: "00209116", planePosition: "00209113",
+};
+// Study list columns: key, the value of a QIDO answer shown, how it sorts
+const COLUMNS = {
+  name: { get: (s) => dw.value(s, T.name) || "" },
+  pid: { get: (s) => dw.value(s, T.pid) || "" },
+  birth: { get: (s) => formatDate(dw.value(s, T.birth)) },
+  acc: { get: (s) => dw.value(s, T.acc) || "" },
+  date: { get: (s) => formatDate(dw.value(s, T.date)) },
+  mods: { get: (s) => dw.values(s, T.mods).join("/") },
+  desc: { get: (s) => dw.value(s, T.desc) || "" },
+  series: { get: (s) => dw.value(s, T.seriesCount) ?? "", numeric: true },
+  instances: { get: (s) => dw.value(s, T.studyCount) ?? "", numeric: true },
 };
 const PIXEL_TAGS = ["7FE00010", "7FE00008", "7FE00009"]; // Pixel Data, Float and Double Float Pixel Data
 
@@ -21,6 +35,10 @@ const state = {
   selection: 0, // bumped on every change of study or series: what arrives for an older one is dropped
   shown: null, // the stack item (one frame of one instance) the viewport shows, pixels and annotations alike
   dropped: 0, // responses dropped because they arrived for an instance no longer selected
+  sort: { key: "date", dir: -1 }, // the study list's order (of the page shown)
+  page: 0, pageSize: 50, more: false, // QIDO paging: offset = page * pageSize; ``more`` when a next page exists
+  peers: [], echo: {}, // the remote nodes and their last known C-ECHO state
+  defaultWindow: null, // what the shown image opened at: {center, width, source: "file"|"preset"|"data", name}
 };
 window.hf = { state };
 
@@ -28,6 +46,7 @@ const viewport = new Viewport($("#viewport"), $("#view"), {
   onWindow: (c, w) => showWindow(c, w),
   onHover: (pos, v) => showHover(pos, v), // always about the image shown now (Viewport.hover)
   onMeasure: (m) => { $("#measure").textContent = m ? `${m.value.toFixed(2)} ${m.unit}` : "–"; },
+  onRoi: (r) => { $("#roi").textContent = r ? viewport.roiText(r).replace("\n", " · ") : "–"; },
   onZoom: (s) => { $("#zoom").textContent = `${(s * 100).toFixed(0)}%`; $("#ov-zoom").textContent = `Zoom ${(s * 100).toFixed(0)}%`; },
   onSlice: (step) => go(state.index + step),
 });
@@ -54,8 +73,11 @@ function formatDate(d) { return d && d.length === 8 ? `${d.slice(0, 4)}-${d.slic
 
 function wildcard(text) { return /[*?]/.test(text) ? text : `${text}*`; }
 
-async function search() {
-  const base = { limit: "500" };
+// A new search starts at its first page; the pager's buttons move through the pages of the same search.
+async function search({ page = 0 } = {}) {
+  state.page = Math.max(0, page);
+  // one more than a page: whether there is a next page (QIDO gives no total)
+  const base = { limit: String(state.pageSize + 1), offset: String(state.page * state.pageSize) };
   const from = dicomDate($("#search-from")), to = dicomDate($("#search-to"));
   if (from || to) base.StudyDate = `${from}-${to}`;
   const mod = $("#search-modality").value;
@@ -81,8 +103,9 @@ async function search() {
       found = await dw.searchStudies(base);
     }
     if (run !== state.searchRun) return; // a newer search is under way
-    found.sort((a, b) => (dw.value(b, T.date) || "").localeCompare(dw.value(a, T.date) || ""));
-    state.studies = found;
+    state.more = found.length > state.pageSize;
+    state.studies = found.slice(0, state.pageSize);
+    sortStudies();
     renderStudies();
     clearMessage("search");
   } catch (err) {
@@ -94,6 +117,24 @@ async function search() {
   }
 }
 
+function sortStudies() {
+  const { key, dir } = state.sort;
+  const col = COLUMNS[key];
+  const cmp = col.numeric ? (a, b) => (+col.get(a) || 0) - (+col.get(b) || 0)
+    : (a, b) => String(col.get(a)).localeCompare(String(col.get(b)), undefined, { sensitivity: "base", numeric: true });
+  state.studies.sort((a, b) => dir * cmp(a, b) || dw.value(a, T.study).localeCompare(dw.value(b, T.study)));
+  for (const th of document.querySelectorAll("#studies th[data-sort]")) {
+    if (th.dataset.sort === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+
+function sortBy(key) {
+  state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: key === "date" ? -1 : 1 };
+  sortStudies();
+  renderStudies();
+}
+
 function renderStudies() {
   const body = $("#study-list");
   body.replaceChildren();
@@ -101,29 +142,31 @@ function renderStudies() {
     const tr = document.createElement("tr");
     tr.className = "study";
     tr.dataset.uid = dw.value(s, T.study);
-    const cells = [
-      `${dw.value(s, T.name) || "(no name)"} · ${dw.value(s, T.pid) || ""}`,
-      formatDate(dw.value(s, T.date)),
-      dw.values(s, T.mods).join("/"),
-      dw.value(s, T.desc) || "",
-      dw.value(s, T.studyCount) ?? "",
-    ];
-    for (const text of cells) {
+    for (const [key, col] of Object.entries(COLUMNS)) {
       const td = document.createElement("td");
-      td.textContent = text;
+      const text = String(col.get(s));
+      td.textContent = key === "name" && !text ? "(no name)" : text;
       td.title = text;
+      td.dataset.col = key;
+      if (col.numeric) td.className = "num";
       tr.append(td);
     }
     tr.addEventListener("click", () => openStudy(tr.dataset.uid));
     if (state.study && tr.dataset.uid === dw.value(state.study, T.study)) tr.classList.add("selected");
     body.append(tr);
   }
-  $("#study-count").textContent = `${state.studies.length} ${state.studies.length === 1 ? "study" : "studies"}`;
+  const first = state.page * state.pageSize;
+  const n = state.studies.length;
+  $("#study-count").textContent = state.page || state.more ? `${n} ${n === 1 ? "study" : "studies"} on this page`
+    : `${n} ${n === 1 ? "study" : "studies"}`;
+  $("#page-info").textContent = n ? `${first + 1}–${first + n}${state.more ? " of more" : ""} · page ${state.page + 1}` : `page ${state.page + 1}`;
+  $("#page-prev").disabled = state.page === 0;
+  $("#page-next").disabled = !state.more;
 }
 
 // ------------------------------------------------------------------------------------------- study / series
-async function openStudy(uid) {
-  const study = state.studies.find((s) => dw.value(s, T.study) === uid);
+async function openStudy(uid, study = state.studies.find((s) => dw.value(s, T.study) === uid)) {
+  $("#layout").classList.remove("wide-list"); // the image is what the user wants now
   const selection = select();
   show({ state: "loading", text: "Loading…" });
   clearMessage();
@@ -230,7 +273,86 @@ function seriesText(item) {
   const head = `${dw.value(meta, T.seriesDesc) || ""}\nSeries ${dw.value(meta, T.seriesNo) ?? ""}`;
   if (!state.stack.includes(item)) return `${head}  ${sopClassName(meta)}`; // an object without an image
   const n = state.stack.length;
-  return `${head}  Im ${item.position + 1}/${n}` + (item.frame || +dw.value(meta, T.frames) > 1 ? `  Fr ${item.frame + 1}` : "");
+  const text = `${head}  Im ${item.position + 1}/${n}` + (item.frame || +dw.value(meta, T.frames) > 1 ? `  Fr ${item.frame + 1}` : "");
+  const where = [];
+  const loc = sliceLocation(meta, item.frame);
+  if (loc !== null) where.push(`Loc ${loc.toFixed(2)} mm`);
+  const thick = frameNumber(meta, item.frame, T.thickness, T.measures);
+  if (thick !== null) where.push(`Thk ${thick.toFixed(2)} mm`);
+  return where.length ? `${text}\n${where.join("  ")}` : text;
+}
+
+// An attribute of one frame: the instance's own, else in the per-frame or shared functional group ``group``
+// (PS3.3 C.7.6.16: Plane Position, Plane Orientation, Pixel Measures).
+function frameValues(meta, frame, tag, group) {
+  const direct = dw.values(meta, tag);
+  if (direct.length) return direct.map(Number);
+  for (const seqTag of [T.perFrame, T.shared]) {
+    const items = meta?.[seqTag]?.Value;
+    const item = seqTag === T.perFrame ? items?.[frame] : items?.[0];
+    const v = dw.values(item?.[group]?.Value?.[0], tag);
+    if (v.length) return v.map(Number);
+  }
+  return [];
+}
+
+function frameNumber(meta, frame, tag, group) {
+  const v = frameValues(meta, frame, tag, group);
+  return v.length && Number.isFinite(v[0]) ? v[0] : null;
+}
+
+function orientation(meta, frame) {
+  const o = frameValues(meta, frame, T.orientation, T.planeOrientation);
+  return o.length === 6 && o.every(Number.isFinite) ? o : null;
+}
+
+// Where the slice is: Slice Location when the file has it, else the position along the normal of the plane
+// (Image Position (Patient) · (row × column)).
+function sliceLocation(meta, frame) {
+  const loc = dw.values(meta, T.location);
+  if (loc.length && Number.isFinite(+loc[0])) return +loc[0];
+  const o = orientation(meta, frame), p = frameValues(meta, frame, T.position, T.planePosition);
+  if (!o || p.length !== 3) return null;
+  const n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+  return p[0] * n[0] + p[1] * n[1] + p[2] * n[2];
+}
+
+// The patient direction a vector of the patient coordinate system points to (PS3.3 C.7.6.2.1.1: +x left,
+// +y posterior, +z head), its main components first: "L", "LP", "FRA"...
+export function directionLetters(v) {
+  const letters = [["R", "L"], ["A", "P"], ["F", "H"]];
+  return [0, 1, 2].filter((i) => Math.abs(v[i]) >= 0.25).sort((a, b) => Math.abs(v[b]) - Math.abs(v[a]))
+    .map((i) => letters[i][v[i] > 0 ? 1 : 0]).join("");
+}
+
+function showOrientation(meta, frame) {
+  const o = meta ? orientation(meta, frame) : null;
+  const row = o ? o.slice(0, 3) : null, col = o ? o.slice(3) : null;
+  const neg = (v) => v.map((x) => -x);
+  $("#ov-orient-right").textContent = o ? directionLetters(row) : "";
+  $("#ov-orient-left").textContent = o ? directionLetters(neg(row)) : "";
+  $("#ov-orient-bottom").textContent = o ? directionLetters(col) : "";
+  $("#ov-orient-top").textContent = o ? directionLetters(neg(col)) : "";
+}
+
+// The window an image opens at: the file's (its first Window Center / Width), else for a CT the default preset
+// of the modality, else the full range of its values.
+const MODALITY_PRESET = { CT: "soft-tissue" };
+
+function fileWindow(meta) {
+  const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
+  return c !== undefined && w !== undefined && +w >= 1 ? { center: +c, width: +w } : null;
+}
+
+function openingWindow(meta, image) {
+  const file = fileWindow(meta);
+  if (file) return { ...file, source: "file" };
+  const name = MODALITY_PRESET[(dw.value(meta, T.modality) || "").trim()];
+  if (name && state.presets[name] && image.samples === 1) {
+    const [center, width] = state.presets[name];
+    return { center, width, source: "preset", name };
+  }
+  return { center: (image.min + image.max) / 2 + 0.5, width: Math.max(1, image.max - image.min + 1), source: "data" };
 }
 
 // The one place that changes what the viewport shows. ``item`` is the instance (and frame) shown, or null;
@@ -240,21 +362,27 @@ function seriesText(item) {
 // here together, so pixels of one instance never appear with the annotations of another.
 function show({ state: kind, item = null, image = null, text = "" }) {
   const vp = $("#viewport");
-  if (state.shown !== item) viewport.clearMeasurement();
+  const changed = state.shown !== item;
+  if (changed) {
+    viewport.clearMeasurement();
+    $("#measure").textContent = "–";
+    $("#roi").textContent = "–";
+  }
   state.shown = item;
-  $("#measure").textContent = "–";
   if (image) {
     const meta = item.meta;
     if (!state.windowSet) {
-      const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
-      if (c !== undefined && w !== undefined && +w >= 1) viewport.center = +c, viewport.width = +w;
-      else viewport.center = (image.min + image.max) / 2 + 0.5, viewport.width = Math.max(1, image.max - image.min + 1);
+      state.defaultWindow = openingWindow(meta, image);
+      viewport.center = state.defaultWindow.center;
+      viewport.width = state.defaultWindow.width;
       state.windowSet = true;
     }
+    const modality = dw.value(meta, T.modality);
     viewport.setImage(image, {
       spacing: pixelSpacing(meta, item.frame),
       monochrome1: (dw.value(meta, T.photometric) || "").trim() === "MONOCHROME1",
-      modality: dw.value(meta, T.modality),
+      modality,
+      unit: modality === "CT" && image.samples === 1 ? "HU" : "",
     });
     showWindow(viewport.center, viewport.width);
     viewport.cb.onZoom(viewport.scale());
@@ -265,14 +393,16 @@ function show({ state: kind, item = null, image = null, text = "" }) {
     for (const id of ["#wl", "#zoom", "#slice"]) $(id).textContent = "–";
     for (const id of ["#ov-window", "#ov-zoom"]) $(id).textContent = "";
     delete vp.dataset.slice;
+    syncPreset();
   }
+  showOrientation(image ? item.meta : null, item ? item.frame : 0);
   $("#ov-patient").textContent = item ? patientText(item.meta) : "";
   $("#ov-series").textContent = item ? seriesText(item) : "";
   $("#placeholder").textContent = image ? "" : text;
   vp.dataset.sop = item ? item.sop : "";
   vp.dataset.frame = item ? String(item.frame) : "";
   vp.dataset.state = kind;
-  if (!$("#meta-panel").hidden) renderMetadata();
+  if (!$("#meta-panel").hidden && changed) loadTags();
 }
 
 async function openSeries(studyUid, seriesUid) {
@@ -368,6 +498,24 @@ function showWindow(c, w) {
   const text = `W ${Math.round(w)} L ${Math.round(c)}`;
   $("#wl").textContent = text;
   $("#ov-window").textContent = text;
+  syncPreset();
+}
+
+// The preset menu names the window shown: a preset's, the file's, or "Custom window" for any other.
+function syncPreset() {
+  const select = $("#preset");
+  const meta = state.shown?.meta;
+  const file = viewport.image && meta ? fileWindow(meta) : null;
+  $("#preset-file").disabled = !file;
+  $("#preset-file").textContent = file ? `File window (${Math.round(file.width)}/${Math.round(file.center)})` : "File window";
+  let name = "";
+  if (viewport.image) {
+    const same = (c, w) => Math.abs(c - viewport.center) < 1e-6 && Math.abs(w - viewport.width) < 1e-6;
+    if (file && same(file.center, file.width)) name = "file";
+    else name = Object.keys(state.presets).find((k) => same(...state.presets[k])) || "";
+  }
+  select.value = name;
+  select.dataset.window = name || "custom";
 }
 
 function formatValue(v) {
@@ -395,15 +543,15 @@ async function loadPresets() {
 }
 
 function applyPreset(name) {
-  if (!viewport.image) return;
+  if (!viewport.image) { syncPreset(); return; }
   if (name === "file") {
-    const meta = state.shown?.meta;
-    const c = dw.value(meta, T.center), w = dw.value(meta, T.width);
-    if (c !== undefined && w !== undefined) viewport.setWindow(+c, +w);
-    return;
+    const file = fileWindow(state.shown?.meta);
+    if (file) viewport.setWindow(file.center, file.width);
+    else if (state.defaultWindow) viewport.setWindow(state.defaultWindow.center, state.defaultWindow.width);
+  } else if (state.presets[name]) {
+    viewport.setWindow(...state.presets[name]);
   }
-  const p = state.presets[name];
-  if (p) viewport.setWindow(p[0], p[1]);
+  syncPreset();
 }
 
 function startCine() {
@@ -427,49 +575,123 @@ function setTool(tool) {
 }
 
 // ------------------------------------------------------------------------------------------- metadata panel
-function renderMetadata() {
-  const meta = state.shown?.meta || {};
-  const filter = $("#meta-filter").value.trim().toLowerCase();
+// The elements of the instance shown, as the server reads them from its file: every tag named from pydicom's
+// data dictionary, sequence items indented under their sequence. Only the answer for the instance still shown
+// is rendered; the panel is emptied at once when the instance changes.
+async function loadTags() {
+  const item = state.shown;
   const body = $("#metadata tbody");
   body.replaceChildren();
-  const rows = [];
-  const walk = (ds, depth) => {
-    for (const tag of Object.keys(ds).sort()) {
-      const el = ds[tag];
-      const name = KEYWORDS[tag] || "";
-      const label = `${"  ".repeat(depth)}(${tag.slice(0, 4)},${tag.slice(4)}) ${name}`;
-      let text;
-      if (el.vr === "SQ") text = `${(el.Value || []).length} item(s)`;
-      else if (el.BulkDataURI) text = "[bulk data]";
-      else if (el.InlineBinary) text = "[binary]";
-      else text = (el.Value || []).map((v) => (v && typeof v === "object" ? v.Alphabetic ?? JSON.stringify(v) : v)).join("\\");
-      rows.push([label, el.vr, text]);
-      if (el.vr === "SQ" && depth < 3) for (const item of el.Value || []) walk(item, depth + 1);
-    }
-  };
-  walk(meta, 0);
-  for (const [label, vr, text] of rows) {
-    if (filter && !`${label} ${text}`.toLowerCase().includes(filter)) continue;
+  state.tags = null;
+  const status = $("#meta-status");
+  const table = $("#metadata");
+  if (!item || !item.sop) { status.textContent = "No instance shown."; table.dataset.sop = ""; return; }
+  status.textContent = "Loading tags…";
+  table.dataset.sop = "";
+  let answer;
+  try {
+    answer = await dw.instanceTags(item.study, item.series, item.sop);
+  } catch (err) {
+    if (state.shown !== item) return;
+    status.textContent = `Cannot read the tags: ${err.detail ?? err.message}`;
+    return;
+  }
+  if (state.shown !== item || $("#meta-panel").hidden) { state.dropped += state.shown !== item ? 1 : 0; return; }
+  state.tags = answer;
+  table.dataset.sop = item.sop;
+  renderMetadata();
+}
+
+function renderMetadata() {
+  const body = $("#metadata tbody");
+  body.replaceChildren();
+  const answer = state.tags;
+  if (!answer) return;
+  const filter = $("#meta-filter").value.trim().toLowerCase();
+  let shown = 0;
+  for (const row of answer.elements) {
+    const tagText = row.tag ? `(${row.tag.slice(0, 4)},${row.tag.slice(4)})` : "";
+    if (filter && !`${tagText} ${row.tag} ${row.keyword} ${row.name} ${row.value}`.toLowerCase().includes(filter)) continue;
     const tr = document.createElement("tr");
-    for (const t of [label, vr, String(text).slice(0, 300)]) {
+    tr.dataset.tag = row.tag || "";
+    tr.dataset.depth = String(row.depth);
+    if (row.item) tr.className = "item";
+    const cells = [["tag", tagText], ["name", row.item ? `Item ${row.item}` : row.name], ["vr", row.vr || ""],
+      ["value", String(row.value ?? "").slice(0, 300)]];
+    for (const [cls, text] of cells) {
       const td = document.createElement("td");
-      td.textContent = t;
+      td.className = cls;
+      td.textContent = text;
+      if (cls === "tag" || cls === "name") td.style.paddingLeft = `${4 + 14 * row.depth}px`;
+      if (cls === "name" && row.keyword) td.title = row.keyword;
       tr.append(td);
     }
     body.append(tr);
+    shown += 1;
   }
+  $("#meta-status").textContent = `${shown} of ${answer.elements.length} elements` + (answer.truncated ? " (first ones only)" : "");
+}
+
+function toggleTags() {
+  const panel = $("#meta-panel");
+  panel.hidden = !panel.hidden;
+  if (!panel.hidden) loadTags();
 }
 
 // ------------------------------------------------------------------------------------------- REST actions
-async function loadPeers() {
+// The Send menu: no node is chosen until the user chooses one; each says its last known state (the last C-ECHO
+// of it from here: when, and whether it answered).
+function echoText(e) {
+  if (!e) return "not checked yet";
+  const when = new Date(e.at).toLocaleTimeString();
+  return e.ok ? `echo OK ${when}` : `echo failed ${when}`;
+}
+
+function renderPeers() {
   const select = $("#send-peer");
-  select.replaceChildren();
+  const chosen = select.value;
+  select.replaceChildren(new Option(state.peers.length ? "Choose a node…" : "no remote nodes", ""));
+  for (const p of state.peers) {
+    const e = state.echo[p.name];
+    const opt = new Option(`${p.name} (${p.ae_title}@${p.host}:${p.port}) — ${echoText(e)}`, p.name);
+    opt.dataset.echo = e ? (e.ok ? "ok" : "failed") : "unknown";
+    select.append(opt);
+  }
+  select.value = state.peers.some((p) => p.name === chosen) ? chosen : "";
+  peerChosen();
+}
+
+function peerChosen() {
+  const name = $("#send-peer").value;
+  $("#send-button").disabled = !name;
+  $("#echo-button").disabled = !name;
+  const e = state.echo[name];
+  $("#send-peer").title = name ? `${name}: ${echoText(e)}${e && !e.ok && e.error ? ` — ${e.error}` : ""}` : "Remote node to send this study to";
+}
+
+async function loadPeers() {
   try {
-    const r = await fetch("/api/peers");
+    const r = await fetch("/ui/api/peers");
     const peers = r.ok ? await r.json() : [];
-    for (const p of peers) select.append(new Option(`${p.name} (${p.ae_title}@${p.host}:${p.port})`, p.name));
-    if (!peers.length) select.append(new Option("no remote nodes", ""));
-  } catch { select.append(new Option("no remote nodes", "")); }
+    state.peers = peers;
+    state.echo = Object.fromEntries(peers.filter((p) => p.last_echo).map((p) => [p.name, p.last_echo]));
+  } catch { state.peers = []; }
+  renderPeers();
+}
+
+async function echoPeer() {
+  const name = $("#send-peer").value;
+  const status = $("#send-status");
+  if (!name) { status.textContent = "Choose a remote node first."; return; }
+  status.textContent = `Echo ${name}…`;
+  status.dataset.state = "echoing";
+  const r = await fetch(`/ui/api/peers/${encodeURIComponent(name)}/echo`, { method: "POST" });
+  if (!r.ok) { status.textContent = `Echo failed: ${await dw.errorText(r)}`; status.dataset.state = "failed"; return; }
+  const e = await r.json();
+  state.echo[name] = e;
+  renderPeers();
+  status.textContent = e.ok ? `${name} answered the C-ECHO (${echoText(e)})` : `${name} did not answer: ${e.error || "status " + e.status}`;
+  status.dataset.state = e.ok ? "ok" : "failed";
 }
 
 async function sendStudy() {
@@ -532,14 +754,22 @@ function bind() {
   $("#slice-slider").addEventListener("input", (e) => go(+e.target.value));
   $("#preset").addEventListener("change", (e) => { applyPreset(e.target.value); });
   $("#invert").addEventListener("click", () => { viewport.invert = !viewport.invert; viewport.dirtyPixels = true; viewport.draw(); });
-  $("#reset").addEventListener("click", () => { viewport.reset(); $("#measure").textContent = "–"; });
+  $("#reset").addEventListener("click", () => viewport.reset());
   $("#cine").addEventListener("click", () => (state.cine ? stopCine() : startCine()));
   $("#cine-fps").addEventListener("change", () => { if (state.cine) { stopCine(); startCine(); } });
-  $("#toggle-meta").addEventListener("click", () => { $("#meta-panel").hidden = !$("#meta-panel").hidden; renderMetadata(); });
+  $("#toggle-meta").addEventListener("click", toggleTags);
   $("#meta-filter").addEventListener("input", renderMetadata);
   $("#help-button").addEventListener("click", () => $("#help").showModal());
   for (const b of document.querySelectorAll("[data-tool]")) b.addEventListener("click", () => setTool(b.dataset.tool));
   $("#send-button").addEventListener("click", sendStudy);
+  $("#echo-button").addEventListener("click", echoPeer);
+  $("#send-peer").addEventListener("change", peerChosen);
+  for (const th of document.querySelectorAll("#studies th[data-sort]")) th.addEventListener("click", () => sortBy(th.dataset.sort));
+  $("#page-prev").addEventListener("click", () => search({ page: state.page - 1 }));
+  $("#page-next").addEventListener("click", () => search({ page: state.page + 1 }));
+  $("#page-size").addEventListener("change", (e) => { state.pageSize = +e.target.value; search(); });
+  $("#list-wide").addEventListener("click", () => $("#layout").classList.toggle("wide-list"));
+  bindResizer();
   $("#delete-button").addEventListener("click", deleteStudy);
   $("#upload-files").addEventListener("change", (e) => upload(e.target));
   $("#upload-folder").addEventListener("change", (e) => upload(e.target));
@@ -553,14 +783,14 @@ function bind() {
       Home: () => go(0), End: () => go(state.stack.length - 1),
       " ": () => (state.cine ? stopCine() : startCine()),
       w: () => setTool("window"), p: () => setTool("pan"), z: () => setTool("zoom"), m: () => setTool("measure"),
+      o: () => setTool("rect"), e: () => setTool("ellipse"),
       r: () => $("#reset").click(), i: () => $("#invert").click(), t: () => $("#toggle-meta").click(),
       "?": () => $("#help").showModal(),
       "0": () => applyPreset("file"),
-      Escape: () => { viewport.line = null; viewport.draw(); $("#measure").textContent = "–"; },
+      Escape: () => { viewport.clearMeasurement(); $("#measure").textContent = "–"; $("#roi").textContent = "–"; },
     };
     const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;
     if (/^[1-9]$/.test(k) && presetNames[+k - 1]) {
-      $("#preset").value = presetNames[+k - 1];
       applyPreset(presetNames[+k - 1]);
       e.preventDefault();
     } else if (actions[k]) {
@@ -570,11 +800,67 @@ function bind() {
   });
 }
 
+// The study list's width: dragged at its edge (or with the arrow keys on the handle), kept for the next visit.
+function bindResizer() {
+  const handle = $("#browser-resizer");
+  const setWidth = (px) => {
+    const max = Math.max(260, window.innerWidth - 240);
+    const w = Math.round(Math.min(max, Math.max(260, px)));
+    document.documentElement.style.setProperty("--browser-width", `${w}px`);
+    try { localStorage.setItem("hf.browserWidth", String(w)); } catch { /* private mode */ }
+  };
+  const saved = +(() => { try { return localStorage.getItem("hf.browserWidth"); } catch { return 0; } })();
+  if (saved) setWidth(saved);
+  handle.addEventListener("pointerdown", (e) => {
+    handle.setPointerCapture(e.pointerId);
+    handle.classList.add("dragging");
+    const left = $("#browser").getBoundingClientRect().left;
+    const move = (ev) => setWidth(ev.clientX - left);
+    const up = () => {
+      handle.classList.remove("dragging");
+      handle.removeEventListener("pointermove", move);
+      handle.removeEventListener("pointerup", up);
+      handle.removeEventListener("pointercancel", up);
+    };
+    handle.addEventListener("pointermove", move);
+    handle.addEventListener("pointerup", up);
+    handle.addEventListener("pointercancel", up);
+    e.preventDefault();
+  });
+  handle.addEventListener("keydown", (e) => {
+    const w = $("#browser").getBoundingClientRect().width;
+    if (e.key === "ArrowLeft") setWidth(w - 40);
+    else if (e.key === "ArrowRight") setWidth(w + 40);
+    else return;
+    e.preventDefault();
+  });
+}
+
+// /ui/?study=UID (the worklist's link to an item's study): open that study when the archive has it.
+async function openFromUrl() {
+  const uid = new URLSearchParams(location.search).get("study");
+  if (!uid) return;
+  let found = [];
+  try { found = await dw.searchStudies({ StudyInstanceUID: uid, limit: "1" }); } catch { found = []; }
+  if (!found.length) {
+    message(`Study ${uid} is not in the archive (yet).`, { error: true, owner: "url" });
+    return;
+  }
+  if (!state.studies.some((s) => dw.value(s, T.study) === uid)) {
+    state.studies.unshift(found[0]);
+    renderStudies();
+  }
+  openStudy(uid, found[0]);
+}
+
 window.hf.search = search;
 window.hf.openStudy = openStudy;
 window.hf.go = go;
 window.hf.openSeries = openSeries;
+window.hf.directionLetters = directionLetters;
 bind();
-loadPresets();
 loadPeers();
-search();
+loadPresets().catch(() => {}).finally(async () => {
+  await search();
+  await openFromUrl();
+});

@@ -1,12 +1,15 @@
 // The viewport: one frame of modality values drawn on a canvas, windowed in the browser
-// (PS3.3 C.11.2.1.2.1 linear window), with zoom, pan, value under the cursor and distance measurement.
+// (PS3.3 C.11.2.1.2.1 linear window), with zoom, pan, value under the cursor, distance measurements and
+// rectangular / elliptical regions of interest (mean, SD, area of the modality values inside).
+
+const TOOLS_THAT_DRAW = ["measure", "rect", "ellipse"];
 
 export class Viewport {
   constructor(element, canvas, callbacks = {}) {
     this.el = element;
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
-    this.cb = callbacks; // onWindow, onHover, onMeasure, onZoom, onSlice(step), onTool
+    this.cb = callbacks; // onWindow, onHover, onMeasure, onRoi, onZoom, onSlice(step), onTool
     this.image = null; // {rows, columns, samples, data, min, max}
     this.info = {}; // {spacing: [row, col] | null, monochrome1, unit}
     this.center = 40;
@@ -15,7 +18,10 @@ export class Viewport {
     this.zoom = 1;
     this.pan = [0, 0];
     this.tool = "window";
-    this.line = null; // measurement in image coordinates {a: [x, y], b: [x, y]}
+    // measurements and ROIs of the frame shown, in image coordinates: {kind: "line"|"rect"|"ellipse", a: [x, y],
+    // b: [x, y], result}; ``pending`` is the one being drawn
+    this.annotations = [];
+    this.pending = null;
     this.pointers = new Map();
     this.pointer = null; // last client position of the mouse over the viewport
     this.offscreen = document.createElement("canvas");
@@ -41,18 +47,33 @@ export class Viewport {
   clear() { // no pixels at all: a black canvas, no measurement, nothing under the cursor
     this.image = null;
     this.info = {};
-    this.line = null;
+    this.annotations = [];
+    this.pending = null;
     this.drag = null;
     this.dirtyPixels = true;
     this.draw();
     this.hover();
   }
 
-  clearMeasurement() { // a measurement belongs to the frame it was drawn on
-    this.line = null;
-    if (this.drag?.action === "measure") this.drag = null;
+  clearMeasurement() { // measurements and ROIs belong to the frame they were drawn on
+    this.annotations = [];
+    this.pending = null;
+    if (TOOLS_THAT_DRAW.includes(this.drag?.action)) this.drag = null;
     this.draw();
   }
+
+  get line() { // the last distance measurement (the one being drawn first)
+    if (this.pending?.kind === "line") return this.pending;
+    return [...this.annotations].reverse().find((a) => a.kind === "line") || null;
+  }
+
+  set line(value) { // null: every measurement and ROI goes
+    if (value === null) this.clearMeasurement();
+  }
+
+  measurements() { return this.annotations.filter((a) => a.kind === "line").map((a) => this.lineResult(a)); }
+
+  rois() { return this.annotations.filter((a) => a.kind !== "line").map((a) => a.result); }
 
   hover() { // report the value under the cursor of the image shown now (or nothing)
     if (this.image && this.pointer) {
@@ -71,10 +92,9 @@ export class Viewport {
     this.cb.onWindow?.(this.center, this.width);
   }
 
-  reset() {
+  reset() { // the view (zoom, pan); the measurements stay where they are on the image
     this.zoom = 1;
     this.pan = [0, 0];
-    this.line = null;
     this.draw();
     this.cb.onZoom?.(this.scale());
   }
@@ -193,16 +213,85 @@ export class Viewport {
     const [ox, oy] = this.origin();
     ctx.imageSmoothingEnabled = s < 1;
     ctx.drawImage(this.offscreen, ox, oy, this.image.columns * s, this.image.rows * s * this.pixelAspect());
-    if (this.line) this.drawLine();
+    for (const a of this.annotations) this.drawAnnotation(a, false);
+    if (this.pending) this.drawAnnotation(this.pending, true);
   }
 
-  drawLine() {
-    const ctx = this.ctx;
-    const s = this.scale(), a = this.pixelAspect();
+  drawAnnotation(a, active) {
+    if (a.kind === "line") this.drawLine(a, active);
+    else this.drawRoi(a, active);
+  }
+
+  canvasOf(pt) {
+    const s = this.scale(), asp = this.pixelAspect();
     const [ox, oy] = this.origin();
-    const p = (pt) => [ox + pt[0] * s, oy + pt[1] * s * a];
-    const [x1, y1] = p(this.line.a), [x2, y2] = p(this.line.b);
-    ctx.strokeStyle = "#ffd54a";
+    return [ox + pt[0] * s, oy + pt[1] * s * asp];
+  }
+
+  drawRoi(roi, active) {
+    const ctx = this.ctx;
+    const [x1, y1] = this.canvasOf(roi.a), [x2, y2] = this.canvasOf(roi.b);
+    ctx.strokeStyle = active ? "#ffe98a" : "#7fe0a0";
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    if (roi.kind === "rect") ctx.rect(Math.min(x1, x2), Math.min(y1, y2), Math.abs(x2 - x1), Math.abs(y2 - y1));
+    else ctx.ellipse((x1 + x2) / 2, (y1 + y2) / 2, Math.abs(x2 - x1) / 2, Math.abs(y2 - y1) / 2, 0, 0, 2 * Math.PI);
+    ctx.stroke();
+    const r = roi.result || this.roiStats(roi);
+    if (!r) return;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.font = "12px system-ui, sans-serif";
+    const lines = this.roiText(r).split("\n");
+    const tx = Math.max(x1, x2) + 6, ty = Math.min(y1, y2) + 12;
+    lines.forEach((t, i) => ctx.fillText(t, tx, ty + i * 14));
+  }
+
+  roiText(r) {
+    if (!r) return "";
+    const u = r.unit ? ` ${r.unit}` : "";
+    const area = r.areaUnit === "mm²" && r.area >= 100 ? `${(r.area / 100).toFixed(2)} cm²` : `${r.area.toFixed(1)} ${r.areaUnit}`;
+    return r.n ? `mean ${r.mean.toFixed(1)}${u}  SD ${r.sd.toFixed(1)}\narea ${area}  (${r.n} px)` : `area ${area}  (no pixel)`;
+  }
+
+  // mean / SD (population) / min / max of the modality values whose pixel centres lie in the ROI, and its area
+  roiStats(roi) {
+    const img = this.image;
+    if (!img) return null;
+    const x0 = Math.min(roi.a[0], roi.b[0]), x1 = Math.max(roi.a[0], roi.b[0]);
+    const y0 = Math.min(roi.a[1], roi.b[1]), y1 = Math.max(roi.a[1], roi.b[1]);
+    const ex = (x0 + x1) / 2, ey = (y0 + y1) / 2, rx = (x1 - x0) / 2, ry = (y1 - y0) / 2;
+    const s = this.info.spacing;
+    const w = (x1 - x0) * (s ? s[1] : 1), h = (y1 - y0) * (s ? s[0] : 1);
+    const area = roi.kind === "rect" ? w * h : Math.PI * (w / 2) * (h / 2);
+    let n = 0, sum = 0, min = Infinity, max = -Infinity;
+    const values = [];
+    if (img.samples === 1) {
+      for (let j = Math.max(0, Math.floor(y0)); j < Math.min(img.rows, Math.ceil(y1)); j++) {
+        for (let i = Math.max(0, Math.floor(x0)); i < Math.min(img.columns, Math.ceil(x1)); i++) {
+          const cx = i + 0.5, cy = j + 0.5;
+          if (cx < x0 || cx > x1 || cy < y0 || cy > y1) continue;
+          if (roi.kind === "ellipse" && ((cx - ex) / rx) ** 2 + ((cy - ey) / ry) ** 2 > 1) continue;
+          const v = img.data[j * img.columns + i];
+          values.push(v);
+          sum += v;
+          n += 1;
+          if (v < min) min = v;
+          if (v > max) max = v;
+        }
+      }
+    }
+    const mean = n ? sum / n : NaN;
+    let sq = 0;
+    for (const v of values) sq += (v - mean) ** 2;
+    return { kind: roi.kind, n, mean, sd: n ? Math.sqrt(sq / n) : NaN, min: n ? min : NaN, max: n ? max : NaN,
+             area, areaUnit: s ? "mm²" : "px²", unit: this.info.unit || "",
+             box: [x0, y0, x1, y1], colour: img.samples !== 1 };
+  }
+
+  drawLine(line, active) {
+    const ctx = this.ctx;
+    const [x1, y1] = this.canvasOf(line.a), [x2, y2] = this.canvasOf(line.b);
+    ctx.strokeStyle = active ? "#ffe98a" : "#ffd54a";
     ctx.lineWidth = 1.5;
     ctx.beginPath();
     ctx.moveTo(x1, y1);
@@ -215,21 +304,32 @@ export class Viewport {
     }
     ctx.fillStyle = "#ffd54a";
     ctx.font = "13px system-ui, sans-serif";
-    ctx.fillText(this.measureText(), x2 + 6, y2 - 6);
+    const m = this.lineResult(line);
+    ctx.fillText(`${m.value.toFixed(2)} ${m.unit}`, x2 + 6, y2 - 6);
   }
 
   // ---------------------------------------------------------------- measurement
-  measure() {
-    if (!this.line) return null;
-    const dx = this.line.b[0] - this.line.a[0], dy = this.line.b[1] - this.line.a[1];
+  lineResult(line) {
+    const dx = line.b[0] - line.a[0], dy = line.b[1] - line.a[1];
     const s = this.info.spacing;
     if (s) return { value: Math.hypot(dx * s[1], dy * s[0]), unit: "mm" };
     return { value: Math.hypot(dx, dy), unit: "px" };
   }
 
+  measure() { // the last distance measurement, or null
+    const line = this.line;
+    return line ? this.lineResult(line) : null;
+  }
+
   measureText() {
     const m = this.measure();
     return m ? `${m.value.toFixed(2)} ${m.unit}` : "";
+  }
+
+  lastRoi() {
+    if (this.pending && this.pending.kind !== "line") return this.roiStats(this.pending);
+    const roi = [...this.annotations].reverse().find((a) => a.kind !== "line");
+    return roi ? roi.result : null;
   }
 
   // ---------------------------------------------------------------- input
@@ -269,7 +369,11 @@ export class Viewport {
                   zoom: this.zoom, pan: [...this.pan], pinch: this.pinchState() };
     if (action === "measure") {
       const p = this.snap(this.toImage(e.clientX, e.clientY));
-      this.line = { a: p, b: p };
+      this.pending = { kind: "line", a: p, b: p };
+      this.draw();
+    } else if (action === "rect" || action === "ellipse") {
+      const p = this.snapCorner(this.toImage(e.clientX, e.clientY));
+      this.pending = { kind: action, a: p, b: p };
       this.draw();
     }
     e.preventDefault();
@@ -277,6 +381,11 @@ export class Viewport {
 
   snap([x, y]) { // measurements run between pixel centres
     return [Math.floor(x) + 0.5, Math.floor(y) + 0.5];
+  }
+
+  snapCorner([x, y]) { // ROIs run along pixel edges, inside the image
+    const img = this.image;
+    return [Math.min(img.columns, Math.max(0, Math.round(x))), Math.min(img.rows, Math.max(0, Math.round(y)))];
   }
 
   pinchState() {
@@ -309,10 +418,17 @@ export class Viewport {
         this.cb.onZoom?.(this.scale());
         break;
       case "measure":
-        if (!this.line) break;
-        this.line.b = this.snap(this.toImage(e.clientX, e.clientY));
+        if (!this.pending) break;
+        this.pending.b = this.snap(this.toImage(e.clientX, e.clientY));
         this.draw();
         this.cb.onMeasure?.(this.measure());
+        break;
+      case "rect":
+      case "ellipse":
+        if (!this.pending) break;
+        this.pending.b = this.snapCorner(this.toImage(e.clientX, e.clientY));
+        this.draw();
+        this.cb.onRoi?.(this.lastRoi());
         break;
       case "pinch": {
         const now = this.pinchState();
@@ -329,12 +445,28 @@ export class Viewport {
 
   pointerUp(e) {
     this.pointers.delete(e.pointerId);
-    if (this.drag?.action === "measure") this.cb.onMeasure?.(this.measure());
+    if (TOOLS_THAT_DRAW.includes(this.drag?.action)) this.finish();
     this.drag = null;
     if (this.pointers.size === 1) { // one finger left after a pinch: restart from there
       const [[id, [x, y]]] = [...this.pointers.entries()];
       this.drag = { action: "pan", x, y, pan: [...this.pan], zoom: this.zoom, id };
     }
+  }
+
+  // the annotation drawn ends: kept when it has a length (a line) or an area (a ROI); a click draws nothing and
+  // leaves the earlier ones as they were
+  finish() {
+    const p = this.pending;
+    this.pending = null;
+    if (!p) return;
+    const empty = p.kind === "line" ? p.a[0] === p.b[0] && p.a[1] === p.b[1] : p.a[0] === p.b[0] || p.a[1] === p.b[1];
+    if (!empty) {
+      p.result = p.kind === "line" ? this.lineResult(p) : this.roiStats(p);
+      this.annotations.push(p);
+    }
+    this.draw();
+    if (p.kind === "line") this.cb.onMeasure?.(this.measure());
+    else this.cb.onRoi?.(this.lastRoi());
   }
 
   zoomAt(clientX, clientY, factor) {
