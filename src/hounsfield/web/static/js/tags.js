@@ -1,4 +1,3 @@
-// Keywords of common tags for the metadata panel (the rest show as their tag).
 // Names of the storage SOP classes (PS3.6 Annex A, as pydicom lists them; " Storage" dropped), for what the
 // viewport says about an object it has no image of.
 export const SOP_CLASSES = {
