@@ -28,10 +28,10 @@ def shared_data() -> Path:
     return require_shared_data()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest):
-    """Every test using this runs once on the embedded SQLite index and once on PostgreSQL."""
-    if request.param == "sqlite":
+def _database(backend: str):
+    """The database URL of ``backend`` ("" for the embedded SQLite index), a fresh PostgreSQL database dropped
+    when the generator closes."""
+    if backend == "sqlite":
         yield ""
         return
     from support import PostgresDatabase
@@ -43,9 +43,21 @@ def database_url(request: pytest.FixtureRequest):
         db.drop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest):
+    """Every test using this runs once on the embedded SQLite index and once on PostgreSQL."""
+    yield from _database(request.param)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database_url(request: pytest.FixtureRequest):
+    """As ``database_url``, one database per module and backend (for ``module_server``)."""
+    yield from _database(request.param)
+
+
 @pytest.fixture
-def server(tmp_path: Path, database_url: str):
-    """A running ``hounsfield serve`` on free ports (SQLite and PostgreSQL)."""
+def fresh_server(tmp_path: Path, database_url: str):
+    """A running ``hounsfield serve`` of its own, on free ports (SQLite and PostgreSQL)."""
     from support import Server
 
     srv = Server(tmp_path / "data", database_url=database_url).start()
@@ -53,3 +65,31 @@ def server(tmp_path: Path, database_url: str):
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def server(fresh_server):
+    """A running ``hounsfield serve`` (SQLite and PostgreSQL); a module whose tests can share one overrides
+    this with ``shared_server``."""
+    return fresh_server
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str):
+    """One ``hounsfield serve`` for the tests of a module, per backend: for tests that look only at what they
+    stored themselves (their own UIDs, patients, items) or at counts before and after."""
+    from support import Server
+
+    srv = Server(tmp_path_factory.mktemp("shared") / "data", database_url=module_database_url).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def shared_server(module_server):
+    """``module_server`` as one test sees it (its log starts with the test)."""
+    from support import SharedServer
+
+    return SharedServer(module_server)

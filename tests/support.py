@@ -121,7 +121,7 @@ class Server:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise RuntimeError(f"server did not start: {self.log_text()[-2000:]}")
 
     def kill_group(self, timeout: float = 60) -> None:
@@ -146,6 +146,9 @@ class Server:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.proc is None:
             return None
@@ -167,3 +170,21 @@ class Server:
         if check and proc.returncode != 0:
             raise AssertionError(f"hounsfield {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
+
+
+class SharedServer:
+    """A server shared by the tests of a module, as one test sees it: everything of the server, but
+    ``log_text()`` is only what it logged since the test began (what an earlier test made it log is not
+    evidence for this one)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._log_start = server.log_size()
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
+
+    def log_text(self) -> str:
+        with open(self._server.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")

@@ -57,9 +57,11 @@ def count_instances(url: str) -> int:
     return 0 if r.status_code == 204 else len(r.json())
 
 
-@pytest.fixture
-def loaded(server, shared_data: Path):
-    """The CT series STOWed as the files' own bytes (one request), the others through dicomweb-client."""
+@pytest.fixture(scope="module")
+def loaded(module_server, shared_data: Path):
+    """The CT series STOWed as the files' own bytes (one request), the others through dicomweb-client; once per
+    module and backend, on a server that holds nothing else (the tests using it only read)."""
+    server = module_server
     ct_files = sorted((shared_data / CT_DIR).glob("*.dcm"))
     resp = stow(server.url, [("application/dicom", f.read_bytes()) for f in ct_files])
     assert resp.status_code == 200, resp.text
@@ -313,7 +315,8 @@ def test_bad_requests(server, shared_data):
     assert r.status_code == 406
 
 
-def test_cors(server):
+def test_cors(shared_server):
+    server = shared_server
     r = requests.options(f"{server.url}/dicom-web/studies", headers={
         "Origin": "http://ohif.example", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "accept"})

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
 
 import roundtrip_support
 from factories import comparable, encode, tiny_ct
-from support import Server, dcmtk, dcmtk_env, free_port
+from support import Server, SharedServer, dcmtk, dcmtk_env, free_port
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 IDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -85,16 +85,43 @@ def findscu(server: Server, *keys: str, model: str = "-S") -> list[Dataset]:
     return [pydicom.dcmread(f, force=True) for f in sorted(out.glob("rsp*.dcm"))]
 
 
+@pytest.fixture
+def server(shared_server: SharedServer) -> SharedServer:
+    """One server per module and backend for the tests that find only the CT series (``ct_series``) and what
+    they store themselves; what stores other shared files or another CT study uses ``other_server``, and what
+    needs an empty archive or settings of its own a server of its own."""
+    return shared_server
+
+
+@pytest.fixture(scope="module")
+def other_module_server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str):
+    srv = Server(tmp_path_factory.mktemp("other") / "data", database_url=module_database_url).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def other_server(other_module_server: Server) -> SharedServer:
+    """A second shared server, for tests whose data the matching tests on ``server`` must not find."""
+    return SharedServer(other_module_server)
+
+
 def associate(server: Server, ae: AE, **kw):
     assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.ae_title, **kw)
     assert assoc.is_established
     return assoc
 
 
-def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_path: Path) -> None:
-    """storescu (little endian uncompressed) / pynetdicom (big endian and compressed, in their own syntax) →
+def test_round_trip_of_every_shared_file(fresh_server: Server, shared_data: Path, tmp_path: Path) -> None:
+    """On a server of its own: the shared data holds the same instance in several syntaxes, and an archive keeps
+    the first copy it was given (``duplicate_policy``).
+
+    storescu (little endian uncompressed) / pynetdicom (big endian and compressed, in their own syntax) →
     C-FIND → C-GET, unchanged; then every uncompressed one again by a requestor taking one other uncompressed
     syntax only, converted by hounsfield, value for value (roundtrip_support.differences; test_roundtrip.py)."""
+    server = fresh_server
     files = readable_files(shared_data)
     plain = [f for f, d in files.items() if d.file_meta.TransferSyntaxUID in UNCOMPRESSED - {ExplicitVRBigEndian}]
     proc = storescu(server, *plain)
@@ -157,12 +184,18 @@ def test_round_trip_of_every_shared_file(server: Server, shared_data: Path, tmp_
         assoc.release()
 
 
+_CT_SERIES: dict[Path, list[Dataset]] = {}  # by the data directory of the server that holds it
+
+
 @pytest.fixture
 def ct_series(server: Server, shared_data: Path) -> list[Dataset]:
-    files = sorted((shared_data / "ct" / "philips_head_phantom_5mm").glob("*.dcm"))
-    proc = storescu(server, *files)
-    assert proc.returncode == 0, proc.stderr
-    return [pydicom.dcmread(f) for f in files]
+    """The CT phantom series, stored once per server (the tests only read it)."""
+    if server.data_dir not in _CT_SERIES:
+        files = sorted((shared_data / "ct" / "philips_head_phantom_5mm").glob("*.dcm"))
+        proc = storescu(server, *files)
+        assert proc.returncode == 0, proc.stderr
+        _CT_SERIES[server.data_dir] = [pydicom.dcmread(f) for f in files]
+    return _CT_SERIES[server.data_dir]
 
 
 def test_findscu_answers_match_the_stored_attributes(server: Server, ct_series: list[Dataset]) -> None:
@@ -277,9 +310,10 @@ def test_movescu_to_a_dcmtk_storescp(tmp_path: Path, database_url: str, shared_d
         server.stop()
 
 
-def test_c_get_converts_for_a_receiver_that_takes_only_native(server: Server, shared_data: Path) -> None:
+def test_c_get_converts_for_a_receiver_that_takes_only_native(other_server: Server, shared_data: Path) -> None:
     """A C-GET requestor taking the SCP role for MR with native syntaxes only (as many viewers do) gets the JPEG
     2000 instance decompressed losslessly, and a native one as stored."""
+    server = other_server
     compressed = shared_data / "compressed" / "MR_small_jp2klossless.dcm"
     native = shared_data / "mr" / "MR-SIEMENS-DICOM-WithOverlays.dcm"
     sender = AE(ae_title="TESTSCU")
@@ -469,7 +503,8 @@ def test_association_dropped_mid_transfer_leaves_nothing_indexed(server: Server,
     again.release()
 
 
-def test_c_cancel_stops_a_long_answer(server: Server, tmp_path: Path) -> None:
+def test_c_cancel_stops_a_long_answer(other_server: Server, tmp_path: Path) -> None:
+    server = other_server
     # Sent with storescu: pynetdicom's requestor can lose a response that comes back within its reactor's
     # unpause window (its reactor thread takes it off the queue), which 1000 quick C-STOREs in a row can hit.
     many = tmp_path / "many"

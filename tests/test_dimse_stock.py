@@ -27,6 +27,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     srv.stop()
 
 
+@pytest.fixture
+def other_server(server: Server) -> Server:
+    """The module's one server (the tests below run in an order where that is enough)."""
+    return server
+
+
 ct_series = interop.ct_series
 
 test_findscu_answers_match_the_stored_attributes = interop.test_findscu_answers_match_the_stored_attributes

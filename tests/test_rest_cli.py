@@ -18,6 +18,13 @@ from support import Server, dcmtk, dcmtk_env, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def server(shared_server):
+    """One server per module and backend: each test looks only at what it stored (its own patients and
+    studies) or, for the peers, leaves the list as it found it."""
+    return shared_server
+
+
 def hounsfield(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hounsfield", *args], capture_output=True, text=True,
                           timeout=300, env=env)

@@ -41,7 +41,25 @@ def add_item(base_url: str, **fields) -> dict:
             "start": f"{TODAY.isoformat()} 09:30", **fields}
     r = requests.post(f"{base_url}/api/worklist/items", json=body, timeout=10)
     assert r.status_code == 201, r.text
-    return r.json()[0]
+    return r.json()
+
+
+def clear_worklist(base_url: str) -> None:
+    """Delete every worklist item (each status), so that a test on a shared server starts with an empty
+    worklist, as on a server of its own."""
+    while True:
+        page = requests.get(f"{base_url}/api/worklist/items", params={"limit": 10000}, timeout=30).json()
+        for item in page["items"]:
+            r = requests.delete(f"{base_url}/api/worklist/items/{item['id']}", timeout=30)
+            assert r.status_code == 200, r.text
+        if page["total"] <= len(page["items"]):
+            break
+    assert requests.get(f"{base_url}/api/worklist/items", timeout=30).json()["total"] == 0
+
+
+def query_log_total(base_url: str) -> int:
+    """How many MWL queries the server has logged so far."""
+    return requests.get(f"{base_url}/api/worklist/queries", params={"limit": 1}, timeout=30).json()["total"]
 
 
 def modality_query(**keys) -> Dataset:

@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 from test_worklist_common import (
     TODAY,
     add_item,
+    clear_worklist,
     days,
     eventually,
     findscu,
@@ -19,6 +20,7 @@ from test_worklist_common import (
     mpps,
     mpps_in_progress,
     mwl_find,
+    query_log_total,
     ymd,
 )
 
@@ -45,6 +47,14 @@ def _check_answer(answer: Dataset, item: dict) -> None:
     assert step.ScheduledProcedureStepStartTime[:4] == start[11:16].replace(":", "")
     for keyword in ("PatientBirthDate", "ReferringPhysicianName"):  # requested, item has none: zero-length
         assert keyword in answer and answer[keyword].is_empty
+
+
+@pytest.fixture
+def server(shared_server):
+    """One server per module and backend; each test starts with an empty worklist (what the tests before it
+    scheduled is deleted) and looks at the query log from where it stood when the test began."""
+    clear_worklist(shared_server.url)
+    return shared_server
 
 
 @pytest.fixture
@@ -169,23 +179,28 @@ def test_names_round_trip_rest_to_cfind(server, name: str, charset: str | None) 
 
 
 def test_malformed_query_is_refused_and_logged(server, schedule) -> None:
+    logged_before = query_log_total(server.url)
     two_items = modality_query()
     two_items.ScheduledProcedureStepSequence.append(Dataset())  # a sequence key holds one item only
     found, final = mwl_find(server.dicom_port, two_items)
     assert found == [] and final == 0xA900
     bad_date = modality_query(ScheduledProcedureStepStartDate="2026-99-99")
     assert mwl_find(server.dicom_port, bad_date)[1] == 0xA900
-    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json()["queries"],
-                     lambda queries: len(queries) >= 2)  # written just after the final response
+    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json(),
+                     lambda log: log["total"] >= logged_before + 2)  # written just after the final response
+    assert log["total"] == logged_before + 2
+    log = log["queries"]  # newest first: the two above
     assert [q["status"] for q in log[:2]] == [0xA900, 0xA900]
     assert "must hold a single item" in log[1]["error"]
 
 
 def test_query_log_and_explain(server, schedule) -> None:
+    logged_before = query_log_total(server.url)
     mwl_find(server.dicom_port, _query(dict(ScheduledProcedureStepStartDate="TODAY", Modality="CT",
                                             ScheduledStationAETitle="CT2")), calling="CT_ROOM2")
-    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json(), lambda log: log["total"])
-    assert log["total"] == 1
+    log = eventually(lambda: requests.get(f"{server.url}/api/worklist/queries").json(),
+                     lambda log: log["total"] > logged_before)
+    assert log["total"] == logged_before + 1
     entry = log["queries"][0]
     assert entry["calling_ae"] == "CT_ROOM2" and entry["answers"] == 1
     assert "ScheduledStationAETitle=CT2" in entry["summary"]

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_worklist_common import TODAY, add_item
+from test_worklist_common import TODAY, add_item, clear_worklist
 
 GOOD = {"patient_id": "P1", "patient_name": "DOE^JANE", "modality": "CT", "station_aet": "CT1",
         "start": f"{TODAY.isoformat()} 09:30"}
+
+
+@pytest.fixture
+def server(shared_server):
+    """One server per module and backend; each test starts with an empty worklist."""
+    clear_worklist(shared_server.url)
+    return shared_server
 
 
 def _count(url: str) -> int:
@@ -52,7 +59,7 @@ def test_bad_dicom_json_item_writes_nothing(server) -> None:
     assert r.json()["fields"] == ["ScheduledProcedureStepSequence[1].ScheduledStationAETitle"]
     assert _count(server.url) == 0  # the valid first step was not written either
     steps[1]["00400001"]["Value"] = ["MR2"]
-    created = requests.post(f"{server.url}/api/worklist/items", json=item).json()
+    created = requests.post(f"{server.url}/api/worklist/items", json=[item]).json()  # one item per step
     assert [c["fields"]["station_aet"] for c in created] == ["MR1", "MR2"]
     assert len({c["fields"]["study_instance_uid"] for c in created}) == 1
     assert requests.post(f"{server.url}/api/worklist/items", json={"0010002": {"vr": "LO"}}).status_code == 422
@@ -87,7 +94,9 @@ def test_openapi_documents_both_forms(server) -> None:
     assert '"maxLength": 16' in json.dumps(schemas["WorklistItemIn"]["properties"]["station_aet"])
 
 
-def test_cli_add_list_update_cancel(server) -> None:
+def test_cli_add_list_update_cancel(fresh_server) -> None:
+    """On a server of its own: the first item an archive schedules is item 1."""
+    server = fresh_server
     out = server.cli("worklist", "add", "--patient-id", "C1", "--patient-name", "CLI^PATIENT", "--modality", "MR",
                      "--station-aet", "MR1", "--start", f"{TODAY.isoformat()} 10:30").stdout
     assert "scheduled item 1" in out
@@ -144,7 +153,7 @@ def test_lower_case_where_the_standard_fixes_case_is_taken(client) -> None:
     upper case; PS3.3 C.7.1.1)."""
     r = client.post("/api/worklist/items", json={**GOOD, "modality": "ct", "patient_sex": "m"})
     assert r.status_code == 201, r.text
-    assert (r.json()[0]["fields"]["modality"], r.json()[0]["fields"]["patient_sex"]) == ("CT", "M")
+    assert (r.json()["fields"]["modality"], r.json()["fields"]["patient_sex"]) == ("CT", "M")
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -204,14 +213,14 @@ def test_a_requested_procedure_code_is_answered(client) -> None:
     code = {"value": "X1", "scheme": "99LOCAL", "meaning": "Chest"}
     r = client.post("/api/worklist/items", json={**GOOD, "requested_procedure_code": code})
     assert r.status_code == 201, r.text
-    assert r.json()[0]["fields"]["requested_procedure_code"] == code
+    assert r.json()["fields"]["requested_procedure_code"] == code
 
 
 def test_same_accession_for_another_patient_is_a_warning_in_the_answer(client) -> None:
-    assert client.post("/api/worklist/items", json={**GOOD, "accession_number": "ACC1"}).json()[0]["warnings"] == []
+    assert client.post("/api/worklist/items", json={**GOOD, "accession_number": "ACC1"}).json()["warnings"] == []
     r = client.post("/api/worklist/items", json={**GOOD, "patient_id": "P2", "accession_number": "ACC1"})
     assert r.status_code == 201, r.text
-    assert len(r.json()[0]["warnings"]) == 1 and "Accession number ACC1" in r.json()[0]["warnings"][0]
+    assert len(r.json()["warnings"]) == 1 and "Accession number ACC1" in r.json()["warnings"][0]
     assert _total(client) == 2
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from support import dcmtk, free_port
-from test_worklist_common import TODAY, add_item, days, modality_query, mwl_find, ymd
+from test_worklist_common import TODAY, add_item, clear_worklist, days, modality_query, mwl_find, ymd
 
 KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "RequestedProcedureID",
         "RequestedProcedureDescription", "PatientBirthDate", "PatientSex")
@@ -37,11 +37,18 @@ class Wlmscpfs:
                 mwl_find(self.port, modality_query(PatientID="none"), aet="WLAET")
                 return
             except AssertionError:
-                time.sleep(0.1)
+                time.sleep(0.02)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+@pytest.fixture
+def server(shared_server):
+    """One server per module and backend; each test starts with an empty worklist."""
+    clear_worklist(shared_server.url)
+    return shared_server
 
 
 def _compare(server, wl_port: int, queries: dict[str, Dataset]) -> None:

@@ -13,12 +13,9 @@ a guard against mistakes and casual misuse, not against a peer that lies about i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable, Protocol
 
 from hounsfield.errors import NotAuthorized
-
-if TYPE_CHECKING:
-    from hounsfield.peers import PeerRegistry
 
 SERVICES = ("echo", "store", "find", "get", "move", "worklist", "mpps")
 ALL_SERVICES = frozenset(SERVICES)
@@ -36,10 +33,18 @@ def parse_services(value: str | Iterable[str], where: str) -> frozenset[str]:
     return frozenset(names)
 
 
+class KnownNodes(Protocol):
+    """Where the configured nodes are looked up (``peers.PeerRegistry``; its nodes have an ``allow`` set). A
+    protocol, so that ``config``, which reads the services of a node from the TOML file here, and ``peers``,
+    which reads ``config``, do not import each other through this module."""
+
+    def by_ae_title(self, ae_title: str) -> Any: ...
+
+
 class DicomAccess:
     """The permissions of calling AE titles, from the known nodes and the policy for the others."""
 
-    def __init__(self, peers: "PeerRegistry", unknown_ae_services: frozenset[str] = ALL_SERVICES) -> None:
+    def __init__(self, peers: KnownNodes, unknown_ae_services: frozenset[str] = ALL_SERVICES) -> None:
         self.peers = peers
         self.unknown_ae_services = unknown_ae_services
 

@@ -353,12 +353,14 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 def _register_plugins() -> None:
     """Commands that live with their feature packages."""
     from hounsfield.imaging import cli as imaging_cli
+    from hounsfield import sample
     from hounsfield.rt import cli as rt_cli
     from hounsfield.worklist import cli as worklist_cli
 
     imaging_cli.register(app)
     rt_cli.register(app)
     worklist_cli.register(app)
+    sample.register(app)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Patient and study records say whether the demographics under their Patient ID di
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse
@@ -44,21 +44,52 @@ def pacs_of(request: Request) -> Pacs:
     return request.app.state.pacs
 
 
+INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}
+DECIMAL_VRS = {"DS", "FL", "FD"}
+
+
+def _multi_valued(keyword: str) -> bool:
+    """Whether the data dictionary lets ``keyword`` hold several values (VM 1-n, 2, …): such a field is always a
+    list in a record, whatever number of values a record has."""
+    return datadict.dictionary_VM(datadict.tag_for_keyword(keyword)) != "1"
+
+
+def _vr(keyword: str) -> str:
+    return datadict.dictionary_VR(datadict.tag_for_keyword(keyword))
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict) and "Alphabetic" in value:
-        return value["Alphabetic"]
+    """A DICOM JSON value as a record holds it: a person name as its alphabetic group (or, without one, the
+    groups it has as DICOM writes them, ``=Ideographic``)."""
+    if isinstance(value, dict):
+        groups = [str(value.get(k) or "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
+        return groups[0] or "=".join(groups).rstrip("=")
     return value
 
 
+def _scalar(vr: str, values: list[Any]) -> Any:
+    """The one value of a VM-1 attribute: an integer or a number for the numeric VRs (null when the stored text
+    is no number), else a string (several values that break VM 1 are kept, joined with a backslash as DICOM
+    encodes them)."""
+    if vr in INTEGER_VRS or vr in DECIMAL_VRS:
+        kind = int if vr in INTEGER_VRS else float
+        first = values[0]
+        return kind(first) if isinstance(first, (int, float)) and not isinstance(first, bool) else None
+    return "\\".join(str(v) for v in values)
+
+
 def flatten(json_ds: dict[str, Any], keywords: list[str]) -> dict[str, Any]:
-    """{'00100010': {'vr': 'PN', 'Value': [{'Alphabetic': 'A^B'}]}} → {'PatientName': 'A^B'}."""
+    """{'00100010': {'vr': 'PN', 'Value': [{'Alphabetic': 'A^B'}]}} → {'PatientName': 'A^B'}: one shape per
+    keyword — a multi-valued attribute (ModalitiesInStudy) is always a list (empty when absent), any other one
+    value or null."""
     out: dict[str, Any] = {}
     for kw in keywords:
         tag = q.tag_key(kw)
-        values = [_plain(v) for v in json_ds.get(tag, {}).get("Value", [])]
-        out[kw] = None if not values else values[0] if len(values) == 1 else values
+        values = [_plain(v) for v in json_ds.get(tag, {}).get("Value", []) if v is not None]
+        if _multi_valued(kw):
+            out[kw] = [str(v) for v in values]
+        else:
+            out[kw] = _scalar(_vr(kw), values) if values else None
     return out
 
 
@@ -124,10 +155,21 @@ _DEMOGRAPHIC_FIELDS: dict[str, Any] = {
 }
 
 
+def _record_field(keyword: str) -> tuple[Any, Any]:
+    """The type of ``keyword`` in a record: what ``flatten`` gives it."""
+    vr = _vr(keyword)
+    if _multi_valued(keyword):
+        return list[str], Field(default_factory=list, description=f"DICOM {keyword}: every value, always a list "
+                                                                    "(empty when absent).")
+    kind: Any = int if vr in INTEGER_VRS else float if vr in DECIMAL_VRS else str
+    what = "an integer" if kind is int else "a number" if kind is float else "a string"
+    return Optional[kind], Field(None, description=f"DICOM {keyword} ({vr}), {what}; null when absent"
+                                 + (" or not a number." if kind is not str else "."))
+
+
 def _record_model(level: str) -> type[BaseModel]:
     """The documented shape of a record of ``level`` (OpenAPI only: the records are built by ``search``)."""
-    fields: dict[str, Any] = {kw: (Any, Field(None, description=f"DICOM {kw} (null when absent).")) for kw in
-                              SUMMARY[level]}
+    fields: dict[str, Any] = {kw: _record_field(kw) for kw in SUMMARY[level]}
     if level in DEMOGRAPHIC_LEVELS:
         fields.update(_DEMOGRAPHIC_FIELDS)
     name = {"PATIENT": "PatientRecord", "STUDY": "StudyRecord", "SERIES": "SeriesRecord",

@@ -80,11 +80,61 @@ def unparsed_body(errors: list[dict[str, Any]]) -> bool:
     return any(e.get("loc", ())[:1] == ("body",) and isinstance(e.get("input"), (bytes, bytearray)) for e in errors)
 
 
+# --- issue 11: the API documentation pages, with Swagger UI and ReDoc served from the package ---
+DOCS_ASSETS = Path(__file__).with_name("static") / "vendor"  # swagger-ui-dist (Apache-2.0), redoc (MIT)
+DOCS_ASSETS_URL = "/docs/assets"
+SWAGGER_INIT = """window.ui = SwaggerUIBundle({
+  url: document.getElementById("swagger-ui").dataset.openapiUrl, dom_id: "#swagger-ui", layout: "BaseLayout",
+  deepLinking: true, showExtensions: true, showCommonExtensions: true, validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset].filter(Boolean),
+});
+"""
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) with every script, style sheet and icon from this server: a
+    hospital network is often offline, and a CDN page is blank there. No inline script either (a Content
+    Security Policy of script-src 'self' allows these pages)."""
+    from fastapi.responses import HTMLResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    assets = DOCS_ASSETS_URL
+    title = f"{app.title} {app.version}"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}: API (Swagger UI)</title>
+<link rel="icon" type="image/png" href="{assets}/swagger-ui/favicon-32x32.png">
+<link rel="stylesheet" href="{assets}/swagger-ui/swagger-ui.css"></head>
+<body><div id="swagger-ui" data-openapi-url="{app.openapi_url}"></div>
+<script src="{assets}/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/docs/swagger-init.js"></script></body></html>
+""")
+
+    @app.get("/docs/swagger-init.js", include_in_schema=False)
+    def swagger_init() -> Response:
+        return Response(SWAGGER_INIT, media_type="text/javascript")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return HTMLResponse(f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}: API (ReDoc)</title>
+<link rel="icon" type="image/png" href="{assets}/swagger-ui/favicon-32x32.png"></head>
+<body><redoc spec-url="{app.openapi_url}"></redoc>
+<script src="{assets}/redoc/redoc.standalone.js"></script></body></html>
+""")
+
+    app.mount(assets, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+# --- end issue 11 ---
+
+
 def create_app(pacs: Pacs) -> FastAPI:
     from hounsfield.web import api
 
     app = FastAPI(title="hounsfield", version=__version__,
-                  description="A small, fast PACS: archive, worklist, DICOMweb and viewer.")
+                  description="A small, fast PACS: archive, worklist, DICOMweb and viewer.",
+                  docs_url=None, redoc_url=None)  # served from the package by add_docs (no CDN)
     app.state.pacs = pacs
 
     internal_paths = path_scrubber(pacs.settings.data_dir)
@@ -122,6 +172,8 @@ def create_app(pacs: Pacs) -> FastAPI:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "InternalError", "detail": "the server failed to answer this request; "
                              "the cause is in its log"}, status_code=500)
+
+    add_docs(app)
 
     @app.get("/health", tags=["service"])
     def health() -> JSONResponse:

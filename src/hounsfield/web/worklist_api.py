@@ -8,7 +8,7 @@ value is HTTP 422 naming the field, and nothing is written.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable, Coroutine, Optional, Union
 
@@ -16,7 +16,8 @@ from fastapi import APIRouter, Body, Path as Segment, Query as Param, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, create_model
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, RootModel,
+                      Tag, WithJsonSchema, create_model)
 from pydicom.dataset import Dataset
 
 from hounsfield.errors import NotFound
@@ -39,6 +40,23 @@ Id = Annotated[int, Segment(ge=1, le=SQL_INT_MAX)]
 Offset = Annotated[int, Param(ge=0, le=SQL_INT_MAX)]
 
 
+def _utc(value: datetime) -> datetime:
+    """The index keeps UTC; SQLite gives it back without a zone, PostgreSQL in the session's zone."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# Every timestamp of the REST API: ISO 8601 in UTC with its offset written out, microseconds always given
+# ("2026-01-31T08:30:00.000000+00:00"), whatever the database returned.
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$"
+Timestamp = Annotated[
+    datetime, AfterValidator(_utc),
+    PlainSerializer(lambda v: _utc(v).isoformat(timespec="microseconds"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN,
+                    "description": "ISO 8601 in UTC, with its offset: 2026-01-31T08:30:00.000000+00:00"},
+                   mode="serialization"),
+]
+
+
 class _UntaggedErrors(APIRoute):
     """Validation errors of the flat-or-DICOM-JSON bodies name the field, not the union member it was read as."""
 
@@ -49,7 +67,7 @@ class _UntaggedErrors(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                raise RequestValidationError([{**e, "loc": tuple(p for p in e["loc"] if p not in ("flat", "dicom"))}
+                raise RequestValidationError([{**e, "loc": tuple(p for p in e["loc"] if p not in ("flat", "dicom", "list"))}
                                               for e in exc.errors()]) from exc
 
         return route
@@ -112,8 +130,18 @@ def _body_kind(value: Any) -> str:
     return "dicom" if isinstance(value, dict) and any(_TAG.fullmatch(str(k)) for k in value) else "flat"
 
 
-ItemBody = Annotated[Union[Annotated[WorklistItemIn, Tag("flat")], Annotated[DicomJsonItem, Tag("dicom")]],
-                     Discriminator(_body_kind), Body()]
+OneItem = Annotated[Union[Annotated[WorklistItemIn, Tag("flat")], Annotated[DicomJsonItem, Tag("dicom")]],
+                    Discriminator(_body_kind)]
+
+
+def _post_kind(value: Any) -> str:
+    return "list" if isinstance(value, list) else _body_kind(value)
+
+
+# POST /items: one item (flat or DICOM JSON), or a list of them.
+ItemBody = Annotated[Union[Annotated[WorklistItemIn, Tag("flat")], Annotated[DicomJsonItem, Tag("dicom")],
+                           Annotated[list[OneItem], Field(min_length=1, max_length=1000), Tag("list")]],
+                     Discriminator(_post_kind), Body()]
 PatchBody = Annotated[Union[Annotated[WorklistItemPatch, Tag("flat")], Annotated[DicomJsonItem, Tag("dicom")]],
                       Discriminator(_body_kind), Body()]
 
@@ -124,8 +152,8 @@ class WorklistItemOut(BaseModel):
     origin: str = Field(description="How the item came in: api, cli, web, import")
     mpps_uid: str = Field(description="The last MPPS that reported on this step")
     study_received: bool = Field(description="Images with the item's Study Instance UID are in the archive")
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     fields: WorklistItemFields  # type: ignore[valid-type]
     dicom: dict[str, Any] = Field(description="The whole item as DICOM JSON")
     warnings: list[str] = Field(default_factory=list, description="What was taken but deserves a look, e.g. an "
@@ -141,7 +169,7 @@ class WorklistPage(BaseModel):
 
 class LoggedQueryOut(BaseModel):
     id: int
-    received_at: datetime
+    received_at: Timestamp
     calling_ae: str
     address: str
     summary: str = Field(description="The non-empty keys, e.g. 'Modality=CT, ScheduledStationAETitle=CT1'")
@@ -213,8 +241,9 @@ def _dataset(body: BaseModel) -> Dataset:
     return flat.to_dataset(body.model_dump(exclude_none=True))
 
 
-def _invalid(field: str, message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+def _invalid(field: str, message: str, index: int | None = None) -> RequestValidationError:
+    loc = ("body", field) if index is None else ("body", index, field)
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def _write(body: BaseModel, call: Callable[[Dataset], Any]) -> Any:
@@ -222,16 +251,42 @@ def _write(body: BaseModel, call: Callable[[Dataset], Any]) -> Any:
     try:
         return call(_dataset(body))
     except InvalidItem as exc:
-        field = flat.field_name(exc.field) if not isinstance(body, DicomJsonItem) else exc.field
-        raise _invalid(field, exc.reason) from exc
+        raise _invalid(_field_of(body, exc), exc.reason) from exc
 
 
-@router.post("/items", status_code=201, response_model=list[WorklistItemOut])
-def create_item(request: Request, body: ItemBody) -> list[WorklistItemOut]:
-    """Schedule an item (flat form or DICOM JSON). One item per scheduled procedure step is created; the Study
-    Instance UID, Requested Procedure ID and step ID are generated when not given."""
-    created = _write(body, lambda ds: pacs_of(request).worklist.schedule(ds, origin="api"))
-    return [_out(i) for i in created]
+def _field_of(body: BaseModel, exc: InvalidItem) -> str:
+    return flat.field_name(exc.field) if not isinstance(body, DicomJsonItem) else exc.field
+
+
+@router.post("/items", status_code=201, response_model=Union[WorklistItemOut, list[WorklistItemOut]],
+             responses={201: {"description": "The item created, as an object, when one item was posted; a list "
+                                             "(one item per scheduled procedure step, in order) when a list was "
+                                             "posted."}})
+def create_item(request: Request, body: ItemBody) -> Union[WorklistItemOut, list[WorklistItemOut]]:
+    """Schedule an item (flat form or DICOM JSON) and answer it, or schedule a list of them (in one transaction:
+    all or none) and answer the list. The Study Instance UID, Requested Procedure ID and step ID are generated
+    when not given. A DICOM JSON item with several scheduled procedure steps makes one item per step: post it
+    in a list."""
+    bodies = body if isinstance(body, list) else [body]
+    datasets = []
+    position = (lambda i: i) if isinstance(body, list) else (lambda i: None)
+    for index, one in enumerate(bodies):
+        try:
+            datasets.append(_dataset(one))
+        except InvalidItem as exc:
+            raise _invalid(_field_of(one, exc), exc.reason, position(index)) from exc
+        except RequestValidationError as exc:
+            if not isinstance(body, list):
+                raise
+            raise RequestValidationError([{**e, "loc": ("body", index, *e["loc"][1:])} for e in exc.errors()]) \
+                from exc
+    try:
+        created = pacs_of(request).worklist.schedule_many(datasets, origin="api",
+                                                          max_steps=None if isinstance(body, list) else 1)
+    except InvalidItem as exc:
+        index = getattr(exc, "request_index", 0)
+        raise _invalid(_field_of(bodies[index], exc), exc.reason, position(index)) from exc
+    return [_out(i) for i in created] if isinstance(body, list) else _out(created[0])
 
 
 @router.get("/items", response_model=WorklistPage)

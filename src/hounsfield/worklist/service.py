@@ -104,16 +104,37 @@ class Worklist:
     def schedule(self, ds: Dataset, *, origin: str = "api") -> list[Item]:
         """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
         returned carries the warnings about the request (``_accession_warnings``)."""
-        ds = copy.deepcopy(ds)
-        self._check(ds, strict=True)
-        items.complete(ds, generate_ids=True)
-        steps = items.split_steps(ds)
+        return self.schedule_many([ds], origin=origin)
+
+    def schedule_many(self, requests: Iterable[Dataset], *, origin: str = "api",
+                      max_steps: int | None = None) -> list[Item]:
+        """``schedule`` for several requests in one transaction: each is validated in turn (an ``InvalidItem``
+        carries the request's position as ``request_index``), then every step of every request is stored, in
+        order, or none is. ``max_steps``: a request with more steps is an ``InvalidItem`` too (REST: one object
+        posted answers one item)."""
+        prepared = []
+        for index, ds in enumerate(requests):
+            ds = copy.deepcopy(ds)
+            try:
+                self._check(ds, strict=True)
+                steps = len(ds.get(items.STEPS) or [])
+                if max_steps is not None and steps > max_steps:
+                    raise items.InvalidItem(items.STEPS, f"{steps} steps make {steps} worklist items: send the "
+                                            "item in a list ([item]) to schedule them all and have each back")
+            except items.InvalidItem as exc:
+                exc.request_index = index
+                raise
+            items.complete(ds, generate_ids=True)
+            prepared.append(items.split_steps(ds))
+        created: list[Item] = []
         with self.db.session() as s:
-            new = [items.row(step, origin=origin) for step in steps]
-            warnings = self._accession_warnings(s, new[0])
-            rows = [self._new_row(s, values) for values in new]
-            s.flush()
-            return [self._item(r, warnings=warnings) for r in rows]
+            for steps in prepared:
+                new = [items.row(step, origin=origin) for step in steps]
+                warnings = self._accession_warnings(s, new[0])
+                rows = [self._new_row(s, values) for values in new]
+                s.flush()
+                created.extend(self._item(r, warnings=warnings) for r in rows)
+        return created
 
     def _check(self, ds: Dataset, *, strict: bool) -> None:
         """Normalise the case of ``ds`` and validate it (``items``), a birth date against the service's today."""
