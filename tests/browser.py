@@ -28,7 +28,9 @@ def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[tuple[Any,
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900})
+        # bypass_csp: Playwright evaluates wait_for_function("expression") inside the page, which the pages'
+        # Content Security Policy forbids (no eval); tests/test_http_security.py checks the policy without it.
+        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900}, bypass_csp=True)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:

@@ -316,15 +316,15 @@ def test_bad_requests(server, shared_data):
 
 
 def test_cors(shared_server):
+    """CORS is off unless origins are configured (issue 12; tests/test_http_security.py has the configured
+    side): another origin gets no Access-Control-Allow-Origin, on /dicom-web or the REST API."""
     server = shared_server
     r = requests.options(f"{server.url}/dicom-web/studies", headers={
         "Origin": "http://ohif.example", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "accept"})
-    assert r.status_code == 204
-    assert r.headers["Access-Control-Allow-Origin"] == "*"
-    assert "GET" in r.headers["Access-Control-Allow-Methods"]
+    assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers
     r = requests.get(f"{server.url}/dicom-web/studies", headers={"Origin": "http://ohif.example"})
-    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in r.headers
     r = requests.get(f"{server.url}/api/studies", headers={"Origin": "http://ohif.example"})
     assert "Access-Control-Allow-Origin" not in r.headers  # the REST API is not opened to other origins
 

@@ -18,7 +18,7 @@ import pytest
 
 from browser import ARTIFACTS, chromium_page, stow_series
 from conftest import ROOT
-from support import require
+from support import Server, require
 
 OHIF_VERSION = "4.12.51"
 OHIF_DIST = Path(os.environ.get("HOUNSFIELD_OHIF_DIST",
@@ -67,25 +67,37 @@ class _OhifFiles(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def ohif(server, tmp_path: Path):
-    require((OHIF_DIST / "index.umd.js").is_file(),
-            f"OHIF's build is not at {OHIF_DIST} (scripts/test fetches @ohif/viewer@{OHIF_VERSION} with npm)")
+def ohif_site(tmp_path: Path):
+    """OHIF's files served from an origin of their own: (folder, origin)."""
     site = tmp_path / "ohif"
     site.mkdir()
-    (site / "app-config.js").write_text(CONFIG % {"root": f"{server.url}/dicom-web"})
-    (site / "index.html").write_text(INDEX)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_OhifFiles, site=site))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield site, f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
 
 
-@pytest.fixture(params=["sqlite"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    return ""  # what OHIF sees does not depend on the index; both are checked by test_dicomweb
+@pytest.fixture
+def server(tmp_path: Path, ohif_site):
+    """hounsfield with OHIF's origin allowed to read /dicom-web (CORS is off unless configured)."""
+    srv = Server(tmp_path / "data", env={"HOUNSFIELD_CORS_ORIGINS": ohif_site[1]}).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def ohif(server, ohif_site):
+    require((OHIF_DIST / "index.umd.js").is_file(),
+            f"OHIF's build is not at {OHIF_DIST} (scripts/test fetches @ohif/viewer@{OHIF_VERSION} with npm)")
+    site, origin = ohif_site
+    (site / "app-config.js").write_text(CONFIG % {"root": f"{server.url}/dicom-web"})
+    (site / "index.html").write_text(INDEX)
+    return origin
 
 
 def test_ohif_lists_and_opens_a_ct_series(server, shared_data, ohif) -> None:

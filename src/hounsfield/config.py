@@ -42,6 +42,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom_port", 11112, "Port of the DICOM service."),
     Setting("http_host", "127.0.0.1", "Address the HTTP service listens on."),
     Setting("http_port", 8042, "Port of the HTTP service."),
+    # --- HTTP hardening (issue 12) ---
+    Setting("remote_access", False,
+            "Let serve listen for HTTP beyond loopback (an http_host other than 127.0.0.1, ::1, localhost) although "
+            "there are no logins yet: whoever reaches the port can read, change and delete every study."),
+    Setting("allowed_hosts", "",
+            "Host header names the HTTP service answers besides localhost, 127.0.0.1, ::1, this machine's name, "
+            "http_host and the address a request came in on (comma-separated; .example.org takes its subdomains "
+            "too; * takes any name); any other Host is refused with 400 (DNS rebinding)."),
+    Setting("cors_origins", "",
+            "Origins (scheme://host[:port], comma-separated) whose pages may read /dicom-web from another origin "
+            "(CORS, with credentials) and send this server state-changing requests; empty: CORS off."),
+    Setting("cors_methods", "GET, HEAD, POST",
+            "Methods the cors_origins may use on /dicom-web (DELETE, PUT, PATCH only when listed here)."),
+    Setting("max_upload_bytes", 2 << 30,
+            "Largest request body STOW-RS and /api/upload take (413 beyond); other requests take 16 MiB at most."),
     Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
     Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
     Setting("unknown_ae_services", "echo,store,find,get,move,worklist,mpps",
@@ -77,6 +92,9 @@ CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+# Text settings holding a list: comma- or space-separated text, or a TOML array of strings.
+LISTS = frozenset({"allowed_hosts", "cors_origins", "cors_methods"})
+
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -106,6 +124,8 @@ def _coerce(value: Any, setting: Setting, source: str) -> Any:
             return int(value)
     elif isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
+    elif setting.name in LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
     expected = {"boolean": "a boolean (true or false)", "integer": "an integer",
                 "text": "text"}[kind]
     raise ValueError(f"setting {setting.name} ({source}) must be {expected}, not {value!r}")
@@ -120,6 +140,11 @@ class Settings:
     dicom_port: int = 11112
     http_host: str = "127.0.0.1"
     http_port: int = 8042
+    remote_access: bool = False
+    allowed_hosts: str = ""
+    cors_origins: str = ""
+    cors_methods: str = "GET, HEAD, POST"
+    max_upload_bytes: int = 2 << 30
     duplicate_policy: str = "keep"
     known_aes_only: bool = False
     unknown_ae_services: str = "echo,store,find,get,move,worklist,mpps"
@@ -148,6 +173,11 @@ class Settings:
     def with_overrides(self, **values: Any) -> "Settings":
         """Apply non-None overrides (command-line flags)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """The items of a list setting (``LISTS``): ``"a, b c"`` → ``("a", "b", "c")``."""
+    return tuple(item for item in re.split(r"[,\s]+", value) if item)
 
 
 def env_var(name: str) -> str:

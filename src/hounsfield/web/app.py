@@ -191,11 +191,12 @@ def create_app(pacs: Pacs) -> FastAPI:
 
     app.include_router(quarantine_api.router)
     # --- issue 5: DICOMweb at /dicom-web (CORS there only) and the viewer at /ui ---
-    from hounsfield.web import dicomweb, transfer, ui
+    from hounsfield.web import dicomweb, security, transfer, ui
 
+    http_policy = security.policy(pacs.settings)  # issue 12: CORS only for the origins configured
     app.include_router(transfer.router)
     app.include_router(dicomweb.router)
-    app.add_middleware(dicomweb.DicomWebCORS)
+    app.add_middleware(dicomweb.DicomWebCORS, origins=http_policy.cors_origins, methods=http_policy.cors_methods)
     ui.mount(app)
     # --- end issue 5 ---
     # --- issue 3: worklist REST API and the /worklist page ---
@@ -204,4 +205,7 @@ def create_app(pacs: Pacs) -> FastAPI:
     app.include_router(worklist_api.router)
     app.include_router(worklist_api.pages)
     # --- end issue 3 ---
+    # --- issue 12: Host header, cross-origin requests, body sizes, security headers (outermost middleware) ---
+    app.add_middleware(security.Security, policy=http_policy)
+    # --- end issue 12 ---
     return app

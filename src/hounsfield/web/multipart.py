@@ -3,7 +3,7 @@
 Both directions stream. A request body (STOW-RS, PS3.18 10.5; ``/api/upload``) is split as it arrives by
 ``MultipartParser``, and each part goes to a temporary file in the file store's ``.incoming`` directory
 (``Spool``), so the memory a request takes does not grow with its body, which may hold thousands of
-instances; bodies are refused past ``MAX_BODY_BYTES`` (413). A response's parts (WADO-RS) are yielded one by
+instances; bodies are refused past the ``max_upload_bytes`` setting (413; ``body_limit``). A response's parts (WADO-RS) are yielded one by
 one, files read as they go.
 """
 
@@ -23,7 +23,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from hounsfield.errors import HounsfieldError, StorageFull
 
-MAX_BODY_BYTES = 4 << 30  # one request body at most (4 GiB): spooled to disk, so bounded by disk, not memory
+# One request body at most, whatever max_upload_bytes says (the setting, 2 GiB by default, is the limit a
+# site chooses): spooled to disk, so bounded by disk, not memory.
+MAX_BODY_BYTES = 64 << 30
 MAX_HEADER_BYTES = 16 << 10  # the header block of one part
 # Received data goes to disk in a worker thread (a slow disk must not stall the event loop) about a MiB at a
 # time: one trip to the thread pool costs more than writing what one read of the socket brings.
@@ -47,11 +49,11 @@ class NotAcceptable(HounsfieldError):
 
 
 class PayloadTooLarge(HounsfieldError):
-    """A request body over ``MAX_BODY_BYTES`` (HTTP 413, RFC 9110 15.5.14)."""
+    """A request body over the limit (``body_limit``; HTTP 413, RFC 9110 15.5.14)."""
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, limit: int | None = None) -> None:
         said = f"of {size} bytes " if size is not None else ""
-        super().__init__(f"the request body {said}is over the limit of {MAX_BODY_BYTES} bytes")
+        super().__init__(f"the request body {said}is over the limit of {limit or MAX_BODY_BYTES} bytes")
 
 
 _PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
@@ -288,19 +290,28 @@ def _disk_errors() -> Iterator[None]:
         raise StorageFull(f"cannot keep the request body: {exc.strerror or exc}") from exc
 
 
+def body_limit(request: Request) -> int:
+    """The most a request body may hold: the ``max_upload_bytes`` setting of the app's archive, within
+    ``MAX_BODY_BYTES``."""
+    pacs = getattr(request.app.state, "pacs", None)
+    configured = getattr(getattr(pacs, "settings", None), "max_upload_bytes", MAX_BODY_BYTES)
+    return min(configured, MAX_BODY_BYTES)
+
+
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives, in pieces of about ``SPOOL_BATCH`` bytes, within ``MAX_BODY_BYTES`` (a
+    """The request body as it arrives, in pieces of about ``SPOOL_BATCH`` bytes, within ``body_limit`` (a
     declared Content-Length over it is refused before anything is read, a chunked body once it goes over)."""
+    limit = body_limit(request)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(int(declared))
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(int(declared), limit)
     received = size = 0
     pending: list[bytes] = []
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > MAX_BODY_BYTES:
-                raise PayloadTooLarge()
+            if received > limit:
+                raise PayloadTooLarge(None, limit)
             pending.append(chunk)
             size += len(chunk)
             if size >= SPOOL_BATCH:

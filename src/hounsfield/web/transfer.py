@@ -124,9 +124,10 @@ def _store_zip(pacs: Pacs, name: str, path: Path, origin: str) -> list[dict[str,
 
 def _store_member(pacs: Pacs, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
                   origin: str) -> dict[str, Any]:
-    if info.file_size > multipart.MAX_BODY_BYTES:  # what is read of a member stops at its declared size
+    limit = min(pacs.settings.max_upload_bytes, multipart.MAX_BODY_BYTES)
+    if info.file_size > limit:  # what is read of a member stops at its declared size
         return {"file": name, "outcome": "failed",
-                "error": f"{info.file_size} bytes uncompressed, over the limit of {multipart.MAX_BODY_BYTES}"}
+                "error": f"{info.file_size} bytes uncompressed, over the limit of {limit}"}
     fd, tmp = pacs.archive.files.new_incoming()
     try:
         try:
@@ -146,7 +147,7 @@ async def upload(request: Request) -> Any:
     duplicate-kept or failed with the reason). 200 when something was stored, 400 when nothing was, 413 when
     the body is over the size limit."""
     # The body is spooled to temporary files as it arrives, so an upload of any size (up to
-    # multipart.MAX_BODY_BYTES) takes bounded memory; the files are stored once it is complete.
+    # max_upload_bytes) takes bounded memory; the files are stored once it is complete.
     content_type = multipart.parse_media_type(request.headers.get("content-type", ""))
     pacs = pacs_of(request)
     with multipart.Spool(pacs.archive.files.new_incoming) as spool:
