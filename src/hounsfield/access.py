@@ -13,10 +13,12 @@ a guard against mistakes and casual misuse, not against a peer that lies about i
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Protocol
 
 from hounsfield.errors import NotAuthorized
 
+REMEMBER_FOR = 2.0  # seconds a calling AE's permissions are used without looking its node up again
 SERVICES = ("echo", "store", "find", "get", "move", "worklist", "mpps")
 ALL_SERVICES = frozenset(SERVICES)
 
@@ -47,13 +49,23 @@ class DicomAccess:
     def __init__(self, peers: KnownNodes, unknown_ae_services: frozenset[str] = ALL_SERVICES) -> None:
         self.peers = peers
         self.unknown_ae_services = unknown_ae_services
+        self._recent: dict[str, tuple[float, frozenset[str]]] = {}  # AE title → (when looked up, services)
 
     def allowed(self, calling_ae: str) -> frozenset[str]:
+        """The services ``calling_ae`` may use. The nodes are in the index (REST adds them), and a look-up per
+        received instance was a query per C-STORE: an answer is kept for ``REMEMBER_FOR`` seconds, so a node
+        added or changed takes effect within that time."""
+        now = time.monotonic()
+        known = self._recent.get(calling_ae)
+        if known is not None and now - known[0] < REMEMBER_FOR:
+            return known[1]
         peer = self.peers.by_ae_title(calling_ae)
-        return self.unknown_ae_services if peer is None else peer.allow
+        services = self.unknown_ae_services if peer is None else peer.allow
+        self._recent[calling_ae] = (now, services)
+        return services
 
     def check(self, calling_ae: str, service: str) -> None:
         """Raise ``NotAuthorized`` unless ``calling_ae`` may use ``service``."""
         if service not in self.allowed(calling_ae):
-            known = self.peers.by_ae_title(calling_ae) is not None
+            known = self.peers.by_ae_title(calling_ae) is not None  # (a refusal may cost a look-up)
             raise NotAuthorized(f"{'node' if known else 'unknown AE'} {calling_ae.strip()!r} may not use {service}")
