@@ -105,9 +105,11 @@ async function search({ page = 0 } = {}) {
     if (run !== state.searchRun) return; // a newer search is under way
     state.more = found.length > state.pageSize;
     state.studies = found.slice(0, state.pageSize);
+    state.conflicts = new Map();
     sortStudies();
     renderStudies();
     clearMessage("search");
+    flagConflicts(run);
   } catch (err) {
     if (run !== state.searchRun) return;
     $("#study-count").textContent = "";
@@ -115,6 +117,30 @@ async function search({ page = 0 } = {}) {
   } finally {
     if (run === state.searchRun) table.dataset.state = "ready";
   }
+}
+
+// Studies whose Patient ID has other demographics in other studies (a reused ID, a corrected name): the REST
+// API says so per study (demographics_conflict, demographics_variants); QIDO-RS has no place for it.
+async function flagConflicts(run) {
+  const uids = state.studies.map((s) => dw.value(s, T.study)).filter(Boolean);
+  if (!uids.length) return;
+  let records;
+  try {
+    const query = new URLSearchParams({ StudyInstanceUID: uids.join("\\"), limit: String(uids.length) });
+    const r = await fetch(`/api/studies?${query}`, { headers: { Accept: "application/json" } });
+    if (!r.ok) return;
+    records = await r.json();
+  } catch { return; } // the list stays as it is, without flags
+  if (run !== state.searchRun) return; // a newer search is under way
+  state.conflicts = new Map(records.filter((r) => r.demographics_conflict)
+    .map((r) => [r.StudyInstanceUID, r.demographics_variants]));
+  if (state.conflicts.size) renderStudies();
+}
+
+function conflictText(variants) {
+  const lines = variants.map((v) => `${v.PatientName || "(no name)"}, born ${v.PatientBirthDate || "?"}, ` +
+    `sex ${v.PatientSex || "?"}: ${v.StudyInstanceUIDs.length} ${v.StudyInstanceUIDs.length === 1 ? "study" : "studies"}`);
+  return `Other studies under this Patient ID give other demographics:\n${lines.join("\n")}`;
 }
 
 function sortStudies() {
@@ -148,6 +174,16 @@ function renderStudies() {
       td.textContent = key === "name" && !text ? "(no name)" : text;
       td.title = text;
       td.dataset.col = key;
+      const variants = key === "name" && state.conflicts?.get(tr.dataset.uid);
+      if (variants) { // patient safety: say so where the name is read
+        const badge = document.createElement("span");
+        badge.className = "conflict-badge";
+        badge.textContent = "⚠";
+        badge.setAttribute("aria-label", "differing demographics under this Patient ID");
+        td.title = conflictText(variants);
+        td.prepend(badge, " ");
+        tr.dataset.conflict = "true";
+      }
       if (col.numeric) td.className = "num";
       tr.append(td);
     }
