@@ -27,6 +27,17 @@ def require(condition: bool, why: str) -> None:
         pytest.skip(why)
 
 
+def require_module(name: str):  # noqa: ANN201 - the module
+    """Import a test dependency (pyproject's test extra): skipped where it is missing on a developer machine,
+    a failure in CI, where ``scripts/test`` installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"{name} cannot be imported ({exc}); pip install -e .[test]")
+
+
 _HANDED_OUT: set[int] = set()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rt_phantom import make_phantom
+from support import require_module
 
 from hounsfield.rt import DoseGrid, RTError, StructureSet, compute_dvh, compute_dvhs, stored_dvhs
 
@@ -101,7 +102,7 @@ def dicompyler_reference(shared_data):
 
     pydicom.dicomio.read_file = pydicom.dcmread  # dicompyler-core 0.5.6 still imports the removed name
     pydicom.read_file = pydicom.dcmread
-    dvhcalc = pytest.importorskip("dicompylercore.dvhcalc")
+    dvhcalc = require_module("dicompylercore.dvhcalc")
     folder = shared_data.joinpath(*BREAST)
     rs = StructureSet.read(folder / "rtss.dcm")
     out = {}

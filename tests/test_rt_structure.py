@@ -7,6 +7,7 @@ import pydicom
 import pytest
 
 from rt_phantom import make_phantom
+from support import require_module
 
 from hounsfield.rt import (DoseGrid, RTError, StructureSet, dice, load_series, mask_outlines, roi_mask,
                            roi_occupancy, structure_set_from_label_map, structure_set_from_masks, write_structure_set)
@@ -130,7 +131,7 @@ def test_round_trip_mask_to_rtstruct_to_mask(phantom, series, tmp_path):
 
 
 def test_round_trip_from_a_nifti_label_map(phantom, series, tmp_path):
-    nibabel = pytest.importorskip("nibabel")
+    nibabel = require_module("nibabel")
     rs = StructureSet.read(phantom.rtstruct)
     labels = np.zeros(series.grid.shape, np.int16)
     labels[roi_mask(rs.roi("sphere"), series.grid)] = 1
