@@ -131,7 +131,7 @@ def shots(site: Site, name: str) -> None:
 
 def open_study(site: Site, uid: str) -> None:
     site.page.click(f'tr.study[data-uid="{uid}"]')
-    site.page.wait_for_selector(f'#viewport[data-state=ready][data-series]:not([data-series=""])', timeout=WAIT_MS)
+    site.page.wait_for_selector('#viewport[data-state=ready][data-series]:not([data-series=""])', timeout=WAIT_MS)
     site.page.wait_for_function("uid => hf.state.study && hf.state.shown && hf.state.shown.study === uid",
                                 arg=uid, timeout=WAIT_MS)
 

@@ -12,8 +12,10 @@ import functools
 import inspect
 import logging
 import typing
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -67,6 +69,24 @@ def fail(message: str, code: int = 1) -> typing.NoReturn:
 def note(message: str) -> None:
     """A dim line on stderr: what a command is working on (its data directory…), apart from its output."""
     err_console.print(message, style="dim", markup=False, highlight=False)
+
+
+@contextmanager
+def one_line_errors(unexpected: Callable[[Exception], str],
+                    report: Callable[[str], Any] = fail) -> Iterator[None]:
+    """Quiet pydicom's warnings and turn any failure into one ``report``ed error line (exit code 1): a domain
+    error as it says itself, anything else as ``unexpected`` words it. The promise: never a traceback."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except HounsfieldError as exc:
+            report(str(exc))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            report(unexpected(exc))
 
 
 def with_settings(func: Callable[..., Any] | None = None, *,

@@ -47,6 +47,8 @@ from hounsfield.dimse.store_receive import command_elements, receiver_of
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
+    from hounsfield.dimse.store_receive import Receiver, Waiter
+
 log = logging.getLogger("hounsfield.dimse")
 
 # Command elements of a plain C-STORE-RSP (PS3.7 Table 9.3-2 without the optional status elements): a response
@@ -112,7 +114,7 @@ def send(assoc: "Association", dataset: Any, msg_id: int, priority: int, origina
     return _response(assoc, receiver, msg_id, waiter)
 
 
-def _response(assoc: "Association", receiver: Any, msg_id: int, waiter: Waiter) -> Dataset:
+def _response(assoc: "Association", receiver: "Receiver", msg_id: int, waiter: "Waiter") -> Dataset:
     timeout = assoc.dimse_timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     try:

@@ -8,12 +8,10 @@ the command would ignore, are usage errors: one line, exit code 2.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -24,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from hounsfield.cli_common import one_line_errors
 from hounsfield.errors import HounsfieldError
 from hounsfield.imaging.display import choose_voi
 from hounsfield.imaging.dump import dump_rows
@@ -82,20 +81,10 @@ def _one_window(preset: str | None, window: tuple[float, float] | None) -> None:
         _usage(f"--preset {preset} and --window {window[0]:g} {window[1]:g} both choose the window: give one")
 
 
-@contextmanager
-def _one_line_errors(source: object) -> Iterator[None]:
-    """Quiet pydicom's warnings and turn any failure into ``error: <file>: <cause>`` and exit code 1."""
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except HounsfieldError as exc:
-            _fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
-            _fail(str(FileProblem("unexpected", str(source), cause=f"{type(exc).__name__}: {one_line(exc)}")))
+def _one_line_errors(source: object) -> AbstractContextManager[None]:
+    """Any failure as ``error: <file>: <cause>`` and exit code 1 (``cli_common.one_line_errors``)."""
+    return one_line_errors(lambda exc: str(FileProblem("unexpected", str(source),
+                                                       cause=f"{type(exc).__name__}: {one_line(exc)}")), _fail)
 
 
 @contextmanager

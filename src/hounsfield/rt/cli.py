@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,10 +19,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hounsfield.cli_common import console, err_console, fail, progress_bar
+from hounsfield.cli_common import console, err_console, fail, one_line_errors, progress_bar
 from hounsfield.errors import HounsfieldError
 from hounsfield.imaging.io import one_line
-from hounsfield.rt.common import object_name, read_rt, text
+from hounsfield.rt.common import read_rt, text
 from hounsfield.rt.dose import DoseGrid
 from hounsfield.rt.dvh import DVH, compute_dvh, stored_dvhs, structure_set_spacing
 from hounsfield.rt.links import resolve
@@ -46,19 +43,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rt_app, name="rt")
 
 
-@contextmanager
-def _one_line_errors(name: str = "") -> Iterator[None]:
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except HounsfieldError as exc:
-            fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
-            fail(f"{name + ': ' if name else ''}{type(exc).__name__}: {one_line(exc)}")
+def _one_line_errors(name: str = "") -> AbstractContextManager[None]:
+    return one_line_errors(lambda exc: f"{name + ': ' if name else ''}{type(exc).__name__}: {one_line(exc)}")
 
 
 def _warn(message: str) -> None:

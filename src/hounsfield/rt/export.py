@@ -39,7 +39,7 @@ def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
     (pixel (j, i) spans rows j-0.5…j+0.5 and columns i-0.5…i+0.5), collinear points dropped. Filled with the
     even-odd rule they give back the mask exactly."""
     m = np.pad(np.asarray(mask, dtype=bool), 1)
-    ny, nx = m.shape[0] - 2, m.shape[1] - 2
+    nx = m.shape[1] - 2
     width = nx + 1
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
