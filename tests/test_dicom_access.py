@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     listener = destination.start_server(("127.0.0.1", port), block=False)
     cfg = (
-        'unknown_ae_services = "echo,store"\n'
+        'unknown_ae_services = "echo,store"\ntrust_loopback_aes = false\n'
         f'[peers.viewer]\nae_title = "VIEWER"\nhost = "127.0.0.1"\nport = {free_port()}\nallow = ["echo", "find"]\n'
         f'[peers.full]\nae_title = "FULL"\nhost = "127.0.0.1"\nport = {port}\n'
     )

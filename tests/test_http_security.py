@@ -340,7 +340,7 @@ def test_serve_refuses_http_beyond_loopback_unless_asked(clean_env: Path, host: 
     assert result.returncode == 1, result.stderr
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and message.startswith("error: http_host ")
-    assert "remote_access = true" in message and "HOUNSFIELD_REMOTE_ACCESS" in message
+    assert "insecure_http = true" in message and "HOUNSFIELD_INSECURE_HTTP" in message
     assert not (clean_env / "d").exists() and result.stdout == ""
 
 
@@ -358,15 +358,15 @@ def test_loopback_is_told_apart(caplog) -> None:
     for host in ("0.0.0.0", "::", "", "10.1.2.3", "192.0.2.1"):
         assert not security.is_loopback(host), host
     security.check_serving(config.Settings())  # the default: 127.0.0.1
-    with pytest.raises(security.UnsafeSetting, match="remote_access"):
+    with pytest.raises(security.UnsafeSetting, match="insecure_http"):
         security.check_serving(config.Settings(http_host="0.0.0.0"))
     with caplog.at_level(logging.WARNING, "hounsfield.web.security"):
-        security.check_serving(config.Settings(http_host="0.0.0.0", remote_access=True))
-    assert any("remote_access is on" in m for m in caplog.messages)
+        security.check_serving(config.Settings(http_host="0.0.0.0", insecure_http=True))
+    assert any("insecure_http is on" in m for m in caplog.messages)
 
 
-def test_serve_with_remote_access_listens_on_every_interface(tmp_path: Path) -> None:
-    """remote_access = true and http_host 0.0.0.0: it starts, answers on 127.0.0.1 and logs the warning."""
+def test_serve_with_insecure_http_listens_on_every_interface(tmp_path: Path) -> None:
+    """insecure_http = true and http_host 0.0.0.0: it starts, answers on 127.0.0.1 and logs the warning."""
     import subprocess
     import sys
 
@@ -375,7 +375,7 @@ def test_serve_with_remote_access_listens_on_every_interface(tmp_path: Path) -> 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hounsfield", "serve", "--data-dir", str(tmp_path / "d"),
                                  "--http-host", "0.0.0.0", "--http-port", str(http), "--dicom-port", str(dicom),
-                                 "--remote-access", "true"], stdout=out, stderr=subprocess.STDOUT)
+                                 "--insecure-http", "true"], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -387,7 +387,7 @@ def test_serve_with_remote_access_listens_on_every_interface(tmp_path: Path) -> 
                 time.sleep(0.1)
         else:
             raise AssertionError(log.read_text())
-        assert "remote_access is on" in log.read_text()
+        assert "insecure_http is on" in log.read_text()
     finally:
         proc.terminate()
         proc.wait(30)

@@ -2,8 +2,11 @@
 AllowEcho / AllowStore / AllowFind / AllowGet / AllowMove per modality, plus the worklist and MPPS).
 
 A node configured as a peer (``[peers.NAME]`` with ``allow = [...]``) may use what it lists (every service when
-it lists nothing); any other calling AE title may use what ``unknown_ae_services`` names. ``known_aes_only``
-refuses unknown callers at the association already (``dimse.handlers``). A refused request is answered with
+it lists nothing); any other calling AE title may use what ``unknown_ae_services`` names (echo and store by
+default, Orthanc's defaults), or every service when it calls from a loopback address of this machine and
+``trust_loopback_aes`` is on (local tools on a fresh install are trusted, as PostgreSQL's default ``local``
+rule trusts local users). ``known_aes_only`` refuses unknown callers at the association already
+(``dimse.handlers``). A refused request is answered with
 0x0124 Refused: Not Authorised (a general status of PS3.7 Annex C) and logged
 with the caller's AE title and address.
 
@@ -13,6 +16,7 @@ a guard against mistakes and casual misuse, not against a peer that lies about i
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Iterable, Protocol
 
@@ -35,6 +39,16 @@ def parse_services(value: str | Iterable[str], where: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def is_loopback_address(address: str) -> bool:
+    """Whether ``address`` (as a socket gives it: IPv4, IPv6, IPv4-mapped IPv6) is a loopback address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 class KnownNodes(Protocol):
     """Where the configured nodes are looked up (``peers.PeerRegistry``; its nodes have an ``allow`` set). A
     protocol, so that ``config``, which reads the services of a node from the TOML file here, and ``peers``,
@@ -46,26 +60,30 @@ class KnownNodes(Protocol):
 class DicomAccess:
     """The permissions of calling AE titles, from the known nodes and the policy for the others."""
 
-    def __init__(self, peers: KnownNodes, unknown_ae_services: frozenset[str] = ALL_SERVICES) -> None:
+    def __init__(self, peers: KnownNodes, unknown_ae_services: frozenset[str] = ALL_SERVICES, *,
+                 trust_loopback: bool = False) -> None:
         self.peers = peers
         self.unknown_ae_services = unknown_ae_services
-        self._recent: dict[str, tuple[float, frozenset[str]]] = {}  # AE title → (when looked up, services)
+        self.trust_loopback = trust_loopback
+        # AE title → (when looked up, the node's services, or None for an unknown AE title)
+        self._recent: dict[str, tuple[float, frozenset[str] | None]] = {}
 
-    def allowed(self, calling_ae: str) -> frozenset[str]:
-        """The services ``calling_ae`` may use. The nodes are in the index (REST adds them), and a look-up per
-        received instance was a query per C-STORE: an answer is kept for ``REMEMBER_FOR`` seconds, so a node
-        added or changed takes effect within that time."""
+    def allowed(self, calling_ae: str, address: str = "") -> frozenset[str]:
+        """The services ``calling_ae`` may use when it calls from ``address``. The nodes are in the index (REST
+        adds them), and a look-up per received instance was a query per C-STORE: an answer is kept for
+        ``REMEMBER_FOR`` seconds, so a node added or changed takes effect within that time."""
         now = time.monotonic()
         known = self._recent.get(calling_ae)
-        if known is not None and now - known[0] < REMEMBER_FOR:
+        if known is None or now - known[0] >= REMEMBER_FOR:
+            peer = self.peers.by_ae_title(calling_ae)
+            known = (now, None if peer is None else peer.allow)
+            self._recent[calling_ae] = known
+        if known[1] is not None:
             return known[1]
-        peer = self.peers.by_ae_title(calling_ae)
-        services = self.unknown_ae_services if peer is None else peer.allow
-        self._recent[calling_ae] = (now, services)
-        return services
+        return ALL_SERVICES if self.trust_loopback and is_loopback_address(address) else self.unknown_ae_services
 
-    def check(self, calling_ae: str, service: str) -> None:
-        """Raise ``NotAuthorized`` unless ``calling_ae`` may use ``service``."""
-        if service not in self.allowed(calling_ae):
+    def check(self, calling_ae: str, service: str, address: str = "") -> None:
+        """Raise ``NotAuthorized`` unless ``calling_ae``, calling from ``address``, may use ``service``."""
+        if service not in self.allowed(calling_ae, address):
             known = self.peers.by_ae_title(calling_ae) is not None  # (a refusal may cost a look-up)
             raise NotAuthorized(f"{'node' if known else 'unknown AE'} {calling_ae.strip()!r} may not use {service}")

@@ -88,7 +88,7 @@ def serve(settings: config.Settings) -> None:
     from hounsfield.web.app import create_app
     from hounsfield.web.security import check_serving
 
-    check_serving(settings)  # issue 12: no HTTP beyond loopback without remote_access; CORS / host settings
+    check_serving(settings)  # issue 12: no HTTP beyond loopback without insecure_http; CORS / host settings
     http_socket = _bind_http(settings)  # both ports first: a port taken is one line, before anything is created
     try:
         claim_port(settings.dicom_host, settings.dicom_port)

@@ -43,9 +43,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_host", "127.0.0.1", "Address the HTTP service listens on."),
     Setting("http_port", 8042, "Port of the HTTP service."),
     # --- HTTP hardening (issue 12) ---
-    Setting("remote_access", False,
-            "Let serve listen for HTTP beyond loopback (an http_host other than 127.0.0.1, ::1, localhost) although "
-            "there are no logins yet: whoever reaches the port can read, change and delete every study."),
+    Setting("http_auth", "auto",
+            "Logins on HTTP: auto (on whenever http_host is beyond loopback), on, or off (loopback only, unless "
+            "insecure_http). With logins on, serve refuses to start without an enabled admin user."),
+    Setting("insecure_http", False,
+            "Serve HTTP beyond loopback without logins (http_auth off): whoever reaches the port can read, change "
+            "and delete every study. Logged as a warning at every start."),
+    Setting("session_idle_minutes", 60, "A web login ends after this many minutes without a request."),
+    Setting("session_max_hours", 12, "A web login ends this many hours after it began, in use or not."),
+    Setting("login_max_failures", 5,
+            "Failed logins for one user name or from one address before further attempts are refused (429)."),
+    Setting("login_lockout_seconds", 300, "How long that refusal lasts, counted from the last failure."),
+    Setting("tls_cert", "", "PEM certificate (chain) of this server: HTTPS on the HTTP port, and DICOM TLS."),
+    Setting("tls_key", "", "PEM private key of tls_cert."),
+    Setting("tls_ca", "",
+            "PEM CA bundle: the certificates DICOM TLS peers (clients of the TLS port, and nodes this server "
+            "connects to over TLS) are checked against; empty: the system's."),
+    Setting("dicom_tls_port", 0, "Port of DICOM over TLS (2762 is IANA's); 0: off. Needs tls_cert and tls_key."),
+    Setting("dicom_tls_verify_clients", False,
+            "On the DICOM TLS port, ask every caller for a client certificate signed by tls_ca, and refuse one "
+            "whose certificate no configured peer owns."),
+    Setting("audit_syslog", "",
+            "Forward audit events as DICOM Audit Messages (PS3.15 A.5) to a syslog collector: tcp://host:port or "
+            "tls://host:port (RFC 5424 framing); empty: the audit table only."),
     Setting("allowed_hosts", "",
             "Host header names the HTTP service answers besides localhost, 127.0.0.1, ::1, this machine's name, "
             "http_host and the address a request came in on (comma-separated; .example.org takes its subdomains "
@@ -59,9 +79,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body STOW-RS and /api/upload take (413 beyond); other requests take 16 MiB at most."),
     Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
     Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
-    Setting("unknown_ae_services", "echo,store,find,get,move,worklist,mpps",
-            "DICOM services a calling AE title that is not a configured peer may use (comma-separated: echo, "
-            "store, find, get, move, worklist, mpps; a peer's own list is its allow setting). Others: 0x0124."),
+    Setting("unknown_ae_services", "echo,store",
+            "DICOM services a calling AE title that is not a configured peer may use from another host "
+            "(comma-separated: echo, store, find, get, move, worklist, mpps; a peer's own list is its allow "
+            "setting). Others: 0x0124."),
+    Setting("trust_loopback_aes", True,
+            "Let an AE title that is not a configured peer use every DICOM service when it calls from this "
+            "machine's own loopback address (local tools on a fresh install)."),
     Setting("max_associations", 16, "Most DICOM associations served at once (per DICOM process)."),
     Setting("dicom_processes", 0, "Processes sharing the DICOM port (0: two per CPU core, at most 8)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -88,7 +112,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 # Text settings that take one of a few values.
-CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite"), "uid_policy": ("lenient", "strict")}
+CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite"), "uid_policy": ("lenient", "strict"),
+                                       "http_auth": ("auto", "on", "off")}
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -140,14 +165,26 @@ class Settings:
     dicom_port: int = 11112
     http_host: str = "127.0.0.1"
     http_port: int = 8042
-    remote_access: bool = False
+    http_auth: str = "auto"
+    insecure_http: bool = False
+    session_idle_minutes: int = 60
+    session_max_hours: int = 12
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    dicom_tls_port: int = 0
+    dicom_tls_verify_clients: bool = False
+    audit_syslog: str = ""
     allowed_hosts: str = ""
     cors_origins: str = ""
     cors_methods: str = "GET, HEAD, POST"
     max_upload_bytes: int = 2 << 30
     duplicate_policy: str = "keep"
     known_aes_only: bool = False
-    unknown_ae_services: str = "echo,store,find,get,move,worklist,mpps"
+    unknown_ae_services: str = "echo,store"
+    trust_loopback_aes: bool = True
     max_associations: int = 16
     dicom_processes: int = 0
     log_level: str = "INFO"

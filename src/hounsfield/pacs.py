@@ -44,7 +44,8 @@ class Pacs:
         from hounsfield.dimse.server import DicomService
         from hounsfield.worklist.dimse import WorklistHandlers
 
-        access = DicomAccess(self.peers, parse_services(self.settings.unknown_ae_services, "unknown_ae_services"))
+        access = DicomAccess(self.peers, parse_services(self.settings.unknown_ae_services, "unknown_ae_services"),
+                             trust_loopback=self.settings.trust_loopback_aes)
         handlers = Handlers(self.archive, self.peers, access, ae_title=self.settings.ae_title,
                             known_aes_only=self.settings.known_aes_only)
         return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps, access))

@@ -110,7 +110,7 @@ class Handlers:
 
     def on_echo(self, event: evt.Event) -> int:
         try:
-            self.access.check(_calling_ae(event.assoc), "echo")
+            self.access.check(_calling_ae(event.assoc), "echo", event.assoc.requestor.address)
         except HounsfieldError as exc:
             log.warning("C-ECHO from %s refused (0x%04X): %s", peer_label(event), st.NOT_AUTHORIZED, exc)
             return st.NOT_AUTHORIZED
@@ -128,7 +128,7 @@ class Handlers:
 
     def store_received(self, path: Path, assoc: "Association", sop_instance_uid: str) -> int:
         try:
-            self.access.check(_calling_ae(assoc), "store")
+            self.access.check(_calling_ae(assoc), "store", assoc.requestor.address)
             header = self.archive.accept_file(path, assoc.requestor.ae_title)
         except HounsfieldError as exc:
             code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
@@ -139,7 +139,7 @@ class Handlers:
         return st.SUCCESS
 
     def _query(self, event: evt.Event, service: str) -> tuple[Dataset, q.Query]:
-        self.access.check(_calling_ae(event.assoc), service)
+        self.access.check(_calling_ae(event.assoc), service, event.assoc.requestor.address)
         identifier = _identifier(event)
         return identifier, q.Query(identifier, model=_model(event))
 

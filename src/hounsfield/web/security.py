@@ -16,7 +16,7 @@
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, so that streamed bodies (STOW-RS in, WADO-RS out) pass
 through without being buffered. ``check_serving`` is what ``serve`` checks before it listens: no HTTP beyond
-loopback without ``remote_access`` (there are no logins yet), and well-formed CORS and host settings.
+loopback without ``insecure_http`` (there are no logins yet), and well-formed CORS and host settings.
 """
 
 from __future__ import annotations
@@ -155,16 +155,16 @@ def policy(settings: Settings) -> Policy:
 
 def check_serving(settings: Settings) -> None:
     """What ``serve`` checks before it listens: the HTTP settings are well-formed, and HTTP beyond loopback
-    is asked for in so many words (``remote_access``), since nothing logs its users in yet."""
+    is asked for in so many words (``insecure_http``), since nothing logs its users in yet."""
     policy(settings)
     if not is_loopback(settings.http_host):
-        if not settings.remote_access:
+        if not settings.insecure_http:
             where = settings.http_host or "every interface"
             raise UnsafeSetting(f"http_host {where} reaches beyond this machine and the HTTP service has no "
                                 f"logins yet (anyone who reaches it could read, change and delete every study): "
-                                f"listen on 127.0.0.1, or set remote_access = true (--remote-access true, "
-                                f"HOUNSFIELD_REMOTE_ACCESS=true) to serve it there anyway")
-        log.warning("remote_access is on: HTTP on %s:%s answers anyone who reaches it, without logins",
+                                f"listen on 127.0.0.1, or set insecure_http = true (--insecure-http true, "
+                                f"HOUNSFIELD_INSECURE_HTTP=true) to serve it there anyway")
+        log.warning("insecure_http is on: HTTP on %s:%s answers anyone who reaches it, without logins",
                     settings.http_host or "*", settings.http_port)
 
 

@@ -170,7 +170,7 @@ class WorklistHandlers:
         identifier: Dataset | None = None
         count, code, error = 0, st.SUCCESS, ""
         try:
-            self.access.check(calling_ae, "worklist")
+            self.access.check(calling_ae, "worklist", event.assoc.requestor.address)
             identifier = _decoded(lambda: event.identifier)
             answers = PendingAnswers(event)
             for answer in self.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
@@ -196,7 +196,7 @@ class WorklistHandlers:
             return st.PROCESSING_FAILURE, None
         calling_ae, _ = _requestor(event)
         try:
-            self.access.check(calling_ae, "mpps")
+            self.access.check(calling_ae, "mpps", event.assoc.requestor.address)
             attrs = _decoded(lambda: event.attribute_list, InvalidDataset)
             created = self.mpps.create(event.request.AffectedSOPInstanceUID, attrs, calling_ae)
         except HounsfieldError as exc:
@@ -211,7 +211,7 @@ class WorklistHandlers:
     def on_n_set(self, event: evt.Event) -> tuple[int, Dataset | None]:
         calling_ae, _ = _requestor(event)
         try:
-            self.access.check(calling_ae, "mpps")
+            self.access.check(calling_ae, "mpps", event.assoc.requestor.address)
             changes = _decoded(lambda: event.modification_list, InvalidDataset)
             updated = self.mpps.update(str(event.request.RequestedSOPInstanceUID), changes)
         except HounsfieldError as exc:
