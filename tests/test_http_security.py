@@ -189,14 +189,17 @@ def test_an_upload_from_a_page_of_another_origin_is_refused(make_client, caplog)
     assert stored(client) == []
     assert any("refused POST /api/upload" in m and EVIL in m for m in caplog.messages), caplog.messages
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "null"},
+                    {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, {"Origin": "null", "Sec-Fetch-Site": "none"},
                     {"Origin": "http://testserver.evil.example"}, {"Origin": "http://testserver:8080"}):
         assert upload(client, headers).status_code == 403, headers
     assert stored(client) == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"Origin": "http://testserver"}, {"Sec-Fetch-Site": "same-origin"},
-                                     {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}],
-                         ids=["no-browser", "same-origin", "fetch-metadata-only", "both"])
+                                     {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "same-origin"}],
+                         ids=["no-browser", "same-origin", "fetch-metadata-only", "both",
+                              "own-form-under-no-referrer"])
 def test_same_origin_and_non_browser_uploads_still_work(make_client, headers: dict[str, str]) -> None:
     client = make_client()
     r = upload(client, headers)
@@ -339,7 +342,8 @@ def test_serve_refuses_http_beyond_loopback_unless_asked(clean_env: Path, host: 
         raise AssertionError(f"serve --http-host {host!r} did not refuse to start") from None
     assert result.returncode == 1, result.stderr
     message = result.stderr.strip()
-    assert len(message.splitlines()) == 1 and message.startswith("error: http_host ")
+    assert len(message.splitlines()) == 1 and message.startswith("error: logins are on ")
+    assert "there is no admin user" in message and "hounsfield user add NAME --role admin" in message
     assert "insecure_http = true" in message and "HOUNSFIELD_INSECURE_HTTP" in message
     assert not (clean_env / "d").exists() and result.stdout == ""
 
@@ -358,8 +362,9 @@ def test_loopback_is_told_apart(caplog) -> None:
     for host in ("0.0.0.0", "::", "", "10.1.2.3", "192.0.2.1"):
         assert not security.is_loopback(host), host
     security.check_serving(config.Settings())  # the default: 127.0.0.1
+    security.check_serving(config.Settings(http_host="0.0.0.0"))  # logins on (auto): serve checks the admin
     with pytest.raises(security.UnsafeSetting, match="insecure_http"):
-        security.check_serving(config.Settings(http_host="0.0.0.0"))
+        security.check_serving(config.Settings(http_host="0.0.0.0", http_auth="off"))
     with caplog.at_level(logging.WARNING, "hounsfield.web.security"):
         security.check_serving(config.Settings(http_host="0.0.0.0", insecure_http=True))
     assert any("insecure_http is on" in m for m in caplog.messages)
@@ -580,3 +585,42 @@ def test_a_200_mb_stow_body_in_chunks_takes_memory_of_a_chunk(tmp_path: Path) ->
         assert text.startswith("HTTP/1.1 413 ") and '"PayloadTooLarge"' in text, text
     finally:
         server.stop()
+
+
+def _zip_of(path: Path, members: dict[str, bytes | int]) -> bytes:
+    """A deflated zip: bytes as they are, an int as that many zero bytes written in chunks (a bomb)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            with zf.open(name, "w", force_zip64=True) as out:
+                if isinstance(content, int):
+                    for _ in range(content >> 20):
+                        out.write(bytes(1 << 20))
+                else:
+                    out.write(content)
+    return path.read_bytes()
+
+
+def test_a_decompression_bomb_is_refused_whole_before_anything_is_extracted(make_client, tmp_path: Path,
+                                                                             caplog) -> None:
+    client = make_client()
+    bomb = _zip_of(tmp_path / "bomb.zip", {"a.dcm": CT_SMALL.read_bytes(), "zeros.dcm": 200 << 20})
+    assert len(bomb) < 1 << 20  # 200 MB of zeros packs into a few hundred KB
+    with caplog.at_level(logging.WARNING, "hounsfield.web"):
+        r = client.post("/api/upload", files={"f": ("bomb.zip", bomb, "application/zip")})
+    assert r.status_code == 400
+    [outcome] = r.json()["files"]
+    assert outcome["outcome"] == "failed" and "expands" in outcome["error"] and "zeros.dcm" in outcome["error"]
+    assert stored(client) == []  # not even the harmless member: the zip is refused whole
+    assert any("refused" in m and "bomb.zip" in m for m in caplog.messages)
+
+
+def test_a_zip_expanding_beyond_the_upload_limit_is_refused(make_client, tmp_path: Path) -> None:
+    ct = CT_SMALL.read_bytes()
+    client = make_client(max_upload_bytes=3 * len(ct))
+    many = _zip_of(tmp_path / "many.zip", {f"{i}.dcm": ct for i in range(4)})
+    r = client.post("/api/upload", files={"f": ("many.zip", many, "application/zip")})
+    assert r.status_code == 400 and "over the upload limit" in r.json()["files"][0]["error"]
+    fits = _zip_of(tmp_path / "fits.zip", {"0.dcm": ct})
+    assert client.post("/api/upload", files={"f": ("fits.zip", fits, "application/zip")}).status_code == 200

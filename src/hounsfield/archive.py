@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from hounsfield import matching, uids
+from hounsfield.audit.actions import NOT_RECORDED, STUDY_DELETED, Recorder
 from hounsfield.db import Database
 from hounsfield.dicomfile import REQUIRED_UIDS, Header, part10_prefix, read_header
 from hounsfield.errors import HounsfieldError, InvalidDataset, NotFound, StorageFull
@@ -101,9 +102,10 @@ def relative_path(header: Header) -> str:
 
 class Archive:
     def __init__(self, db: Database, store: FileStore, *, duplicate_policy: str = "keep",
-                 uid_policy: str = "lenient", max_depth: int = MAX_DEPTH) -> None:
+                 uid_policy: str = "lenient", max_depth: int = MAX_DEPTH, audit: Recorder = NOT_RECORDED) -> None:
         self.db = db
         self.files = store
+        self.audit = audit  # also the DICOM handlers' (``dimse.handlers``)
         self.duplicate_policy = duplicate_policy
         self.strict_uids = uid_policy == "strict"
         self.max_depth = max_depth
@@ -526,14 +528,16 @@ class Archive:
         return found[0]
 
     # ---- deletion ------------------------------------------------------------------------------
-    def delete(self, level: str, uid: str) -> int:
-        """Delete a patient (by PatientID), study, series or instance; returns the number of instances removed."""
+    def delete(self, level: str, uid: str, *, user: str = "", address: str = "") -> int:
+        """Delete a patient (by PatientID), study, series or instance; returns the number of instances removed.
+        Each study it removes instances of is one ``study_deleted`` audit event, done by ``user`` from
+        ``address`` ("" for this machine: the CLI, the system)."""
         column = {
             "patient": Patient.patient_id, "study": Study.study_instance_uid,
             "series": Series.series_instance_uid, "instance": Instance.sop_instance_uid,
         }[level]
         q = (
-            select(Instance.id, Instance.path)
+            select(Instance.id, Instance.path, Study.study_instance_uid, Patient.patient_id, Study.patient_name)
             .join(Series, Instance.series_fk == Series.id)
             .join(Study, Series.study_fk == Study.id)
             .join(Patient, Study.patient_fk == Patient.id)
@@ -552,6 +556,14 @@ class Archive:
         for row in doomed:  # files go after the index no longer points at them
             self.files.delete(row.path)
         log.info("deleted %s %s (%d instances)", level, uid, len(doomed))
+        studies: dict[str, list[Any]] = {}
+        for row in doomed:
+            studies.setdefault(row.study_instance_uid, []).append(row)
+        for study_uid, rows in studies.items():
+            what = "" if level == "study" else f"{level} {uid}: "
+            self.audit.record(STUDY_DELETED, user=user, address=address, patient_id=rows[0].patient_id,
+                              patient_name=rows[0].patient_name, study_instance_uid=study_uid,
+                              detail=f"{what}{len(rows)} instances")
         return len(doomed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,9 +17,9 @@ from rich.table import Table
 
 from hounsfield import config
 from hounsfield.cli_common import (
-    CLIENT_SETTINGS,
     SERVE_SETTINGS,
     STORE_SETTINGS,
+    TLS_CLIENT_SETTINGS,
     console,
     data_dir_text,
     dicom_peer,
@@ -29,6 +30,7 @@ from hounsfield.cli_common import (
 )
 from hounsfield.dimse.status import describe
 from hounsfield.errors import HounsfieldError
+from hounsfield.tls import Outgoing, server_context
 
 app = typer.Typer(help="hounsfield: a small, fast PACS (archive, worklist, DICOMweb, viewer).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -78,6 +80,37 @@ def _bind_http(settings: config.Settings) -> socket.socket:
     return sock
 
 
+def _has_admin(settings: config.Settings) -> bool:
+    """Whether the archive has an enabled admin user (no data directory yet: it cannot have one, and ``serve``
+    must not create it only to refuse)."""
+    if not Path(settings.data_dir).is_dir():
+        return False
+    pacs = open_pacs(settings, announce=False)
+    try:
+        return pacs.users.has_admin()
+    finally:
+        pacs.close()
+
+
+def _tls_contexts(settings: config.Settings) -> ssl.SSLContext | None:
+    """The context of HTTPS, None for plain HTTP (no ``tls_cert``), once every TLS setting ``serve`` uses has
+    been checked: a certificate, key or CA bundle that cannot be used is a ``tls.TlsError`` (one line). A TLS
+    port that is the plain one is refused too: PS3.15 B.1 gives TLS a port of its own, and both servers would
+    share it (SO_REUSEPORT), each taking part of the connections."""
+    if settings.dicom_tls_port:
+        if settings.dicom_tls_port == settings.dicom_port:
+            fail(f"dicom_tls_port and dicom_port are both {settings.dicom_port}: DICOM over TLS needs a port of "
+                 f"its own")
+        server_context(settings, client_certificates=settings.dicom_tls_verify_clients)
+    return server_context(settings) if settings.tls_cert or settings.tls_key else None
+
+
+def _dicom_ports(settings: config.Settings) -> list[tuple[str, int]]:
+    """The DICOM ports ``serve`` listens on, as its messages name them."""
+    return [("DICOM port", settings.dicom_port)] + ([("DICOM TLS port", settings.dicom_tls_port)]
+                                                     if settings.dicom_tls_port else [])
+
+
 @app.command()
 @with_settings(settings=SERVE_SETTINGS)
 def serve(settings: config.Settings) -> None:
@@ -86,15 +119,23 @@ def serve(settings: config.Settings) -> None:
 
     from hounsfield.dimse.server import claim_port
     from hounsfield.web.app import create_app
+    from hounsfield.web.auth import logins_on
     from hounsfield.web.security import check_serving
 
-    check_serving(settings)  # issue 12: no HTTP beyond loopback without insecure_http; CORS / host settings
+    check_serving(settings)  # issue 12: no HTTP beyond loopback without logins unless insecure_http; CORS, hosts
+    https = _tls_contexts(settings)  # issue 12: a certificate or key that cannot be used, before anything listens
     http_socket = _bind_http(settings)  # both ports first: a port taken is one line, before anything is created
-    try:
-        claim_port(settings.dicom_host, settings.dicom_port)
-    except OSError as exc:
+    for what, port in _dicom_ports(settings):
+        try:
+            claim_port(settings.dicom_host, port)
+        except OSError as exc:
+            http_socket.close()
+            fail(f"cannot listen on {what} {port} of {settings.dicom_host}: {exc.strerror or exc}")
+    if logins_on(settings) and not _has_admin(settings):
         http_socket.close()
-        fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
+        fail(f"logins are on (HTTP on {settings.http_host or 'every interface'}) and there is no admin user: create "
+             f"one with `hounsfield user add NAME --role admin --password-stdin --data-dir {settings.data_dir}`, or "
+             f"serve without logins with insecure_http = true (--insecure-http true, HOUNSFIELD_INSECURE_HTTP=true)")
     pacs = open_pacs(settings, create=True, announce=False)
     try:
         pacs.start_dicom()
@@ -103,10 +144,12 @@ def serve(settings: config.Settings) -> None:
         http_socket.close()
         fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
     server = uvicorn.Server(uvicorn.Config(create_app(pacs), host=settings.http_host, port=settings.http_port,
-                                           log_level="warning", access_log=False))
-    console.print(f"hounsfield: DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}, "
-                  f"HTTP http://{settings.http_host}:{settings.http_port}, data {data_dir_text(settings)}",
-                  highlight=False)
+                                           log_level="warning", access_log=False,
+                                           ssl_context_factory=None if https is None else lambda *_: https))
+    tls_port = f" (TLS on {settings.dicom_tls_port})" if settings.dicom_tls_port else ""
+    console.print(f"hounsfield: DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}{tls_port}, "
+                  f"HTTP {'https' if https else 'http'}://{settings.http_host}:{settings.http_port}, "
+                  f"data {data_dir_text(settings)}", highlight=False)
     # uvicorn re-raises SIGINT/SIGTERM once it has stopped; catching them here lets the DICOM service then
     # finish its in-flight associations before the process exits.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -246,6 +289,9 @@ def delete(settings: config.Settings,
 # ---- the DICOM client ------------------------------------------------------------------------------
 RemoteOpt = Annotated[str, typer.Option("--remote", "-r", help="Known node name or AE title, or [AET@]HOST:PORT.")]
 KeysOpt = Annotated[Optional[list[str]], typer.Option("--key", "-k", help="Query key KEYWORD=VALUE (repeatable).")]
+TlsOpt = Annotated[bool, typer.Option("--tls", help="Over TLS (the node's TLS port), checking its certificate "
+                                      "against --tls-ca; --tls-cert/--tls-key are the client certificate. A node "
+                                      "of the config file with tls = true is always reached over TLS.")]
 
 
 def _identifier(level: str, keys: list[str] | None) -> Dataset:
@@ -261,13 +307,13 @@ def _identifier(level: str, keys: list[str] | None) -> Dataset:
 
 
 @app.command()
-@with_settings(settings=CLIENT_SETTINGS)
-def echo(settings: config.Settings, remote: RemoteOpt) -> None:
+@with_settings(settings=TLS_CLIENT_SETTINGS)
+def echo(settings: config.Settings, remote: RemoteOpt, tls: TlsOpt = False) -> None:
     """C-ECHO a remote node."""
     from hounsfield.dimse import client
 
-    peer = dicom_peer(settings, remote)
-    status = client.echo(peer, settings.ae_title)
+    peer = dicom_peer(settings, remote, tls=tls)
+    status = client.echo(peer, settings.ae_title, Outgoing(settings))
     if status < 0:
         fail(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: no response")
     console.print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: status {describe('C-ECHO', status)}",
@@ -277,17 +323,17 @@ def echo(settings: config.Settings, remote: RemoteOpt) -> None:
 
 
 @app.command()
-@with_settings(settings=CLIENT_SETTINGS)
+@with_settings(settings=TLS_CLIENT_SETTINGS)
 def store(settings: config.Settings, remote: RemoteOpt,
-          paths: Annotated[list[Path], typer.Argument(help="Files or folders to send.")]) -> None:
+          paths: Annotated[list[Path], typer.Argument(help="Files or folders to send.")], tls: TlsOpt = False) -> None:
     """C-STORE files to a remote node."""
     from hounsfield.dimse import client
 
-    peer = dicom_peer(settings, remote)
+    peer = dicom_peer(settings, remote, tls=tls)
     files = _walk(paths)
     with progress_bar() as bar:
         task = bar.add_task(f"sending to {peer.ae_title}", total=len(files))
-        results = client.store(peer, files, settings.ae_title, lambda _f, _s: bar.advance(task))
+        results = client.store(peer, files, settings.ae_title, lambda _f, _s: bar.advance(task), Outgoing(settings))
     ok = sum(1 for s in results.values() if s == 0)
     console.print(f"sent {ok}/{len(files)} files to {peer.ae_title}", highlight=False)
     for f, s in results.items():
@@ -299,18 +345,20 @@ def store(settings: config.Settings, remote: RemoteOpt,
 
 
 @app.command()
-@with_settings(settings=CLIENT_SETTINGS)
+@with_settings(settings=TLS_CLIENT_SETTINGS)
 def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
          level: Annotated[str, typer.Option(help="PATIENT, STUDY, SERIES or IMAGE.")] = "STUDY",
          model: Annotated[str, typer.Option(help="study or patient root.")] = "study",
-         as_json: Annotated[bool, typer.Option("--json", help="Print DICOM JSON.")] = False) -> None:
+         as_json: Annotated[bool, typer.Option("--json", help="Print DICOM JSON.")] = False,
+         tls: TlsOpt = False) -> None:
     """C-FIND on a remote node; prints a table (or DICOM JSON)."""
     import json
 
     from hounsfield.dimse import client
 
     identifier = _identifier(level, keys)
-    answers = list(client.find(dicom_peer(settings, remote), identifier, settings.ae_title, model))
+    answers = list(client.find(dicom_peer(settings, remote, tls=tls), identifier, settings.ae_title, model,
+                               Outgoing(settings)))
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return
@@ -322,15 +370,15 @@ def find(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
 
 @app.command()
-@with_settings(settings=CLIENT_SETTINGS)
+@with_settings(settings=TLS_CLIENT_SETTINGS)
 def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
          dest: Annotated[str, typer.Option("--dest", help="Destination AE title.")] = "",
-         level: str = "STUDY", model: str = "study") -> None:
+         level: str = "STUDY", model: str = "study", tls: TlsOpt = False) -> None:
     """C-MOVE from a remote node to a destination AE."""
     from hounsfield.dimse import client
 
-    summary = client.move(dicom_peer(settings, remote), _identifier(level, keys), dest or settings.ae_title,
-                          settings.ae_title, model)
+    summary = client.move(dicom_peer(settings, remote, tls=tls), _identifier(level, keys),
+                          dest or settings.ae_title, settings.ae_title, model, Outgoing(settings))
     console.print(f"C-MOVE status {describe('C-MOVE', summary.status)}: {summary.completed} completed, "
                   f"{summary.failed} failed, {summary.warning} warning", highlight=False)
     if summary.status != 0:
@@ -338,14 +386,15 @@ def move(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
 
 @app.command()
-@with_settings(settings=CLIENT_SETTINGS)
+@with_settings(settings=TLS_CLIENT_SETTINGS)
 def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
         out: Annotated[Path, typer.Option("--out", help="Folder for the received files.")] = Path("."),
-        level: str = "STUDY", model: str = "study") -> None:
+        level: str = "STUDY", model: str = "study", tls: TlsOpt = False) -> None:
     """C-GET from a remote node into a folder."""
     from hounsfield.dimse import client
 
-    summary = client.get(dicom_peer(settings, remote), _identifier(level, keys), out, settings.ae_title, model)
+    summary = client.get(dicom_peer(settings, remote, tls=tls), _identifier(level, keys), out, settings.ae_title,
+                         model, Outgoing(settings))
     console.print(f"C-GET status {describe('C-GET', summary.status)}: {len(summary.received)} received into {out}, "
                   f"{summary.failed} failed", highlight=False)
     if summary.status != 0:
@@ -354,6 +403,9 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
 
 def _register_plugins() -> None:
     """Commands that live with their feature packages."""
+    from hounsfield.audit import cli as audit_cli
+    from hounsfield.auth import cli as user_cli
+    from hounsfield.deid import cli as deid_cli
     from hounsfield.imaging import cli as imaging_cli
     from hounsfield import sample
     from hounsfield.rt import cli as rt_cli
@@ -363,6 +415,9 @@ def _register_plugins() -> None:
     rt_cli.register(app)
     worklist_cli.register(app)
     sample.register(app)
+    user_cli.register(app)
+    audit_cli.register(app)
+    deid_cli.register(app)
 
 
 def main() -> None:

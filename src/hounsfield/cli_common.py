@@ -8,6 +8,7 @@ import it; it imports none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -37,6 +38,9 @@ CHOOSE_DATA_DIR = "choose one with --data-dir, HOUNSFIELD_DATA_DIR or data_dir i
 BASE_SETTINGS: tuple[str, ...] = ("data_dir", "database_url", "ae_title", "log_level")
 STORE_SETTINGS: tuple[str, ...] = (*BASE_SETTINGS, "duplicate_policy", "uid_policy", "max_sequence_depth", "fsync")
 CLIENT_SETTINGS: tuple[str, ...] = (*BASE_SETTINGS, "dicom_fast_path")
+# The DICOM client commands that may go over TLS (``--tls``, or a node flagged ``tls``): the CA bundle the node's
+# certificate is checked against, and the client certificate.
+TLS_CLIENT_SETTINGS: tuple[str, ...] = (*CLIENT_SETTINGS, "tls_ca", "tls_cert", "tls_key")
 SERVE_SETTINGS: tuple[str, ...] = tuple(s.name for s in config.SETTINGS)
 
 _BY_NAME = {s.name: s for s in config.SETTINGS}
@@ -178,11 +182,17 @@ def progress_bar() -> Progress:
                     console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
-def dicom_peer(settings: config.Settings, spec: str) -> config.Peer:
+def dicom_peer(settings: config.Settings, spec: str, *, tls: bool = False) -> config.Peer:
     """The remote node a DICOM client command talks to — from the config file, a HOST:PORT address, or a node
-    added to the local archive's registry — with this process's DICOM layer set up as the settings say
-    (``dicom_fast_path``: the server's fixes, or stock pynetdicom). Only a name that is none of the first two
-    opens the archive (its registry), and never creates one."""
+    added to the local archive's registry — reached over TLS when it is flagged ``tls`` or the command is given
+    ``--tls`` (``tls``), with this process's DICOM layer set up as the settings say (``dicom_fast_path``: the
+    server's fixes, or stock pynetdicom). Only a name that is none of the first two opens the archive (its
+    registry), and never creates one."""
+    peer = _dicom_peer(settings, spec)
+    return dataclasses.replace(peer, tls=True) if tls else peer
+
+
+def _dicom_peer(settings: config.Settings, spec: str) -> config.Peer:
     from hounsfield.dimse import fastpath
     from hounsfield.peers import parse_address
 

@@ -13,18 +13,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hounsfield import tls
 from hounsfield.access import ALL_SERVICES, parse_services
 
 
 @dataclass(frozen=True)
 class Peer:
-    """A remote DICOM node known by its AE title, and the DICOM services it may use here (``access``)."""
+    """A remote DICOM node known by its AE title, and the DICOM services it may use here (``access``);
+    reached over TLS when ``tls`` (``port`` is then its TLS port), and the owner of the TLS client certificates
+    whose fingerprints ``tls_fingerprints`` holds (``tls.certificate_refusal``)."""
 
     name: str
     ae_title: str
     host: str
     port: int
     allow: frozenset[str] = ALL_SERVICES
+    tls: bool = False
+    tls_fingerprints: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,8 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
                 if not isinstance(peer["allow"], list):
                     raise ValueError(f"{config_file}: peer {name!r}: allow must be a list of DICOM services")
                 found = replace(found, allow=parse_services(peer["allow"], f"{config_file}: peer {name!r} allow"))
-            peers.append(found)
+            peers.append(replace(found, **tls.peer_fields(peer, Path(config_file).parent,
+                                                          f"{config_file}: peer {name!r}")))
     for s in SETTINGS:
         if env_var(s.name) in environ:
             values[s.name] = environ[env_var(s.name)]

@@ -10,6 +10,9 @@ from typing import Any
 
 from hounsfield.access import DicomAccess, parse_services
 from hounsfield.archive import Archive
+from hounsfield.audit import syslog
+from hounsfield.audit.trail import AuditTrail
+from hounsfield.auth.users import Users
 from hounsfield.config import Settings
 from hounsfield.db import Database
 from hounsfield import processes
@@ -31,12 +34,19 @@ class Pacs:
         if migrate:
             self.db.migrate()
         self.files = FileStore(settings.data_dir / "files", fsync=settings.fsync)
+        # issue 12: the audit trail, forwarded to a syslog collector when audit_syslog names one
+        self.audit_forwarder = syslog.forwarder(settings.audit_syslog, ae_title=settings.ae_title,
+                                                ca=settings.tls_ca, cert=settings.tls_cert, key=settings.tls_key)
+        self.audit = AuditTrail(self.db, forward=self.audit_forwarder.send if self.audit_forwarder else None)
         self.archive = Archive(self.db, self.files, duplicate_policy=settings.duplicate_policy,
-                               uid_policy=settings.uid_policy, max_depth=settings.max_sequence_depth)
+                               uid_policy=settings.uid_policy, max_depth=settings.max_sequence_depth,
+                               audit=self.audit)
         self.peers = PeerRegistry(self.db, settings.peers)
         self._children: list[BaseProcess] = []
-        self.worklist = Worklist(self.db, options_from(settings), query_log_size=settings.worklist_query_log_size)
+        self.worklist = Worklist(self.db, options_from(settings), query_log_size=settings.worklist_query_log_size,
+                                 audit=self.audit)
         self.mpps = Mpps(self.db, self.worklist)
+        self.users = Users(self.db)
 
     @cached_property
     def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
@@ -56,7 +66,9 @@ class Pacs:
         if primary:  # the port first: a second server on the same data must not clean up the first one's files
             from hounsfield.dimse.server import claim_port
 
-            claim_port(self.settings.dicom_host, self.settings.dicom_port)
+            for port in (self.settings.dicom_port, self.settings.dicom_tls_port):
+                if port:  # (dicom_tls_port 0: no TLS port)
+                    claim_port(self.settings.dicom_host, port)
             removed = self.files.clean_incoming()
             if removed:
                 log.warning("removed %d partial incoming files left by an earlier crash", removed)
@@ -86,4 +98,7 @@ class Pacs:
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
         processes.stop(self._children)
+        self.audit.close()  # what was recorded until now is written (and handed to the forwarder)
+        if self.audit_forwarder is not None:
+            self.audit_forwarder.close()
         self.db.dispose()

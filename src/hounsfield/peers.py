@@ -21,7 +21,7 @@ class PeerRegistry:
 
     def all(self) -> list[Peer]:
         with self.db.session() as s:
-            stored = [Peer(r.name, r.ae_title, r.host, r.port) for r in s.scalars(select(PeerRow))]
+            stored = [Peer(r.name, r.ae_title, r.host, r.port, tls=r.tls) for r in s.scalars(select(PeerRow))]
         merged = {p.name: p for p in stored} | self.configured
         return sorted(merged.values(), key=lambda p: p.name)
 
@@ -35,6 +35,11 @@ class PeerRegistry:
         wanted = ae_title.strip()
         return next((p for p in self.all() if p.ae_title == wanted), None)
 
+    def owner_of(self, fingerprint: str) -> Peer | None:
+        """The node owning the TLS client certificate of ``fingerprint`` (``tls.fingerprint``): only the config
+        file gives nodes certificates, so that nobody with REST access can make one speak for a node."""
+        return next((p for p in self.configured.values() if fingerprint in p.tls_fingerprints), None)
+
     def add(self, peer: Peer) -> Peer:
         if not _AE_TITLE.match(peer.ae_title) or peer.ae_title.strip() == "":
             raise InvalidQuery(f"ae_title {peer.ae_title!r} is not a valid AE title (1-16 characters, no '\\')")
@@ -44,7 +49,7 @@ class PeerRegistry:
             raise Conflict(f"remote node {peer.name!r} is defined in the configuration file")
         with self.db.session() as s:
             row = s.get(PeerRow, peer.name) or PeerRow(name=peer.name)
-            row.ae_title, row.host, row.port = peer.ae_title, peer.host, peer.port
+            row.ae_title, row.host, row.port, row.tls = peer.ae_title, peer.host, peer.port, peer.tls
             s.add(row)
         return peer
 

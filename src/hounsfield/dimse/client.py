@@ -1,9 +1,11 @@
-"""hounsfield as an SCU: echo, store, find, move and get against a remote node."""
+"""hounsfield as an SCU: echo, store, find, move and get against a remote node, over TLS with a node flagged
+``tls`` (``outgoing``: ``tls.Outgoing``, the settings' certificates)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -28,8 +30,10 @@ from hounsfield.dimse import status as st
 from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
+from hounsfield.tls import Outgoing, handshake_problem
 
 log = logging.getLogger("hounsfield.client")
+CONNECT_TIMEOUT = 30.0  # seconds, where pynetdicom's connection timeout is None (its default)
 
 MODELS = {
     "study": (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove,
@@ -48,20 +52,36 @@ class RetrieveSummary:
     received: list[Path] = field(default_factory=list)
 
 
-def _associate(ae: AE, peer: Peer, **kwargs) -> Association:
+def _associate(ae: AE, peer: Peer, outgoing: Outgoing | None, **kwargs) -> Association:
+    """An established association with ``peer``, over TLS when it is flagged ``tls`` (``outgoing`` says how);
+    otherwise ``Rejected``, saying why when TLS is the reason."""
     fastpath.install()  # the server's fixes for the client too (unless the command turned them off first)
+    if peer.tls and outgoing is None:
+        raise Rejected(f"{peer.ae_title} at {peer.host}:{peer.port} is reached over TLS, which is not set up here")
+    tls_args = outgoing.args(peer) if outgoing is not None else None
     handlers = [*kwargs.pop("evt_handlers", []), *socket_tuning(),
                 (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]  # pynetdicom's reader too: bounded
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, tls_args=tls_args,
+                         **kwargs)
     if not assoc.is_established:
-        raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")
+        raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established"
+                       f"{_why(assoc, tls_args, peer.port)}")
     return assoc
 
 
-def echo(peer: Peer, calling_ae: str) -> int:
+def _why(assoc: Association, tls_args: tuple[ssl.SSLContext, str] | None, port: int) -> str:
+    """What the message of an association that failed adds: that the peer rejected it, or why TLS failed."""
+    if assoc.is_rejected:
+        return " (rejected by the peer)"
+    problem = None if tls_args is None else handshake_problem(tls_args, port,
+                                                              assoc.connection_timeout or CONNECT_TIMEOUT)
+    return "" if problem is None else f" (TLS: {problem})"
+
+
+def echo(peer: Peer, calling_ae: str, outgoing: Outgoing | None = None) -> int:
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
-    assoc = _associate(ae, peer)
+    assoc = _associate(ae, peer, outgoing)
     try:
         status = assoc.send_c_echo()
         return int(status.Status) if status else -1
@@ -70,7 +90,8 @@ def echo(peer: Peer, calling_ae: str) -> int:
 
 
 def store(peer: Peer, files: Iterable[Path], calling_ae: str,
-          progress: Callable[[Path, int | None], None] = lambda _p, _s: None) -> dict[Path, int | None]:
+          progress: Callable[[Path, int | None], None] = lambda _p, _s: None,
+          outgoing: Outgoing | None = None) -> dict[Path, int | None]:
     """Send files; returns each file's C-STORE status (None when it could not be sent)."""
     files = list(files)
     headers = {}
@@ -87,7 +108,7 @@ def store(peer: Peer, files: Iterable[Path], calling_ae: str,
     results: dict[Path, int | None] = {}
     if not pairs:
         return {f: None for f in files}
-    assoc = _associate(ae, peer)
+    assoc = _associate(ae, peer, outgoing)
     try:
         for f in files:
             status = None
@@ -104,11 +125,12 @@ def store(peer: Peer, files: Iterable[Path], calling_ae: str,
     return results
 
 
-def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study") -> Iterator[Dataset]:
+def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study",
+         outgoing: Outgoing | None = None) -> Iterator[Dataset]:
     sop = MODELS[model][0]
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(sop)
-    assoc = _associate(ae, peer)
+    assoc = _associate(ae, peer, outgoing)
     try:
         for status, ds in assoc.send_c_find(identifier, sop):
             if status and status.Status in st.PENDING_STATUSES and ds is not None:
@@ -120,11 +142,11 @@ def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study")
 
 
 def move(peer: Peer, identifier: Dataset, destination: str, calling_ae: str,
-         model: str = "study") -> RetrieveSummary:
+         model: str = "study", outgoing: Outgoing | None = None) -> RetrieveSummary:
     sop = MODELS[model][1]
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(sop)
-    assoc = _associate(ae, peer)
+    assoc = _associate(ae, peer, outgoing)
     summary = RetrieveSummary()
     try:
         for status, _ in assoc.send_c_move(identifier, destination, sop):
@@ -136,7 +158,7 @@ def move(peer: Peer, identifier: Dataset, destination: str, calling_ae: str,
 
 
 def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
-        model: str = "study") -> RetrieveSummary:
+        model: str = "study", outgoing: Outgoing | None = None) -> RetrieveSummary:
     """C-GET into ``out_dir``; each instance is written as received (its own transfer syntax)."""
     sop = MODELS[model][2]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +178,7 @@ def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
     for cx in StoragePresentationContexts[:127]:
         ae.add_requested_context(cx.abstract_syntax, STORAGE_SYNTAXES[:4])
     roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in StoragePresentationContexts[:127]]
-    assoc = _associate(ae, peer, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = _associate(ae, peer, outgoing, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
         for status, _ in assoc.send_c_get(identifier, sop):
             if status:

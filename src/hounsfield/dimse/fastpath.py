@@ -20,6 +20,10 @@ differs, stock pynetdicom serves — the same behaviour, slower — and one warn
 setting ``dicom_fast_path = false`` runs stock pynetdicom on purpose. The server and hounsfield's client
 commands call the same ``install``, so both get the same fixes.
 
+Over TLS (the DICOM TLS port, nodes flagged ``tls``) they read the same way, what OpenSSL has decrypted without
+waiting for more (``store_receive``, ``tuning``), and only the DUL thread writes: OpenSSL's connection may not be
+used by two threads at once (``writer.encrypted``), so what other threads would write is queued for it, ready-made.
+
 Two of the fast paths use Linux calls where they exist (``os.eventfd`` to wake a DUL thread, TCP_QUICKACK)
 and the portable way elsewhere (a socket pair; the kernel's own ACK timing).
 """

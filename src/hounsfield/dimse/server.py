@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
+from typing import Any
 
 from pydicom import config as pydicom_config
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -24,6 +26,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
+from hounsfield import tls
 from hounsfield.config import Settings
 from hounsfield.dimse.handlers import Handlers
 from hounsfield.worklist.dimse import WorklistHandlers
@@ -119,6 +122,28 @@ class SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
+class TlsServer(SharedPortServer):
+    """The DICOM TLS port (PS3.15 B.9; its context: ``tls.server_context``). pynetdicom wraps each accepted
+    connection and completes the TLS handshake in the thread that accepts them all, with no time limit, so that
+    one caller that sends nothing (or a plain DICOM client, until it gives up) holds up every other one. Here
+    the handshake happens in the connection's own thread, within the ACSE timeout (``dicom_read_timeout``, the
+    time an association request may take), and a connection whose handshake fails is closed and logged with
+    its address and the reason. Every DICOM process serves the port, as the plain one: TLS costs CPU for every
+    byte, so TLS associations need the cores as much."""
+
+    def get_request(self) -> tuple[ssl.SSLSocket, tuple[str, int]]:
+        client, address = self.socket.accept()
+        return self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False), address
+
+    def process_request_thread(self, request: ssl.SSLSocket, client_address: tuple[str, int]) -> None:
+        problem = tls.handshake(request, self.ae.acse_timeout)
+        if problem is not None:
+            log.warning("TLS connection from %s:%d refused: %s", client_address[0], client_address[1], problem)
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+
 def claim_port(host: str, port: int) -> None:
     """Fail (OSError) when something already listens on the port. SO_REUSEPORT would let a second hounsfield
     of the same user share it silently, each taking part of the associations into its own archive."""
@@ -138,33 +163,48 @@ class DicomService:
         self.ae = build_ae(settings)
         self.handlers = handlers
         self.worklist = worklist
-        self.server: ThreadedAssociationServer | None = None
+        self.servers: list[ThreadedAssociationServer] = []
+        handlers.outgoing = tls.Outgoing(settings)
 
     def start(self) -> None:
+        """Listen on the DICOM port and, when ``dicom_tls_port`` is set, on the DICOM TLS port, with the same
+        services; a certificate or key that cannot be used is a ``tls.TlsError`` before either listens."""
         s = self.settings
+        context = tls.server_context(s, client_certificates=s.dicom_tls_verify_clients) if s.dicom_tls_port else None
         fast = fastpath.install(s.dicom_fast_path)
         if fast:
             store_receive.enable(self.ae, self.handlers)
+        self._listen(s.dicom_port, SharedPortServer, fast)
+        if context is not None:
+            self._listen(s.dicom_tls_port, TlsServer, fast, ssl_context=context)
+
+    def _listen(self, port: int, kind: type[ThreadedAssociationServer], fast: bool, **options: Any) -> None:
+        s = self.settings
         bindings = [*self.handlers.bindings(), *self.worklist.bindings(qr_find=self.handlers.on_find),
                     (evt.EVT_CONN_OPEN, store_receive.bound_socket_reads)]
-        server = self.ae.make_server((s.dicom_host, s.dicom_port), evt_handlers=bindings,
-                                     server_class=SharedPortServer)
+        server = self.ae.make_server((s.dicom_host, port), evt_handlers=bindings, server_class=kind, **options)
         if fast:
             tuning.cheap_context_copies(server)
-        threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
+        threading.Thread(target=server.serve_forever, name=f"dicom-acceptor-{port}", daemon=True).start()
         self.ae._servers.append(server)  # so that pynetdicom's own bookkeeping (shutdown) knows it
-        self.server = server
-        log.info("DICOM service %s listening on %s:%d", s.ae_title, s.dicom_host, s.dicom_port)
+        self.servers.append(server)
+        log.info("DICOM service %s listening on %s:%d%s", s.ae_title, s.dicom_host, port,
+                 " (TLS)" if kind is TlsServer else "")
 
     def stop(self, grace: float = 30.0) -> None:
-        if self.server is None:
+        servers, self.servers = self.servers, []
+        if not servers:
             return
-        server, self.server = self.server, None
-        threading.Thread(target=server.shutdown, daemon=True).start()  # stop accepting at once
+        for server in servers:  # stop accepting at once
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        def active() -> list[Any]:
+            return [assoc for server in servers for assoc in server.active_associations]
+
         deadline = time.monotonic() + grace
-        while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
+        while any(a.is_established for a in active()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for assoc in server.active_associations:  # idle connections and what outlived the grace period
+        for assoc in active():  # idle connections and what outlived the grace period
             if assoc.is_established:
                 log.warning("aborting association with %s after %.0f s shutdown grace",
                             assoc.requestor.ae_title, grace)

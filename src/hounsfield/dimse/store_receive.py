@@ -47,7 +47,8 @@ the DUL to stop or to abort and waits for it (``Association.kill``, ``Associatio
   timer's expiry (Evt18) in those states, AA-2: the connection is closed, there being no association to abort;
   in the others the PDU is one that cannot be received, Evt19, AA-8: A-ABORT, A-P-ABORT indication (the
   association thread sees it and ends). The socket is never waited on for longer: data already there is taken
-  at once (MSG_DONTWAIT), and the wait for more ends at the deadline (poll);
+  at once (MSG_DONTWAIT; over TLS, what OpenSSL has decrypted or can decrypt without waiting), and the wait for
+  more ends at the deadline (poll);
 - a PDU announcing more than ``LONGEST_PDU`` bytes is refused at its header (Evt19), and one longer than the
   buffer grows as its data arrives: a length announced is never allocated, nor waited for past the deadline;
 - ``bound_socket_reads`` bounds pynetdicom's own reader too, for associations this one does not read (the fast
@@ -65,6 +66,7 @@ import math
 import os
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -534,29 +536,54 @@ def _recv_by(sock: socket.socket, view: memoryview, deadline: float | None) -> i
     bound), else ``_Stalled``; 0 when the peer closed the connection."""
     while True:
         try:
+            if isinstance(sock, ssl.SSLSocket):
+                return _recv_decrypted(sock, view)
             return sock.recv_into(view, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            pass
+        except ssl.SSLWantWriteError:  # (TLS: OpenSSL must write before it can read on, a key update)
+            wanted = select.POLLOUT
+        except (BlockingIOError, ssl.SSLWantReadError):
+            wanted = select.POLLIN
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
             raise _Stalled
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
+        poller.register(sock, wanted)
         if not poller.poll(None if wait is None else math.ceil(wait * 1000)):
             raise _Stalled
+
+
+def _recv_decrypted(sock: ssl.SSLSocket, view: memoryview) -> int:
+    """``recv_into`` on a TLS socket without waiting (SSLSocket takes no MSG_DONTWAIT): the decrypted bytes
+    OpenSSL holds already (which ``poll`` does not see), else those of the records that have arrived whole;
+    ``ssl.SSLWantReadError`` when there are none (poll may have seen part of a record, or a record carrying no
+    data, a TLS 1.3 session ticket). Only the DUL thread uses a TLS socket (``writer.encrypted``), so switching
+    it to non-blocking for the call disturbs no other reader or writer."""
+    previous = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return sock.recv_into(view)
+    finally:
+        sock.settimeout(previous)
 
 
 def bound_socket_reads(event: evt.Event) -> None:
     """``EVT_CONN_OPEN`` handler for every association, fast paths or not: no blocking ``recv`` on its socket
     waits longer than the association's ACSE timeout (SO_RCVTIMEO; sends are left alone). That is for
     pynetdicom's own reader, where this module's is not installed: it blocks in ``recv`` until the whole PDU is
-    there (see the module docstring). This module's reader never blocks in ``recv`` and has its own deadline."""
+    there (see the module docstring). This module's reader never blocks in ``recv`` and has its own deadline.
+    A TLS socket ignores SO_RCVTIMEO (OpenSSL's read, told to retry, blocks again): pynetdicom's reader gets a
+    socket timeout instead, which bounds its sends too (a peer that reads nothing for that long is gone as
+    well); this module's reader, which switches the socket to non-blocking and back, is left alone."""
     timeout = event.assoc.acse_timeout
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is None or timeout is None:
         return
     seconds = max(timeout, 0.001)
     try:
+        if isinstance(sock, ssl.SSLSocket):
+            if not _installed():
+                sock.settimeout(seconds)
+            return
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                         struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000)))  # struct timeval
     except OSError:  # closed already
@@ -586,11 +613,16 @@ def _pdvs(pdu: memoryview) -> list[tuple[int, int, memoryview]] | None:
     return out
 
 
-def receiver_of(dul: Any) -> Receiver | None:
-    """The reader of ``dul``'s association when this module reads for it (``install``ed), else None."""
+def _installed() -> bool:
+    """Whether this module reads for every association of the process (``install``)."""
     from pynetdicom.dul import DULServiceProvider
 
-    if not hasattr(DULServiceProvider._read_pdu_data, "__wrapped__") or dul.socket is None:
+    return hasattr(DULServiceProvider._read_pdu_data, "__wrapped__")
+
+
+def receiver_of(dul: Any) -> Receiver | None:
+    """The reader of ``dul``'s association when this module reads for it (``install``ed), else None."""
+    if not _installed() or dul.socket is None:
         return None
     return _receiver(dul)
 
@@ -609,7 +641,7 @@ def install() -> None:
     per process)."""
     from pynetdicom.dul import DULServiceProvider
 
-    if hasattr(DULServiceProvider._read_pdu_data, "__wrapped__"):
+    if _installed():
         return
     read_pdu_data = DULServiceProvider._read_pdu_data
     run_reactor = DULServiceProvider.run_reactor

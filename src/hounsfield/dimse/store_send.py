@@ -25,7 +25,8 @@ on this 2-core machine, measured with py-spy.
 Anything else goes through pynetdicom's own ``send_c_store`` unchanged: a dataset that is not stored bytes in the
 context's own encoding (``retrieve.StoredDataset``), no accepted context, a handler watching sent or received
 PDUs or DIMSE messages, an association that is not established or whose DUL has something queued, a peer
-maximum PDU length below 7.
+maximum PDU length below 7, a TLS association (only its DUL thread may write: ``writer.encrypted``; the request
+then still goes out as ready-made PDUs, ``store_fastpath``, queued for the DUL).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def send(assoc: "Association", dataset: Any, msg_id: int, priority: int, origina
     the caller goes through pynetdicom)."""
     from hounsfield.retrieve import StoredDataset
 
-    if not isinstance(dataset, StoredDataset) or not assoc.is_established \
+    if not isinstance(dataset, StoredDataset) or not assoc.is_established or writer.encrypted(assoc.dul) \
             or any(assoc.get_handlers(getattr(evt, name)) for name in _WATCHERS):
         return None
     syntax = dataset.file_meta.TransferSyntaxUID

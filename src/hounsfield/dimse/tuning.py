@@ -8,7 +8,8 @@ few milliseconds), and shortening them makes every idle association burn CPU and
 pynetdicom has no setting for this. Its ``association`` and ``dul`` modules call ``time.sleep`` through their
 own ``time`` name, so they are given a ``time`` whose ``sleep`` blocks on the right thing, up to ``MAX_WAIT``:
 - the DUL thread in ``select`` on its socket and on a wake-up (an eventfd; a socket pair where there is none)
-  that ``send_pdu`` signals, so incoming data and outgoing primitives wake it at once;
+  that ``send_pdu`` signals, so incoming data and outgoing primitives wake it at once (over TLS, not at all
+  while OpenSSL holds decrypted bytes, which ``select`` does not see);
 - the association thread on its DIMSE message queue, which the DUL fills when a message is complete. A
   ``send_*`` call that wants the reactor paused (it clears the checkpoint, then polls every 0.1 ms until the
   reactor says it has paused) wakes the waiting association threads with its first poll; a requestor's reactor
@@ -34,6 +35,7 @@ import os
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 import types
@@ -95,6 +97,8 @@ def _wake(dul: Any) -> _Wake:
 def _wait_dul(dul: Any) -> None:
     wake = _wake(dul)
     sock = getattr(dul.socket, "socket", None)
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return  # decrypted bytes OpenSSL holds already: select would not see them
     watched = [wake.fd] if sock is None or sock.fileno() < 0 else [wake.fd, sock]
     try:
         ready, _, _ = select.select(watched, [], [], MAX_WAIT)

@@ -13,6 +13,10 @@ the peer aborts or misreads. Two threads write to an association's socket:
 write waiting for room in the socket buffer lets another thread's write in (the kernel holds the socket only
 while it copies): the other thread's bytes can go in between.
 
+Over TLS only the DUL thread writes: OpenSSL's connection object may not be used by two threads at once (a write
+beside the DUL's read in progress can break the record layer), so ``exclusive`` hands no socket to another
+thread and what it would have written is queued for the DUL, as with stock pynetdicom.
+
 So every ``AssociationSocket`` gets one lock, held for the whole of each ``send`` call (``install`` wraps it once
 per process, with the other fast paths): each call writes whole PDUs, one after another. A thread other than the
 DUL writes only inside ``exclusive``, which holds the same lock while it checks that a PDU may be written now,
@@ -27,6 +31,7 @@ P-DATA-TF may follow. The lock's holder therefore records when a PDU after which
 
 from __future__ import annotations
 
+import ssl
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -74,15 +79,20 @@ def _installed() -> bool:
     return hasattr(AssociationSocket.send, "__wrapped__")
 
 
+def encrypted(dul: "DULServiceProvider") -> bool:
+    """Whether the DUL's connection is TLS: then no thread but the DUL's may write to it (module docstring)."""
+    return isinstance(getattr(dul.socket, "socket", None), ssl.SSLSocket)
+
+
 @contextmanager
 def exclusive(dul: "DULServiceProvider") -> Iterator[AssociationSocket | None]:
     """The DUL's ``AssociationSocket``, for this thread alone until the ``with`` block ends, when a P-DATA-TF PDU
     may be written to it from outside the DUL thread now; None when it must be queued for the DUL instead
     (``send_pdu``): the sockets are not guarded (``install`` not applied: stock pynetdicom), the connection is
-    gone, the DUL has something queued (it goes first), the association is not established (Sta6), or a PDU that
-    ends P-DATA-TF from this end has been written."""
+    gone or TLS (``encrypted``), the DUL has something queued (it goes first), the association is not established
+    (Sta6), or a PDU that ends P-DATA-TF from this end has been written."""
     sock = dul.socket
-    if sock is None or not _installed():
+    if sock is None or not _installed() or encrypted(dul):
         yield None
         return
     held = guard(sock)

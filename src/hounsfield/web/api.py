@@ -19,6 +19,7 @@ from hounsfield import query as q
 from hounsfield.config import Peer
 from hounsfield.errors import InvalidQuery, NotFound
 from hounsfield.pacs import Pacs
+from hounsfield.web.auth import client_address, user_name
 
 router = APIRouter(prefix="/api")
 
@@ -216,7 +217,8 @@ def _list_route(resource: str) -> None:
 
     def delete_one(request: Request, uid: str) -> dict[str, Any]:
         removed = pacs_of(request).archive.delete({"patients": "patient", "studies": "study", "series": "series",
-                                                   "instances": "instance"}[resource], uid)
+                                                   "instances": "instance"}[resource], uid,
+                                                  user=user_name(request.scope), address=client_address(request.scope))
         return {"deleted": uid, "instances_removed": removed}
 
     router.add_api_route(f"/{resource}/{{uid}}", delete_one, methods=["DELETE"], tags=[resource],
@@ -239,6 +241,7 @@ class PeerIn(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
+    tls: bool = Field(False, description="reached over TLS: port is then its DICOM TLS port")
 
 
 @router.get("/peers", tags=["peers"])
@@ -250,8 +253,8 @@ def list_peers(request: Request) -> list[PeerIn]:
 @router.put("/peers/{name}", tags=["peers"])
 def put_peer(request: Request, name: str, peer: PeerIn) -> PeerIn:
     """Add or change a remote node (C-MOVE destination, known AE)."""
-    pacs_of(request).peers.add(Peer(name, peer.ae_title, peer.host, peer.port))
-    return PeerIn(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port)
+    pacs_of(request).peers.add(Peer(name, peer.ae_title, peer.host, peer.port, tls=peer.tls))
+    return PeerIn(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port, tls=peer.tls)
 
 
 @router.delete("/peers/{name}", tags=["peers"])

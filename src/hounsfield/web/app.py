@@ -129,6 +129,27 @@ def add_docs(app: FastAPI) -> None:
 # --- end issue 11 ---
 
 
+def add_logins(app: FastAPI, pacs: Pacs) -> None:
+    """Issue 12: the login page, ``/api/me``, the users' REST API and the HTTP audit always; the check of every
+    request's user only with logins on (``web.auth.logins_on``), inside CORS (preflights are answered before
+    it) and ``web.security``."""
+    from hounsfield.web import audit_http, auth, login, users_api
+
+    app.include_router(login.router)
+    app.include_router(users_api.router)
+    app.add_middleware(audit_http.HttpAudit, audit=pacs.audit)  # inside the login check: it knows the user
+    if not auth.logins_on(pacs.settings):
+        return
+
+    def refused(user: str, why: str, scope: dict[str, Any]) -> None:
+        log.info("refused %s: %s", user, why)
+        pacs.audit.record("access_refused", outcome="refused", user=user, address=auth.client_address(scope),
+                          detail=why)
+
+    app.add_middleware(auth.Authentication, users=pacs.users, sessions=auth.SessionPolicy.of(pacs.settings),
+                       refused=refused)
+
+
 def create_app(pacs: Pacs) -> FastAPI:
     from hounsfield.web import api
 
@@ -190,12 +211,16 @@ def create_app(pacs: Pacs) -> FastAPI:
     from hounsfield.web import quarantine_api
 
     app.include_router(quarantine_api.router)
+    from hounsfield.web import audit_api  # issue 12: the audit trail
+
+    app.include_router(audit_api.router)
     # --- issue 5: DICOMweb at /dicom-web (CORS there only) and the viewer at /ui ---
     from hounsfield.web import dicomweb, security, transfer, ui
 
     http_policy = security.policy(pacs.settings)  # issue 12: CORS only for the origins configured
     app.include_router(transfer.router)
     app.include_router(dicomweb.router)
+    add_logins(app, pacs)
     app.add_middleware(dicomweb.DicomWebCORS, origins=http_policy.cors_origins, methods=http_policy.cors_methods)
     ui.mount(app)
     # --- end issue 5 ---
@@ -205,6 +230,11 @@ def create_app(pacs: Pacs) -> FastAPI:
     app.include_router(worklist_api.router)
     app.include_router(worklist_api.pages)
     # --- end issue 3 ---
+    # --- issue 12: de-identification (PS3.15 Annex E) ---
+    from hounsfield.web import deid_api
+
+    app.include_router(deid_api.router)
+    # --- end issue 12 (de-identification) ---
     # --- issue 12: Host header, cross-origin requests, body sizes, security headers (outermost middleware) ---
     app.add_middleware(security.Security, policy=http_policy)
     # --- end issue 12 ---

@@ -15,8 +15,9 @@
   load Swagger UI from a CDN with an inline script) may not be framed (``OTHER_HTML_CSP``).
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, so that streamed bodies (STOW-RS in, WADO-RS out) pass
-through without being buffered. ``check_serving`` is what ``serve`` checks before it listens: no HTTP beyond
-loopback without ``insecure_http`` (there are no logins yet), and well-formed CORS and host settings.
+through without being buffered. Who may do what is ``web.auth``, inside this middleware. ``check_serving`` is
+what ``serve`` checks before it listens: no HTTP beyond loopback without logins unless ``insecure_http`` says
+so, and well-formed CORS and host settings.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; font-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
             "form-action 'self'; frame-ancestors 'none'")
-PAGE_PREFIXES = ("/ui", "/worklist")
+PAGE_PREFIXES = ("/ui", "/worklist", "/login")
 OTHER_HTML_CSP = "object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
 COMMON_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                   (b"referrer-policy", b"no-referrer"))
@@ -155,17 +156,18 @@ def policy(settings: Settings) -> Policy:
 
 def check_serving(settings: Settings) -> None:
     """What ``serve`` checks before it listens: the HTTP settings are well-formed, and HTTP beyond loopback
-    is asked for in so many words (``insecure_http``), since nothing logs its users in yet."""
+    without logins is asked for in so many words (``insecure_http``), and then logged at every start.
+    (That an admin user exists when logins are on needs the index: ``serve`` checks it once it is open.)"""
     policy(settings)
-    if not is_loopback(settings.http_host):
-        if not settings.insecure_http:
-            where = settings.http_host or "every interface"
-            raise UnsafeSetting(f"http_host {where} reaches beyond this machine and the HTTP service has no "
-                                f"logins yet (anyone who reaches it could read, change and delete every study): "
-                                f"listen on 127.0.0.1, or set insecure_http = true (--insecure-http true, "
-                                f"HOUNSFIELD_INSECURE_HTTP=true) to serve it there anyway")
+    if settings.insecure_http:
         log.warning("insecure_http is on: HTTP on %s:%s answers anyone who reaches it, without logins",
                     settings.http_host or "*", settings.http_port)
+    elif settings.http_auth == "off" and not is_loopback(settings.http_host):
+        where = settings.http_host or "every interface"
+        raise UnsafeSetting(f"http_auth is off and http_host {where} reaches beyond this machine (anyone who "
+                            f"reaches it could read, change and delete every study): turn logins on (http_auth "
+                            f"= auto), listen on 127.0.0.1, or set insecure_http = true (--insecure-http true, "
+                            f"HOUNSFIELD_INSECURE_HTTP=true) to serve it there without logins anyway")
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -231,8 +233,16 @@ class Security:
         """Why a state-changing request comes from a page of another origin, or None when it does not: its
         Origin is this server (the Host it was sent to) or one of cors_origins allowed ``method``; without
         an Origin, Sec-Fetch-Site must be same-origin or none (a browser's own navigation), or absent (no
-        browser at all)."""
+        browser at all). ``Origin: null`` is what a browser sends for a form of this server's own pages (they
+        say ``Referrer-Policy: no-referrer``, under which the Fetch standard serialises the origin as null) as
+        well as for a sandboxed frame or a ``data:`` page of anyone: it passes only with Sec-Fetch-Site:
+        same-origin."""
         origin = _header(scope, b"origin")
+        site = _header(scope, b"sec-fetch-site")
+        if origin is not None and origin.strip() == "null":
+            if site is not None and site.strip().lower() == "same-origin":
+                return None
+            return "from origin 'null' (a sandboxed frame or a page of no origin) refused"
         if origin is not None:
             normal = normal_origin(origin)
             if normal is not None and host is not None and normal.partition("://")[2] == own_authority(
@@ -241,7 +251,6 @@ class Security:
             if normal in self.policy.cors_origins and method in self.policy.cors_methods:
                 return None
             return f"from origin {origin[:100]!r} refused"
-        site = _header(scope, b"sec-fetch-site")
         if site is not None and site.strip().lower() not in ("same-origin", "none"):
             return f"from a page of another origin (Sec-Fetch-Site: {site[:40]}) refused"
         return None

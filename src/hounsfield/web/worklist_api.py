@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from hounsfield.errors import NotFound
 from hounsfield.pacs import Pacs
 from hounsfield.web.api import SQL_INT_MAX
+from hounsfield.web.auth import user_name
 from hounsfield.worklist import flat, items, mwl
 from hounsfield.worklist.items import InvalidItem
 from hounsfield.worklist.service import Item
@@ -281,7 +282,7 @@ def create_item(request: Request, body: ItemBody) -> Union[WorklistItemOut, list
             raise RequestValidationError([{**e, "loc": ("body", index, *e["loc"][1:])} for e in exc.errors()]) \
                 from exc
     try:
-        created = pacs_of(request).worklist.schedule_many(datasets, origin="api",
+        created = pacs_of(request).worklist.schedule_many(datasets, origin="api", actor=user_name(request.scope),
                                                           max_steps=None if isinstance(body, list) else 1)
     except InvalidItem as exc:
         index = getattr(exc, "request_index", 0)
@@ -323,19 +324,20 @@ def get_item(request: Request, item_id: Id) -> WorklistItemOut:
 @router.patch("/items/{item_id}", response_model=WorklistItemOut)
 def update_item(request: Request, item_id: Id, body: PatchBody) -> WorklistItemOut:
     """Change an open item: the fields (or DICOM attributes) given replace the stored ones."""
-    return _out(_write(body, lambda ds: pacs_of(request).worklist.update(item_id, ds)))
+    return _out(_write(body, lambda ds: pacs_of(request).worklist.update(item_id, ds,
+                                                                                 actor=user_name(request.scope))))
 
 
 @router.post("/items/{item_id}/cancel", response_model=WorklistItemOut)
 def cancel_item(request: Request, item_id: Id) -> WorklistItemOut:
     """Cancel a scheduled item: it is no longer offered to modalities."""
-    return _out(pacs_of(request).worklist.cancel(item_id))
+    return _out(pacs_of(request).worklist.cancel(item_id, actor=user_name(request.scope)))
 
 
 @router.delete("/items/{item_id}")
 def delete_item(request: Request, item_id: Id) -> dict[str, int]:
     """Remove an item altogether."""
-    pacs_of(request).worklist.delete(item_id)
+    pacs_of(request).worklist.delete(item_id, actor=user_name(request.scope))
     return {"deleted": item_id}
 
 

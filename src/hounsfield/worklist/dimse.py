@@ -2,7 +2,8 @@
 
 One event → one domain call (``Worklist.find``, ``Mpps.create``, ``Mpps.update``) → one status from the tables
 below. Every MWL C-FIND is written to the query log, whatever its outcome (off the answer path: the log writes
-in the background).
+in the background), and each C-FIND, N-CREATE and N-SET is an audit event (``audit.actions``: worklist queried,
+MPPS received, or access refused), recorded without waiting either.
 
 MWL answers come from ``Worklist.find`` already encoded in the negotiated transfer syntax and go out through
 ``PendingAnswers``: with the fast paths on, one P-DATA-TF PDU per answer carrying the pending response's command
@@ -28,6 +29,8 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
+from hounsfield.audit import keys
+from hounsfield.audit.actions import ACCESS_REFUSED, FAILURE, MPPS_RECEIVED, REFUSED, SUCCESS, WARNING, WORKLIST_QUERIED
 from hounsfield.dimse import fastpath, writer
 from hounsfield.dimse import status as st
 from hounsfield.errors import Conflict, HounsfieldError, InvalidDataset, InvalidQuery, NotAuthorized, NotFound
@@ -56,6 +59,14 @@ MPPS_ERROR_STATUS: dict[type[HounsfieldError], int] = {
 def _requestor(event: evt.Event) -> tuple[str, str]:
     req = event.assoc.requestor
     return str(req.ae_title).strip(), f"{req.address}:{req.port}"
+
+
+def _mpps_subject(ds: Dataset | None) -> dict[str, str]:
+    """The patient of an MPPS (PS3.4 F.7.2.1, Type 2 in N-CREATE) and the study of its first scheduled step."""
+    if ds is None:
+        return {}
+    steps = ds.get("ScheduledStepAttributesSequence") or [Dataset()]
+    return {**keys.subject(ds), "study_instance_uid": keys.exact(steps[0], "StudyInstanceUID")}
 
 
 def _decoded(dataset: Callable[[], Dataset], error: type[HounsfieldError] = InvalidQuery) -> Dataset:
@@ -168,7 +179,7 @@ class WorklistHandlers:
         status when this generator ends, or the one it yields (cancel, failure)."""
         calling_ae, address = _requestor(event)
         identifier: Dataset | None = None
-        count, code, error = 0, st.SUCCESS, ""
+        count, code, error, refused = 0, st.SUCCESS, "", False
         try:
             self.access.check(calling_ae, "worklist", event.assoc.requestor.address)
             identifier = _decoded(lambda: event.identifier)
@@ -184,12 +195,26 @@ class WorklistHandlers:
                 count += 1
         except HounsfieldError as exc:
             code, error = st.status_for(exc, st.FIND_ERROR_STATUS, st.FIND_UNABLE_TO_PROCESS), str(exc)
+            refused = isinstance(exc, NotAuthorized)
             log.warning("MWL C-FIND from %s at %s refused (0x%04X): %s", calling_ae, address, code, exc)
             yield code, None
         finally:
             self.worklist.queries.record(calling_ae=calling_ae, address=address, identifier=identifier,
                                               answers=count, status=code, error=error)
             log.info("MWL C-FIND from %s at %s: %d answers (0x%04X)", calling_ae, address, count, code)
+            self._record_query(event, identifier, count, code, error, refused)
+
+    def _record_query(self, event: evt.Event, identifier: Dataset | None, count: int, code: int, error: str,
+                      refused: bool) -> None:
+        who = {"ae_title": _requestor(event)[0], "address": event.assoc.requestor.address}
+        if refused:
+            self.worklist.audit.record(ACCESS_REFUSED, outcome=REFUSED, **who, detail=f"MWL C-FIND refused: {error}")
+            return
+        outcome = SUCCESS if code == st.SUCCESS else WARNING if code == st.CANCEL else FAILURE
+        said = f"MWL C-FIND, answers: {count} (0x{code:04X}){f': {error}' if error else ''}"
+        self.worklist.audit.record(WORKLIST_QUERIED, outcome=outcome, **who,
+                                   **(keys.subject(identifier) if identifier is not None else {}),
+                                   detail=keys.described(said, identifier) if identifier is not None else said)
 
     def on_n_create(self, event: evt.Event) -> tuple[int, Dataset | None]:
         if str(event.request.AffectedSOPClassUID) != MPPS:
@@ -200,9 +225,11 @@ class WorklistHandlers:
             attrs = _decoded(lambda: event.attribute_list, InvalidDataset)
             created = self.mpps.create(event.request.AffectedSOPInstanceUID, attrs, calling_ae)
         except HounsfieldError as exc:
-            return self._refused("N-CREATE", calling_ae, exc), None
+            return self._refused(event, "N-CREATE", exc), None
         log.info("MPPS %s created by %s: %s, steps %s", created.sop_instance_uid, calling_ae, created.status,
                  created.item_ids)
+        self._record_mpps(event, "N-CREATE", created.dataset,
+                          f"{created.sop_instance_uid} {created.status}, steps {created.item_ids}")
         reply = Dataset()
         if event.request.AffectedSOPInstanceUID is None:
             reply.AffectedSOPInstanceUID = created.sop_instance_uid
@@ -215,13 +242,22 @@ class WorklistHandlers:
             changes = _decoded(lambda: event.modification_list, InvalidDataset)
             updated = self.mpps.update(str(event.request.RequestedSOPInstanceUID), changes)
         except HounsfieldError as exc:
-            return self._refused("N-SET", calling_ae, exc), None
+            return self._refused(event, "N-SET", exc), None
         log.info("MPPS %s set by %s: %s, steps %s", updated.sop_instance_uid, calling_ae, updated.status,
                  updated.item_ids)
+        self._record_mpps(event, "N-SET", updated.dataset,
+                          f"{updated.sop_instance_uid} {updated.status}, steps {updated.item_ids}")
         return st.SUCCESS, Dataset()
 
-    @staticmethod
-    def _refused(op: str, calling_ae: str, exc: HounsfieldError) -> int:
+    def _refused(self, event: evt.Event, op: str, exc: HounsfieldError) -> int:
         code = st.status_for(exc, MPPS_ERROR_STATUS, st.PROCESSING_FAILURE)
-        log.warning("MPPS %s from %s refused (0x%04X): %s", op, calling_ae, code, exc)
+        log.warning("MPPS %s from %s refused (0x%04X): %s", op, _requestor(event)[0], code, exc)
+        action, outcome = (ACCESS_REFUSED, REFUSED) if isinstance(exc, NotAuthorized) else (MPPS_RECEIVED, FAILURE)
+        self._record_mpps(event, op, None, f"refused (0x{code:04X}): {exc}", action=action, outcome=outcome)
         return code
+
+    def _record_mpps(self, event: evt.Event, op: str, ds: Dataset | None, what: str, *,
+                     action: str = MPPS_RECEIVED, outcome: str = SUCCESS) -> None:
+        self.worklist.audit.record(action, outcome=outcome, ae_title=_requestor(event)[0],
+                                   address=event.assoc.requestor.address, **_mpps_subject(ds),
+                                   detail=f"MPPS {op} {what}")

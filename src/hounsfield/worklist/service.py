@@ -3,6 +3,10 @@
 Domain code only: it knows datasets and the index, never sockets or HTTP, and raises ``hounsfield.errors``.
 Every way in (REST, web form, CLI, .wl import) calls ``schedule``/``import_items``; the MWL SCP calls ``find``;
 MPPS calls ``set_status``.
+
+Every change is an audit event (``audit.actions``: worklist item created, changed, cancelled, deleted), recorded
+once it is committed, with the patient and study of the item; ``actor`` names the user who made it (the web
+layer passes its user; "" is the system or the CLI).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from hounsfield import matching
+from hounsfield.audit.actions import (
+    NOT_RECORDED,
+    WORKLIST_ITEM_CANCELLED,
+    WORKLIST_ITEM_CHANGED,
+    WORKLIST_ITEM_CREATED,
+    WORKLIST_ITEM_DELETED,
+    Recorder,
+)
 from hounsfield.db import Database
 from hounsfield.dicomfile import unpack_json
 from hounsfield.errors import Conflict, NotFound
@@ -92,8 +104,9 @@ def _merge(base: Dataset, changes: Dataset) -> Dataset:
 
 class Worklist:
     def __init__(self, db: Database, options: Options = Options(), *, query_log_size: int = 10000,
-                 clock: Callable[[], datetime] = datetime.now) -> None:
+                 clock: Callable[[], datetime] = datetime.now, audit: Recorder = NOT_RECORDED) -> None:
         self.db = db
+        self.audit = audit  # also the MWL and MPPS handlers' (``worklist.dimse``)
         self.options = options
         self.queries = QueryLog(db, query_log_size)
         self.clock = clock
@@ -101,13 +114,13 @@ class Worklist:
         self._expiry_lock = threading.Lock()
 
     # ---- ways in -------------------------------------------------------------------------------------------
-    def schedule(self, ds: Dataset, *, origin: str = "api") -> list[Item]:
+    def schedule(self, ds: Dataset, *, origin: str = "api", actor: str = "") -> list[Item]:
         """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
         returned carries the warnings about the request (``_accession_warnings``)."""
-        return self.schedule_many([ds], origin=origin)
+        return self.schedule_many([ds], origin=origin, actor=actor)
 
     def schedule_many(self, requests: Iterable[Dataset], *, origin: str = "api",
-                      max_steps: int | None = None) -> list[Item]:
+                      max_steps: int | None = None, actor: str = "") -> list[Item]:
         """``schedule`` for several requests in one transaction: each is validated in turn (an ``InvalidItem``
         carries the request's position as ``request_index``), then every step of every request is stored, in
         order, or none is. ``max_steps``: a request with more steps is an ``InvalidItem`` too (REST: one object
@@ -127,13 +140,18 @@ class Worklist:
             items.complete(ds, generate_ids=True)
             prepared.append(items.split_steps(ds))
         created: list[Item] = []
+        stored: list[WorklistItem] = []
         with self.db.session() as s:
             for steps in prepared:
                 new = [items.row(step, origin=origin) for step in steps]
                 warnings = self._accession_warnings(s, new[0])
                 rows = [self._new_row(s, values) for values in new]
                 s.flush()
+                stored.extend(rows)
                 created.extend(self._item(r, warnings=warnings) for r in rows)
+        for row in stored:
+            self._audit(WORKLIST_ITEM_CREATED, row, actor, f"{row.modality or 'no modality'} on "
+                        f"{row.start_date or 'no date'} ({origin})")
         return created
 
     def _check(self, ds: Dataset, *, strict: bool) -> None:
@@ -181,9 +199,10 @@ class Worklist:
         if s.scalar(same.limit(1)) is not None:
             raise Conflict(f"step {cols['sps_id']} of study {cols['study_instance_uid']} is already scheduled")
 
-    def import_rows(self, rows: Iterable[dict[str, Any]], *, batch: int = 2000) -> ImportSummary:
+    def import_rows(self, rows: Iterable[dict[str, Any]], *, batch: int = 2000, actor: str = "") -> ImportSummary:
         """Bulk insert of prepared rows (``items.row``), in batches; a step already present (same Study Instance
-        UID and step ID, in the index or earlier in ``rows``) is counted as a duplicate and skipped."""
+        UID and step ID, in the index or earlier in ``rows``) is counted as a duplicate and skipped. One audit
+        event tells the whole import (a .wl folder may hold thousands of items)."""
         summary = ImportSummary()
         pending: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
@@ -198,6 +217,9 @@ class Worklist:
                 self._insert(pending, summary)
                 pending = []
         self._insert(pending, summary)
+        if summary.added:
+            self.audit.record(WORKLIST_ITEM_CREATED, user=actor,
+                              detail=f"{summary.added} items imported ({summary.duplicates} duplicates skipped)")
         return summary
 
     def _insert(self, rows: list[dict[str, Any]], summary: ImportSummary) -> None:
@@ -218,7 +240,7 @@ class Worklist:
         summary.added += len(fresh)
         summary.duplicates += len(rows) - len(fresh)
 
-    def update(self, item_id: int, changes: Dataset) -> Item:
+    def update(self, item_id: int, changes: Dataset, *, actor: str = "") -> Item:
         """Change attributes of an open step (elements given replace the stored ones; status is not changed)."""
         with self.db.session() as s:
             row = self._row(s, item_id)
@@ -236,14 +258,22 @@ class Worklist:
                 if name not in ("status", "origin"):  # the status changes only through set_status
                     setattr(row, name, value)
             row.updated_at = utcnow()
-            return self._item(row, warnings=warnings)
+            item = self._item(row, warnings=warnings)
+        self._audit(WORKLIST_ITEM_CHANGED, row, actor, ", ".join(e.keyword or str(e.tag) for e in changes))
+        return item
 
     def set_status(self, item_id: int, status: str, *, mpps_uid: str | None = None,
-                   session: Session | None = None) -> Item:
-        """Move a step to ``status`` if the transition is allowed (``Conflict`` otherwise)."""
+                   session: Session | None = None, actor: str = "") -> Item:
+        """Move a step to ``status`` if the transition is allowed (``Conflict`` otherwise). Within the caller's
+        ``session`` (MPPS) the caller's own audit event tells the change."""
         if session is None:
             with self.db.session() as s:
-                return self.set_status(item_id, status, mpps_uid=mpps_uid, session=s)
+                row = self._row(s, item_id)
+                before = row.status
+                item = self.set_status(item_id, status, mpps_uid=mpps_uid, session=s)
+            self._audit(WORKLIST_ITEM_CANCELLED if status == CANCELED else WORKLIST_ITEM_CHANGED, row, actor,
+                        f"status {before} -> {status}")
+            return item
         row = self._row(session, item_id)
         check_transition(row.status, status)
         self._write_status(row, status)
@@ -258,12 +288,14 @@ class Worklist:
         with_status(items.step_of(ds), status)
         row.attrs = items.pack(ds)
 
-    def cancel(self, item_id: int) -> Item:
-        return self.set_status(item_id, CANCELED)
+    def cancel(self, item_id: int, *, actor: str = "") -> Item:
+        return self.set_status(item_id, CANCELED, actor=actor)
 
-    def delete(self, item_id: int) -> None:
+    def delete(self, item_id: int, *, actor: str = "") -> None:
         with self.db.session() as s:
-            s.delete(self._row(s, item_id))
+            row = self._row(s, item_id)
+            s.delete(row)
+        self._audit(WORKLIST_ITEM_DELETED, row, actor, f"was {row.status}")
 
     def expire(self, now: datetime | None = None) -> int:
         """Steps still SCHEDULED ``expire_hours`` after their start become DISCONTINUED; returns how many."""
@@ -280,6 +312,8 @@ class Worklist:
                 self._write_status(row, DISCONTINUED)
         if rows:
             log.info("%d scheduled steps expired to DISCONTINUED (start before %s)", len(rows), cutoff)
+            self.audit.record(WORKLIST_ITEM_CHANGED, detail=f"{len(rows)} scheduled steps expired to DISCONTINUED "
+                              f"(start before {cutoff:%Y-%m-%d %H:%M})")
         return len(rows)
 
     def _maybe_expire(self) -> None:
@@ -388,6 +422,10 @@ class Worklist:
         return out
 
     # ---- helpers -------------------------------------------------------------------------------------------
+    def _audit(self, action: str, row: WorklistItem, actor: str, what: str) -> None:
+        self.audit.record(action, user=actor, patient_id=row.patient_id, patient_name=row.patient_name,
+                          study_instance_uid=row.study_instance_uid, detail=f"item {row.id}: {what}")
+
     @staticmethod
     def _row(s: Session, item_id: int) -> WorklistItem:
         row = s.get(WorklistItem, item_id)
