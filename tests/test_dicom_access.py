@@ -120,6 +120,23 @@ def test_a_peer_uses_what_its_allow_lists(server: Server, tmp_path: Path) -> Non
         assoc.release()
 
 
+def test_a_node_added_through_rest_uses_what_its_allow_lists(server: Server) -> None:
+    node = {"name": "restnode", "ae_title": "RESTNODE", "host": "127.0.0.1", "port": 104, "allow": ["echo", "find"]}
+    r = requests.put(f"{server.url}/api/peers/restnode", json=node, timeout=30)
+    assert r.status_code == 200 and r.json()["allow"] == ["echo", "find"]
+    listed = {p["name"]: p for p in requests.get(f"{server.url}/api/peers", timeout=30).json()}
+    assert listed["restnode"]["allow"] == ["echo", "find"] and listed["full"]["allow"] is None  # None: all
+    assert store(server, "RESTNODE", tiny_ct("ACC-9", generate_uid(), generate_uid(), 1)) == NOT_AUTHORIZED
+    assoc = associate(server, "RESTNODE", FIND)
+    try:
+        assert [s.Status for s, _ in assoc.send_c_find(study_query(), FIND)][-1] == 0x0000
+    finally:
+        assoc.release()
+    bad = requests.put(f"{server.url}/api/peers/restnode", json={**node, "allow": ["echo", "root"]}, timeout=30)
+    assert bad.status_code == 422
+    requests.delete(f"{server.url}/api/peers/restnode", timeout=30)
+
+
 def test_a_refused_dcmtk_store_is_reported_to_the_modality(server: Server, tmp_path: Path) -> None:
     study = generate_uid()
     path = write(tiny_ct("ACC-3", study, study + ".1", 1), tmp_path / "one.dcm")

@@ -320,6 +320,20 @@ def test_https_answers_with_the_certificate_and_plain_http_does_not(server: Http
     assert banner in server.log_text()
 
 
+def test_a_login_over_https_sets_secure_cookies(server: HttpsServer, pki: Pki) -> None:
+    """Under TLS the session and CSRF cookies say Secure: a browser never sends them over plain HTTP."""
+    proc = subprocess.run([sys.executable, "-m", "hounsfield", "user", "add", "tlsuser", "--role", "viewer",
+                           "--password-stdin", *server.args()], input="a long tls password", capture_output=True,
+                          text=True, timeout=WAIT)
+    assert proc.returncode == 0, proc.stderr
+    r = requests.post(f"{server.url}/login", data={"username": "tlsuser", "password": "a long tls password"},
+                      verify=pki.ca, allow_redirects=False, timeout=WAIT)
+    assert r.status_code == 303
+    cookies = {c.split("=", 1)[0]: c.lower() for c in r.raw.headers.getlist("set-cookie")}
+    assert {"hf_session", "hf_csrf"} <= cookies.keys()
+    assert all("; secure" in c and "samesite=strict" in c for c in cookies.values())
+
+
 @pytest.mark.parametrize("port", ["http_port", "tls_port"])
 def test_tls_1_1_and_ciphers_outside_bcp_195_are_refused(server: HttpsServer, pki: Pki, port: str) -> None:
     """TLS 1.2 at least; in TLS 1.2 AES-GCM with ECDHE or DHE only (PS3.15 B.9, RFC 7525 4.2). The client is

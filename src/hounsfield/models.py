@@ -125,3 +125,5 @@ class PeerRow(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # over TLS (0007)
+    # the DICOM services it may use, comma-separated (``access``); None: every one (0008)
+    allow: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -6,6 +6,7 @@ import re
 
 from sqlalchemy import delete, select
 
+from hounsfield.access import ALL_SERVICES, SERVICES, parse_services
 from hounsfield.config import Peer
 from hounsfield.db import Database
 from hounsfield.errors import Conflict, InvalidQuery, NotFound
@@ -21,7 +22,9 @@ class PeerRegistry:
 
     def all(self) -> list[Peer]:
         with self.db.session() as s:
-            stored = [Peer(r.name, r.ae_title, r.host, r.port, tls=r.tls) for r in s.scalars(select(PeerRow))]
+            stored = [Peer(r.name, r.ae_title, r.host, r.port, tls=r.tls,
+                           allow=ALL_SERVICES if r.allow is None else parse_services(r.allow, f"node {r.name}"))
+                      for r in s.scalars(select(PeerRow))]
         merged = {p.name: p for p in stored} | self.configured
         return sorted(merged.values(), key=lambda p: p.name)
 
@@ -50,6 +53,7 @@ class PeerRegistry:
         with self.db.session() as s:
             row = s.get(PeerRow, peer.name) or PeerRow(name=peer.name)
             row.ae_title, row.host, row.port, row.tls = peer.ae_title, peer.host, peer.port, peer.tls
+            row.allow = None if peer.allow == ALL_SERVICES else ",".join(s for s in SERVICES if s in peer.allow)
             s.add(row)
         return peer
 

@@ -7,7 +7,7 @@ Patient and study records say whether the demographics under their Patient ID di
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse
@@ -16,6 +16,7 @@ from pydicom import datadict
 from pydicom.dataset import Dataset
 
 from hounsfield import query as q
+from hounsfield.access import ALL_SERVICES, SERVICES
 from hounsfield.config import Peer
 from hounsfield.errors import InvalidQuery, NotFound
 from hounsfield.pacs import Pacs
@@ -242,22 +243,39 @@ class PeerIn(BaseModel):
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
     tls: bool = Field(False, description="reached over TLS: port is then its DICOM TLS port")
+    allow: Optional[list[Literal[SERVICES]]] = Field(  # type: ignore[valid-type]
+        None, description="DICOM services the node may use here (echo, store, find, get, move, worklist, mpps); "
+                          "absent or null: every one")
+
+
+def _peer_out(p: Peer) -> PeerIn:
+    every = p.allow == ALL_SERVICES
+    return PeerIn(name=p.name, ae_title=p.ae_title, host=p.host, port=p.port, tls=p.tls,
+                  allow=None if every else [s for s in SERVICES if s in p.allow])
 
 
 @router.get("/peers", tags=["peers"])
 def list_peers(request: Request) -> list[PeerIn]:
-    """Remote DICOM nodes: from the configuration file and added here."""
-    return [PeerIn(**p.__dict__) for p in pacs_of(request).peers.all()]
+    """Remote DICOM nodes: from the configuration file and added here, with the services each may use."""
+    return [_peer_out(p) for p in pacs_of(request).peers.all()]
 
 
 @router.put("/peers/{name}", tags=["peers"])
 def put_peer(request: Request, name: str, peer: PeerIn) -> PeerIn:
-    """Add or change a remote node (C-MOVE destination, known AE)."""
-    pacs_of(request).peers.add(Peer(name, peer.ae_title, peer.host, peer.port, tls=peer.tls))
-    return PeerIn(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port, tls=peer.tls)
+    """Add or change a remote node (C-MOVE destination, known AE) and the DICOM services it may use."""
+    allow = ALL_SERVICES if peer.allow is None else frozenset(peer.allow)
+    pacs = pacs_of(request)
+    added = pacs.peers.add(Peer(name, peer.ae_title, peer.host, peer.port, tls=peer.tls, allow=allow))
+    pacs.audit.record("permission_changed", user=user_name(request.scope), address=client_address(request.scope),
+                      detail=f"node {name} ({peer.ae_title} at {peer.host}:{peer.port}) may use "
+                             f"{', '.join(s for s in SERVICES if s in allow) or 'nothing'}")
+    return _peer_out(added)
 
 
 @router.delete("/peers/{name}", tags=["peers"])
 def delete_peer(request: Request, name: str) -> dict[str, str]:
-    pacs_of(request).peers.remove(name)
+    pacs = pacs_of(request)
+    pacs.peers.remove(name)
+    pacs.audit.record("permission_changed", user=user_name(request.scope), address=client_address(request.scope),
+                      detail=f"node {name} removed")
     return {"deleted": name}
