@@ -59,6 +59,11 @@ def test_an_anonymous_visit_logs_in_and_comes_back_with_the_user_named(site) -> 
     log_in(page, server)
     page.wait_for_selector("#user-menu:not([hidden])", timeout=WAIT_MS)
     assert page.inner_text("#user-name") == "doc (physician)"
+    # what a physician may not use is not offered (the server refuses it anyway: tests/test_auth_routes.py)
+    assert page.is_hidden("#upload-form") and page.is_hidden("#nav-audit")
+    assert page.get_attribute("#delete-button", "hidden") is not None
+    assert page.get_attribute("#send-button", "hidden") is not None
+    assert page.is_visible("#nav-worklist") and page.is_visible("#nav-studies")
     page.wait_for_selector(f'tr.study[data-uid="{ds.StudyInstanceUID}"]', timeout=WAIT_MS)
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies["hf_session"]["httpOnly"] and cookies["hf_session"]["sameSite"] == "Strict"

@@ -3,8 +3,10 @@
 // - a state-changing request carries the session's CSRF token (X-CSRF-Token, read from the hf_csrf cookie:
 //   the server refuses such a request from a session without it);
 // - a 401 (the session expired or was ended elsewhere) takes the page to the login form and back here after;
-// - the header's user menu (#user-menu) shows who is logged in, the role, and a Log out button.
-// With logins off (/api/me says so) the menu stays hidden and nothing else changes.
+// - the header's user menu (#user-menu) shows who is logged in, the role, and a Log out button;
+// - what needs a permission the role lacks ([data-needs="admin"], …) is hidden, the rest shown (the server
+//   refuses it anyway: this only spares a click on what would be refused).
+// With logins off (/api/me says so) the menu stays hidden and every permission counts as held.
 "use strict";
 (() => {
   const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -30,13 +32,14 @@
   };
   async function showUser() {
     const menu = document.getElementById("user-menu");
-    if (!menu) return;
     const response = await plainFetch("/api/me", { headers: { Accept: "application/json" } });
     if (response.status === 401) { toLogin(); return; }
     const me = response.ok ? await response.json() : null;
-    if (!me || !me.logins) return;
+    if (!me) return;
+    const held = new Set(me.permissions);
+    for (const node of document.querySelectorAll("[data-needs]")) node.hidden = !held.has(node.dataset.needs);
+    if (!me.logins || !menu) return;
     document.getElementById("user-name").textContent = `${me.name} (${me.role})`;
-    document.body.dataset.permissions = me.permissions.join(" ");
     menu.hidden = false;
   }
   document.addEventListener("DOMContentLoaded", showUser);
