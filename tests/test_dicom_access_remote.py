@@ -89,3 +89,46 @@ def test_an_unknown_ae_may_do_what_its_address_allows(tmp_path, other_host, trus
         assert "STRANGER" in log and "10.231.7.2" in log and "may not use find" in log
     finally:
         srv.stop()
+
+
+ECHO = r"""
+import sys
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+host, port, calling, called = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+reasons = []
+ae = AE(ae_title=calling)
+ae.add_requested_context(Verification)
+assoc = ae.associate(host, port, ae_title=called,
+                     evt_handlers=[(evt.EVT_REJECTED, lambda e: reasons.append(e.assoc.acceptor.primitive.diagnostic))])
+if assoc.is_established:
+    print("echo", assoc.send_c_echo().Status)
+    assoc.release()
+else:
+    print("rejected", reasons[0] if reasons else None)
+"""
+
+
+def echo(server: Server, host: str, calling: str, called: str = "HOUNSFIELD", namespace: str | None = None) -> str:
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    proc = subprocess.run([*prefix, sys.executable, "-c", ECHO, host, str(server.dicom_port), calling, called],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_a_node_calling_from_another_address_and_a_wrong_called_ae_are_rejected(tmp_path, other_host) -> None:
+    namespace, address = other_host
+    config = ("check_peer_address = true\ncheck_called_ae = true\n"
+              '[peers.local]\nae_title = "LOCALNODE"\nhost = "127.0.0.1"\nport = 104\n')
+    srv = Server(tmp_path / "data", config=config).start()
+    try:
+        assert echo(srv, "127.0.0.1", "LOCALNODE") == "echo 0"  # from its own host
+        assert echo(srv, address, "LOCALNODE", namespace=namespace) == "rejected 3"  # calling AE not recognised
+        assert echo(srv, address, "SOMEONE", namespace=namespace) == "echo 0"  # unknown AEs: unknown_ae_services
+        assert echo(srv, "127.0.0.1", "LOCALNODE", called="NOTTHISONE") == "rejected 7"  # called AE not recognised
+        log = srv.log_text()
+        assert "node local is configured at 127.0.0.1" in log and "10.231.7.2" in log
+        assert "it called AE title 'NOTTHISONE'" in log
+    finally:
+        srv.stop()

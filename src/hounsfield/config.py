@@ -84,6 +84,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body STOW-RS and /api/upload take (413 beyond); other requests take 16 MiB at most."),
     Setting("duplicate_policy", "keep", "What a second instance with a known SOP Instance UID does: keep or overwrite."),
     Setting("known_aes_only", False, "Accept associations only from calling AE titles configured as peers."),
+    Setting("check_called_ae", False,
+            "Reject an association whose called AE title is not ae_title (A-ASSOCIATE-RJ, called AE not recognised)."),
+    Setting("check_peer_address", False,
+            "Reject an association from a configured peer's AE title calling from an address its host does not "
+            "resolve to (A-ASSOCIATE-RJ, calling AE not recognised)."),
     Setting("unknown_ae_services", "echo,store",
             "DICOM services a calling AE title that is not a configured peer may use from another host "
             "(comma-separated: echo, store, find, get, move, worklist, mpps; a peer's own list is its allow "
@@ -188,6 +193,8 @@ class Settings:
     max_upload_bytes: int = 2 << 30
     duplicate_policy: str = "keep"
     known_aes_only: bool = False
+    check_called_ae: bool = False
+    check_peer_address: bool = False
     unknown_ae_services: str = "echo,store"
     trust_loopback_aes: bool = True
     max_associations: int = 16

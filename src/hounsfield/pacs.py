@@ -57,7 +57,9 @@ class Pacs:
         access = DicomAccess(self.peers, parse_services(self.settings.unknown_ae_services, "unknown_ae_services"),
                              trust_loopback=self.settings.trust_loopback_aes)
         handlers = Handlers(self.archive, self.peers, access, ae_title=self.settings.ae_title,
-                            known_aes_only=self.settings.known_aes_only)
+                            known_aes_only=self.settings.known_aes_only,
+                            check_called_ae=self.settings.check_called_ae,
+                            check_peer_address=self.settings.check_peer_address)
         return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps, access))
 
     def start_dicom(self, *, primary: bool = True) -> None:

@@ -80,6 +80,24 @@ def association_peer(assoc: "Association") -> str:
     return f"{req.ae_title} at {req.address}:{req.port}"
 
 
+def addresses_match(address: str, host: str) -> bool:
+    """Whether a caller's ``address`` is one of ``host``'s (an address, or a name resolved now: a node's
+    address may change, and an association request is rare enough to look it up each time)."""
+    import ipaddress
+    import socket
+
+    def normal(a: str) -> str:
+        ip = ipaddress.ip_address(a.split("%")[0])
+        return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+    try:
+        wanted = normal(address)
+        known = {normal(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, ValueError):
+        return False
+    return wanted in known
+
+
 def _calling_ae(assoc: "Association") -> str:
     return str(assoc.requestor.ae_title).strip()
 
@@ -126,12 +144,15 @@ class Handlers:
     services they use: the archive and the known nodes."""
 
     def __init__(self, archive: "Archive", peers: "PeerRegistry", access: "DicomAccess", *, ae_title: str,
-                 known_aes_only: bool = False) -> None:
+                 known_aes_only: bool = False, check_called_ae: bool = False,
+                 check_peer_address: bool = False) -> None:
         self.archive = archive
         self.peers = peers
         self.access = access
         self.ae_title = ae_title
         self.known_aes_only = known_aes_only
+        self.check_called_ae = check_called_ae
+        self.check_peer_address = check_peer_address
         self.audit = archive.audit
         self._received: weakref.WeakKeyDictionary[Association, _Received] = weakref.WeakKeyDictionary()
         self._received_lock = threading.Lock()
@@ -154,10 +175,15 @@ class Handlers:
         # At this point pynetdicom has the A-ASSOCIATE-RQ but has not yet copied its calling AE title.
         calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
         where = f"{calling} at {event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        called = str(event.assoc.requestor.primitive.called_ae_title).strip()
+        reason = st.CALLING_AE_NOT_RECOGNIZED
         refusal = self._refusal(event.assoc, calling, where)
+        if refusal is None and self.check_called_ae and called != self.ae_title.strip():
+            refusal, reason = f"{where}: it called AE title {called!r}, not {self.ae_title.strip()!r}", \
+                st.CALLED_AE_NOT_RECOGNIZED
         if refusal:
             log.warning("rejecting association from %s", refusal)
-            event.assoc.acse.send_reject(st.REJECTED_PERMANENT, st.REJECT_SOURCE_USER, st.CALLING_AE_NOT_RECOGNIZED)
+            event.assoc.acse.send_reject(st.REJECTED_PERMANENT, st.REJECT_SOURCE_USER, reason)
             self.audit.record(ACCESS_REFUSED, outcome=REFUSED, ae_title=calling, address=event.assoc.requestor.address,
                               detail=f"association rejected: {refusal}")
             # pynetdicom's association thread shuts the connection down as soon as this handler returns, often
@@ -170,10 +196,15 @@ class Handlers:
             log.info("association requested by %s", where)
 
     def _refusal(self, assoc: "Association", calling: str, where: str) -> str | None:
-        """Who is refused and why, or None: an unknown AE title under ``known_aes_only``, a TLS client
-        certificate that is not the calling node's (``tls.certificate_refusal``)."""
-        if self.known_aes_only and self.peers.by_ae_title(calling) is None:
+        """Who is refused and why, or None: an unknown AE title under ``known_aes_only``, a known node calling
+        from an address its host is not under ``check_peer_address``, a TLS client certificate that is not
+        the calling node's (``tls.certificate_refusal``)."""
+        peer = self.peers.by_ae_title(calling)
+        if self.known_aes_only and peer is None:
             return f"unknown AE {where}"
+        if self.check_peer_address and peer is not None \
+                and not addresses_match(assoc.requestor.address, peer.host):
+            return f"{where}: node {peer.name} is configured at {peer.host}"
         refusal = tls.certificate_refusal(assoc.dul.socket.socket, calling, self.peers.owner_of)
         return None if refusal is None else f"{where}: {refusal}"
 

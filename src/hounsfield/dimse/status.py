@@ -47,6 +47,7 @@ NOT_AUTHORIZED = 0x0124  # Refused: Not Authorised (PS3.7 Annex C, a general sta
 REJECTED_PERMANENT = 0x01
 REJECT_SOURCE_USER = 0x01
 CALLING_AE_NOT_RECOGNIZED = 0x03
+CALLED_AE_NOT_RECOGNIZED = 0x07
 
 
 STORE_ERROR_STATUS: dict[type[HounsfieldError], int] = {
