@@ -1,6 +1,9 @@
-"""What is drawn on top of the pixels: Overlay Planes (PS3.3 C.9.2), corner text and a scale bar."""
+"""What is drawn on top of the pixels: Overlay Planes (PS3.3 C.9.2), corner text, a scale bar, and a legend
+beside the image (what the RT overlays of :mod:`hounsfield.rt.overlay` name)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -106,3 +109,59 @@ def _draw_scale_bar(draw: ImageDraw.ImageDraw, size: tuple[int, int], mm_per_pix
     y = height - 2 * text_size
     draw.line([(x0, y), (x0 + length_px, y)], fill=(255, 255, 0), width=max(1, text_size // 5))
     draw.text((width // 2, y - 2), f"{length_mm} mm", anchor="md", **style)
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """A legend line: its text after a stroke of ``colour`` (``kind`` ``line``, as contours and isodose lines
+    are drawn) or after nothing (``text``)."""
+
+    colour: tuple[int, int, int]
+    text: str
+    kind: str = "line"
+
+
+@dataclass(frozen=True)
+class ColourBar:
+    """A vertical colour scale: ``colours`` (n, 3) uint8 from the bottom up, ``ticks`` (fraction of the height
+    from the bottom, label), and a title above it."""
+
+    colours: np.ndarray
+    ticks: tuple[tuple[float, str], ...]
+    title: str
+
+
+def with_legend(image: Image.Image, entries: list[LegendEntry], colour_bar: ColourBar | None = None) -> Image.Image:
+    """``image`` (as RGB) with a legend panel on its right: the image's own pixels keep their place and none
+    is hidden. The panel is at least as tall as its entries; the canvas grows to it, black below the image."""
+    size = max(10, image.height // 32)
+    font = ImageFont.load_default(size=size)
+    margin, swatch, step = max(2, size // 3), size + 4, size + size // 2
+    text_width = max([font.getlength(e.text) for e in entries] + [0.0])
+    bar_height = 8 * step if colour_bar is not None else 0
+    if colour_bar is not None:
+        text_width = max([text_width, font.getlength(colour_bar.title), swatch + margin +
+                          max(font.getlength(label) for _, label in colour_bar.ticks)])
+    width = int(2 * margin + swatch + margin + text_width)
+    height = max(image.height, int(margin + step * len(entries) + (bar_height + 2 * step if colour_bar else 0)))
+    out = Image.new("RGB", (image.width + width, height))
+    out.paste(image.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    x, y = image.width + margin, margin
+    for entry in entries:
+        middle = y + size // 2
+        if entry.kind == "line":
+            draw.line([(x, middle), (x + swatch, middle)], fill=entry.colour, width=max(1, size // 6))
+        draw.text((x + swatch + margin, y), entry.text, font=font, fill=(255, 255, 255))
+        y += step
+    if colour_bar is not None:
+        draw.text((x, y), colour_bar.title, font=font, fill=(255, 255, 255))
+        top, n = y + step, len(colour_bar.colours)
+        for i, colour in enumerate(colour_bar.colours):  # bottom (i = 0) to top
+            y0 = top + bar_height * (n - 1 - i) / n
+            draw.rectangle([x, y0, x + swatch, y0 + bar_height / n], fill=tuple(int(c) for c in colour))
+        for fraction, label in colour_bar.ticks:
+            ty = top + bar_height * (1 - fraction)
+            draw.line([(x + swatch, ty), (x + swatch + margin // 2, ty)], fill=(255, 255, 255))
+            draw.text((x + swatch + margin, ty), label, font=font, fill=(255, 255, 255), anchor="lm")
+    return out

@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import numpy as np
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -26,12 +27,22 @@ from hounsfield.cli_common import one_line_errors
 from hounsfield.errors import HounsfieldError
 from hounsfield.imaging.display import choose_voi
 from hounsfield.imaging.dump import dump_rows
-from hounsfield.imaging.export import export_nifti, export_npz, export_png
+from hounsfield.imaging.export import (NPZ_KEYS, companion_path, describe, export_nifti, export_npz, export_png,
+                                       write_sidecar)
 from hounsfield.imaging.io import FileProblem, number_of_frames, one_line, read_dataset, truncation
 from hounsfield.imaging.lut import Window, apply_window
 from hounsfield.imaging.presets import PRESETS, data_window, preset_window
 from hounsfield.imaging.render import encode, format_for, render_image, render_instance
 from hounsfield.imaging.series import Volume, dicom_files, load_series
+from hounsfield.rt.cli import Method
+from hounsfield.rt.dose import DoseGrid
+from hounsfield.rt.grid import CTSeries, series_from_headers
+from hounsfield.rt.grid import load_series as rt_load_series
+from hounsfield.rt.overlay import DEFAULT_ISODOSE, IsodoseLevel, Overlay, parse_isodose
+from hounsfield.rt.structure import StructureSet
+from hounsfield.rt.volumes import NPZ_KEYS as RT_NPZ_KEYS
+from hounsfield.rt.volumes import describe as describe_rt
+from hounsfield.rt.volumes import dose_volume, label_map, volume_arrays
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per error
 T = TypeVar("T")
@@ -180,18 +191,54 @@ def _note_skipped(skipped: list[FileProblem]) -> None:
         _err.print(f"skipped {len(not_dicom)} file(s) that are not DICOM (e.g. {not_dicom[0].name})", markup=False)
 
 
+RTStructOption = Annotated[Path | None, typer.Option(
+    "--rtstruct", help="RT Structure Set on the same Frame of Reference: its ROIs (show: contours; export: a label "
+                       "map).")]
+RTDoseOption = Annotated[Path | None, typer.Option(
+    "--rtdose", help="RT Dose on the same Frame of Reference (show: isodose lines or a colour-wash; export: the dose "
+                     "on the CT grid).")]
+
+
+def _overlay_options(rtdose: Path | None, rtplan: Path | None, isodose: str | None,
+                     colourwash: bool) -> tuple[IsodoseLevel, ...]:
+    """The isodose levels asked for; dose options without ``--rtdose``, or both dose displays, are usage errors."""
+    for flag, given in (("--rtplan", rtplan is not None), ("--isodose", isodose is not None),
+                        ("--colourwash", colourwash)):
+        if given and rtdose is None:
+            _usage(f"{flag} draws the dose: give --rtdose")
+    if isodose is not None and colourwash:
+        _usage("--isodose and --colourwash both choose how the dose is drawn: give one")
+    try:
+        return parse_isodose(isodose) if isodose is not None else ()
+    except ValueError as exc:
+        _usage(f"--isodose: {exc}")
+
+
 def show(
     source: Annotated[Path, typer.Argument(help="A DICOM file, or a directory holding one series.")],
     preset: PresetOption = None,
     window: WindowOption = None,
-    frame: Annotated[int, typer.Option("--frame", help="Frame (or slice, for a directory) to show, from 0.")] = 0,
+    frame: Annotated[int, typer.Option("--frame", "--slice",
+                                       help="Frame (or slice, for a directory) to show, from 0.")] = 0,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the image here instead of opening a window: .png, .jpg/.jpeg or .tif/.tiff.")] = None,
     annotate: Annotated[bool, typer.Option("--annotate", help="Corner texts and a scale bar (a file only).")] = False,
     overlays: Annotated[bool, typer.Option("--overlays", help="Burn in overlay planes (60xx; a file only).")] = False,
+    rtstruct: RTStructOption = None,
+    rtdose: RTDoseOption = None,
+    rtplan: Annotated[Path | None, typer.Option(
+        "--rtplan", help="RT Plan whose prescription is 100 % (default: the plan the dose references, when it is "
+                         "in the series folder; else the dose maximum).")] = None,
+    isodose: Annotated[str | None, typer.Option(
+        "--isodose", help=f"Isodose lines: % of the prescription and/or Gy, e.g. 95,50 or 40Gy,20Gy "
+                          f"(default {DEFAULT_ISODOSE}).")] = None,
+    colourwash: Annotated[bool, typer.Option("--colourwash", "--colorwash",
+                                             help="The dose as a colour-wash with a scale in Gy.")] = False,
 ) -> None:
-    """Display an image (or browse a series/multi-frame), or write it at native size with --out."""
+    """Display an image (or browse a series/multi-frame), or write it at native size with --out; with --rtstruct
+    and --rtdose, the contours and the dose drawn on it in place, and a legend beside it."""
     _one_window(preset, window)
+    levels = _overlay_options(rtdose, rtplan, isodose, colourwash)
     is_series = source.is_dir()
     for flag, given in (("--annotate", annotate), ("--overlays", overlays)):
         if given and is_series:
@@ -204,44 +251,83 @@ def show(
         if problem:
             _fail(f"cannot show {source}: {problem}; write the image to a file with --out FILE.png")
     with _one_line_errors(source):
+        rt = None
+        if rtstruct is not None or rtdose is not None:
+            rt = Overlay.read(rtstruct=rtstruct, rtdose=rtdose, rtplan=rtplan, related=[source] if is_series else [],
+                              levels=levels, colourwash=colourwash)
         if is_series:
-            _show_series(source, frame, window, preset, out, fmt)
-            return
-        if out is not None:
-            _write(out, _quietly(render_instance, source, frame=frame, window=window, preset=preset, fmt=fmt,
-                                 annotate=annotate, overlays=overlays))
+            _show_series(source, frame, window, preset, out, fmt, rt)
             return
         ds = read_dataset(source)
         frames = number_of_frames(ds)
         if not 0 <= frame < frames:
             raise FileProblem("frame-range", str(source), frame=frame, frames=frames)
+        if rt is not None and frames > 1:
+            _fail(f"{source}: {frames} frames; the RT overlays are drawn on single-frame slices (give the series "
+                  "folder)")
+        decorate = _decorator(rt, series_from_headers([ds]), lambda k: str(source)) if rt is not None else None
+
+        def image(k: int) -> Image.Image:
+            picture = _quietly(render_image, ds, frame=k, window=window, preset=preset, annotate=annotate,
+                               overlays=overlays)
+            return decorate(0, picture) if decorate is not None else picture
+
+        if out is not None:
+            _write(out, encode(image(frame), fmt or "png"))
+            return
         from hounsfield.imaging.viewer import browse
 
-        browse(lambda k: np.asarray(_quietly(render_image, ds, frame=k, window=window, preset=preset,
-                                             annotate=annotate, overlays=overlays)),
-               frames, title=str(source), start=frame)
+        browse(lambda k: np.asarray(image(k)), frames, title=str(source), start=frame)
+
+
+def _notes(notes: list[str]) -> None:
+    for text in notes:
+        _err.print(f"note: {text}", markup=False)
+
+
+def _decorator(rt: Overlay, series: CTSeries,
+               where: Callable[[int], str]) -> Callable[[int, Image.Image], Image.Image]:
+    """Slice ``k``'s image with the RT overlays drawn on it (:meth:`Overlay.draw`), its notes printed; the
+    overlay's own notes once it is known to fit ``series``."""
+    rt.check(series)
+    _notes(rt.notes)
+
+    def decorate(k: int, image: Image.Image) -> Image.Image:
+        drawn, notes = rt.draw(image, series.grid.slice_grid(k), where(k))
+        _notes(notes)
+        return drawn
+
+    return decorate
 
 
 def _show_series(folder: Path, index: int, window: tuple[float, float] | None, preset: str | None,
-                 out: Path | None, fmt: str | None) -> None:
+                 out: Path | None, fmt: str | None, rt: Overlay | None = None) -> None:
     skipped: list[FileProblem] = []
     volume = _quietly(load_series, [folder], skipped=skipped)
     _note_skipped(skipped)
     voi = _series_window(volume, window, preset)
-
-    def slice_pixels(k: int) -> np.ndarray:
-        return np.floor(apply_window(volume.values[k], voi) * 255 + 0.5).astype(np.uint8)
-
     if not 0 <= index < len(volume.paths):
         raise HounsfieldError(f"{folder}: slice {index} out of range (the series has {len(volume.paths)} slices)")
-    if out is not None:
-        from PIL import Image
+    decorate = _decorator(rt, _rt_series(volume), lambda k: f"slice {k} of {folder}") if rt is not None else None
 
-        _write(out, encode(Image.fromarray(slice_pixels(index)), fmt or "png"))
+    def slice_image(k: int) -> Image.Image:
+        image = Image.fromarray(np.floor(apply_window(volume.values[k], voi) * 255 + 0.5).astype(np.uint8))
+        return decorate(k, image) if decorate is not None else image
+
+    if out is not None:
+        _write(out, encode(slice_image(index), fmt or "png"))
         return
     from hounsfield.imaging.viewer import browse
 
-    browse(slice_pixels, len(volume.paths), title=str(folder), start=index)
+    browse(lambda k: np.asarray(slice_image(k)), len(volume.paths), title=str(folder), start=index)
+
+
+def _rt_series(volume: Volume) -> CTSeries:
+    """The RT library's view of the slices of ``volume`` (their headers and grid), in the same order."""
+    series = rt_load_series(list(volume.paths))
+    if series.paths != volume.paths:
+        raise HounsfieldError(f"{volume.paths[0]}: the slices sort differently for the RT objects")
+    return series
 
 
 def _series_window(volume: Volume, window: tuple[float, float] | None, preset: str | None) -> Window:
@@ -326,8 +412,17 @@ def export(
                                                     "directory (png).")],
     preset: PresetOption = None,
     window: WindowOption = None,
+    rtstruct: RTStructOption = None,
+    rtdose: RTDoseOption = None,
+    roi: Annotated[list[str] | None, typer.Option(
+        "--roi", help="ROI of --rtstruct to label, by name or number (repeat; label order; default every ROI "
+                      "with closed contours by ROI Number).")] = None,
+    method: Annotated[Method | None, typer.Option(
+        "--method", help="ROI masks: supersample (4 x 4 per voxel, in when half is; default) or centre "
+                         "(voxel centres).")] = None,
 ) -> None:
-    """Export a series as a HU volume (NIfTI in RAS, npz with spacing and affine) or one PNG per slice.
+    """Export a series as a HU volume (NIfTI in RAS, npz with spacing and affine) or one PNG per slice; with
+    --rtstruct a label map of its ROIs and with --rtdose the dose (Gy) on the same grid, and a JSON sidecar.
     Objects in the folder that are not slices of a series (RT Structure Sets, Plans, Dose grids, reports…)
     are skipped with a note."""
     _one_window(preset, window)
@@ -337,31 +432,56 @@ def export(
         _usage(f"--out {out}: --to nifti writes .nii or .nii.gz")
     if to is ExportFormat.npz and out.suffix and out.suffix != ".npz":
         _usage(f"--out {out}: --to npz writes .npz")
+    if to is ExportFormat.png and (rtstruct is not None or rtdose is not None):
+        _usage("--rtstruct and --rtdose add volumes to --to nifti or npz, not to PNG slices")
+    for flag, given in (("--roi", bool(roi)), ("--method", method is not None)):
+        if given and rtstruct is None:
+            _usage(f"{flag} chooses how the ROIs of --rtstruct are labelled: give --rtstruct")
     if to is not ExportFormat.png:
         _check_writable(out)
     with _one_line_errors(series_dir):
+        structure_set = StructureSet.read(rtstruct) if rtstruct is not None else None
+        dose = DoseGrid.read(rtdose) if rtdose is not None else None
         skipped: list[FileProblem] = []
         with Progress(console=_err, transient=True, disable=not _err.is_terminal) as progress:
             task = progress.add_task(f"reading {series_dir}", total=None)
             # In a folder, what is not a slice is skipped with a note; a file named on its own must be one.
             volume = _quietly(load_series, [series_dir], skipped=skipped if series_dir.is_dir() else None)
+            series, labels, doses = None, None, None
+            if structure_set is not None or dose is not None:
+                series = _rt_series(volume)
+                if structure_set is not None:
+                    progress.update(task, description=f"labelling the ROIs of {rtstruct}")
+                    labels = label_map(structure_set, series, roi, method=(method or Method.supersample).value)
+                if dose is not None:
+                    progress.update(task, description=f"resampling {rtdose}")
+                    doses = dose_volume(dose, series)
             progress.update(task, description=f"writing {to.value}", total=len(volume.paths), completed=0)
 
             def advance(n: int) -> None:
                 progress.advance(task, n)
 
             try:
+                extra = volume_arrays(labels, doses, per_roi=to is ExportFormat.npz)
                 if to is ExportFormat.nifti:
-                    written = export_nifti(volume, out, advance)
+                    written = export_nifti(volume, out, advance, extra)
+                    files = {"volume": written, **{name: companion_path(written, name) for name in extra}}
                 elif to is ExportFormat.npz:
-                    written = export_npz(volume, out, advance)
+                    written = export_npz(volume, out, advance, extra)
+                    files = {"npz": written}
                 else:
                     written = export_png(volume, out, _series_window(volume, window, preset), advance)
+                    files = {"png": written}
+                if series is not None:
+                    keys = {**NPZ_KEYS, **{k: v for k, v in RT_NPZ_KEYS.items() if k in extra}}
+                    files["sidecar"] = write_sidecar(written, {**describe(volume, to.value, files, keys),
+                                                               **describe_rt(series, labels, doses)})
             except OSError as exc:
                 target = exc.filename or out
                 raise FileProblem("cannot-write", str(target), cause=exc.strerror or one_line(exc)) from None
         _note_skipped(skipped)
-        _err.print(f"wrote {written} ({len(volume.paths)} slices, spacing "
+        _notes([*(labels.notes if labels else []), *(doses.notes if doses else [])])
+        _err.print(f"wrote {', '.join(map(str, files.values()))} ({len(volume.paths)} slices, spacing "
                    f"{' x '.join(f'{s:g}' for s in volume.spacing)} mm)", markup=False)
 
 

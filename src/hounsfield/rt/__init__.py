@@ -12,6 +12,11 @@
   RT Dose (RT DVH module, C.8.8.4: :func:`stored_dvhs`); :class:`DVH` statistics.
 * :mod:`~hounsfield.rt.plan` — RT Plan summary (C.8.8.9, C.8.8.10, C.8.8.13, C.8.8.14): :class:`PlanSummary`.
 * :mod:`~hounsfield.rt.links` — plan → structure set → series, dose → plan: :func:`resolve`.
+* :mod:`~hounsfield.rt.volumes` — a structure set as a label map and masks, a dose resampled, on a CT series'
+  grid (``hounsfield export --rtstruct/--rtdose``): :func:`~hounsfield.rt.volumes.label_map`,
+  :func:`~hounsfield.rt.volumes.dose_volume`.
+* :mod:`~hounsfield.rt.overlay` — contours, isodose lines or a colour-wash and a legend on an image slice
+  (``hounsfield show --rtstruct/--rtdose``): :class:`~hounsfield.rt.overlay.Overlay`.
 * :mod:`~hounsfield.rt.cli` — ``hounsfield rt info`` and ``hounsfield rt dvh`` (:func:`~hounsfield.rt.cli.register`).
 
 Every error raised on purpose is an :class:`RTError` whose message names the object and the cause.

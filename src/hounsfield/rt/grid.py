@@ -190,6 +190,14 @@ class CTSeries:
     def paths(self) -> tuple[str, ...]:
         return tuple(str(getattr(h, "filename", "") or "") for h in self.headers)
 
+    def require_frame_of_reference(self, frame_uid: str, owner: str) -> None:
+        """Refuse an object of another Frame of Reference (PS3.3 C.7.4.1): its patient coordinates are not the
+        images' and no registration is applied here, so its contours or dose cannot be placed on them. An
+        object or series that names none is taken as it is."""
+        if frame_uid and self.frame_of_reference_uid and frame_uid != self.frame_of_reference_uid:
+            raise RTError(f"{owner}: Frame of Reference {frame_uid} differs from the images' "
+                          f"({self.frame_of_reference_uid}, {self.grid.name}): it cannot be placed on them")
+
 
 def load_series(sources: Sequence[Source | os.PathLike[str]] | str | os.PathLike[str]) -> CTSeries:
     """Read the headers of one series (files, folders or Datasets) into a :class:`CTSeries`.
