@@ -205,8 +205,8 @@ def test_a_users_day_over_http_leaves_exactly_the_expected_audit_rows(server: Se
     root = requests.Session()
     root.auth = ("root", PASSWORD)
     assert root.post(f"{server.url}/api/upload", files={"f": ("a.dcm", encode(ds))}, timeout=30).status_code == 200
-    deadline = time.monotonic() + 60  # indexed in the background: until the archive answers with it
-    while not root.get(f"{server.url}/api/studies", params={"StudyInstanceUID": study}, timeout=30).json():
+    deadline = time.monotonic() + 60  # indexed in the background: until QIDO-RS answers with it
+    while root.get(f"{server.url}/dicom-web/studies", params={"PatientID": "AUDITDAY"}, timeout=30).status_code != 200:
         assert time.monotonic() < deadline, "the uploaded study was never indexed"
         time.sleep(0.05)
     s = login(server, "dayuser")

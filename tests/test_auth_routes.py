@@ -73,15 +73,21 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/tokens/{token_id}"): "admin",
     ("POST", "/api/studies/{uid}/deidentify"): "export", ("GET", "/api/studies/{uid}/deidentified.zip"): "export",
     ("GET", "/api/deid/mappings"): "admin",
+    ("GET", "/api/hl7/messages"): "admin", ("GET", "/api/hl7/messages/{message_id}"): "admin",
+    ("POST", "/api/hl7/messages/{message_id}/replay"): "admin",
+    ("GET", "/api/rt/studies/{study}"): "read", ("GET", "/api/rt/series/{series}"): "read",  # issue 13
+    ("GET", "/api/rt/structure-sets/{uid}/rois"): "read", ("GET", "/api/rt/structure-sets/{uid}/contours"): "read",
+    ("GET", "/api/rt/doses/{uid}/slice"): "read", ("GET", "/api/rt/doses/{uid}/isodose"): "read",
+    ("GET", "/api/rt/dvh"): "read", ("GET", "/api/rt/plans/{uid}"): "read",
 }
 # The static files under the mounts: scripts and styles for anyone (the login page needs them, they hold no
 # patient data), the pages for users, the audit page for admins.
 MOUNTED = {"/ui": [("/ui/js/main.js", ANYONE), ("/ui/css/theme.css", ANYONE), ("/ui/", ANY_USER),
-                   ("/ui/index.html", ANY_USER), ("/ui/audit.html", "admin")],
+                   ("/ui/index.html", ANY_USER), ("/ui/audit.html", "admin"), ("/ui/hl7.html", "admin")],
            "/docs/assets": [("/docs/assets/redoc/redoc.standalone.js", ANYONE)]}
 VALUES = {"uid": "1.2.3", "study": "1.2.3", "series": "1.2.3.4", "sop": "1.2.3.4.5", "frames": "1",
           "tag": "7FE00010", "name": "nosuch", "item_id": "999999", "job_id": "nojob", "query_id": "999999",
-          "token_id": "999999"}
+          "token_id": "999999", "message_id": "999999"}
 
 
 def routes(app) -> set[tuple[str, str]]:  # noqa: ANN001 - FastAPI

@@ -186,7 +186,8 @@ def test_one_shell_for_viewer_and_worklist(site: Site) -> None:
                      sheets: [...document.styleSheets].map(s => s.href && new URL(s.href).pathname) }; }""")
 
     viewer = shell()
-    assert viewer["links"] == [["Viewer", "/ui/"], ["Worklist", "/worklist"], ["API", "/docs"]], viewer
+    assert viewer["links"] == [["Viewer", "/ui/"], ["Worklist", "/worklist"], ["Audit", "/ui/audit.html"],
+                               ["API", "/docs"]], viewer  # logins off: every page, the admin's too
     assert viewer["active"] == "Viewer" and "/ui/css/theme.css" in viewer["sheets"], viewer
     shots(site, "viewer-home")
     page.click("#nav-worklist")

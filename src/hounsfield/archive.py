@@ -484,6 +484,12 @@ class Archive:
                          .values(**values, received_at=utcnow()))
         else:
             conn.execute(insert(Instance), {"sop_instance_uid": header.sop_instance_uid, **values})
+        # --- issue 13: what an RT object references, from the header JSON at hand (RT SOP classes only) ---
+        if values["sop_class_uid"].startswith(_RT_SOP_CLASS_PREFIX):
+            from hounsfield.rt.models import index_references
+
+            index_references(conn, h.json, values["sop_class_uid"], replace=replace)
+        # --- end issue 13 ---
 
     # ---- ways out ------------------------------------------------------------------------------
     def stored(self, rows: Iterable[tuple[Instance, str, str]]) -> list[StoredInstance]:
@@ -550,7 +556,10 @@ class Archive:
                 if exists is None:
                     raise NotFound(f"no {level} {uid}")
             ids = [row.id for row in doomed]
+            from hounsfield.rt.models import forget_instances  # issue 13: RT references and DVHs go with them
+
             for chunk in range(0, len(ids), 500):
+                forget_instances(s, ids[chunk:chunk + 500])
                 s.execute(delete(Instance).where(Instance.id.in_(ids[chunk:chunk + 500])))
             _prune_empty(s)
         for row in doomed:  # files go after the index no longer points at them
@@ -601,6 +610,7 @@ def _origin(pending: Path) -> str:
     return pending.stem.partition("_")[2]
 
 
+_RT_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.481."  # issue 13: RT objects (hounsfield.rt.models)
 _STORED_PATH = select(Instance.path).where(Instance.sop_instance_uid == bindparam("uid"))
 _PATH_OWNER = select(Instance.sop_instance_uid).where(Instance.path == bindparam("path"))
 

@@ -118,6 +118,7 @@ def serve(settings: config.Settings) -> None:
     import uvicorn
 
     from hounsfield.dimse.server import claim_port
+    from hounsfield.hl7 import mllp
     from hounsfield.web.app import create_app
     from hounsfield.web.auth import logins_on
     from hounsfield.web.security import check_serving
@@ -131,8 +132,19 @@ def serve(settings: config.Settings) -> None:
         except OSError as exc:
             http_socket.close()
             fail(f"cannot listen on {what} {port} of {settings.dicom_host}: {exc.strerror or exc}")
+    if settings.hl7_tls:  # issue 14: a certificate or key the HL7 TLS port cannot use, before anything listens
+        server_context(settings)
+    hl7_socket = None
+    if settings.hl7_port:
+        try:
+            hl7_socket = mllp.listening_socket(settings.hl7_host, settings.hl7_port)
+        except OSError as exc:
+            http_socket.close()
+            fail(f"cannot listen on HL7 port {settings.hl7_port} of {settings.hl7_host}: {exc.strerror or exc}")
     if logins_on(settings) and not _has_admin(settings):
         http_socket.close()
+        if hl7_socket is not None:
+            hl7_socket.close()
         fail(f"logins are on (HTTP on {settings.http_host or 'every interface'}) and there is no admin user: create "
              f"one with `hounsfield user add NAME --role admin --password-stdin --data-dir {settings.data_dir}`, or "
              f"serve without logins with insecure_http = true (--insecure-http true, HOUNSFIELD_INSECURE_HTTP=true)")
@@ -143,12 +155,16 @@ def serve(settings: config.Settings) -> None:
         pacs.close()
         http_socket.close()
         fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
+    if hl7_socket is not None:
+        pacs.start_hl7(hl7_socket)
     server = uvicorn.Server(uvicorn.Config(create_app(pacs), host=settings.http_host, port=settings.http_port,
                                            log_level="warning", access_log=False,
                                            ssl_context_factory=None if https is None else lambda *_: https))
     tls_port = f" (TLS on {settings.dicom_tls_port})" if settings.dicom_tls_port else ""
+    hl7 = (f"HL7 MLLP{' over TLS' if settings.hl7_tls else ''} {settings.hl7_host}:{settings.hl7_port}, "
+           if settings.hl7_port else "")
     console.print(f"hounsfield: DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}{tls_port}, "
-                  f"HTTP {'https' if https else 'http'}://{settings.http_host}:{settings.http_port}, "
+                  f"HTTP {'https' if https else 'http'}://{settings.http_host}:{settings.http_port}, {hl7}"
                   f"data {data_dir_text(settings)}", highlight=False)
     # uvicorn re-raises SIGINT/SIGTERM once it has stopped; catching them here lets the DICOM service then
     # finish its in-flight associations before the process exits.
@@ -406,6 +422,7 @@ def _register_plugins() -> None:
     from hounsfield.audit import cli as audit_cli
     from hounsfield.auth import cli as user_cli
     from hounsfield.deid import cli as deid_cli
+    from hounsfield.hl7 import cli as hl7_cli
     from hounsfield.imaging import cli as imaging_cli
     from hounsfield import sample
     from hounsfield.rt import cli as rt_cli
@@ -418,6 +435,7 @@ def _register_plugins() -> None:
     user_cli.register(app)
     audit_cli.register(app)
     deid_cli.register(app)
+    hl7_cli.register(app)
 
 
 def main() -> None:

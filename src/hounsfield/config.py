@@ -119,6 +119,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worklist_expire_hours", 0,
             "Steps still SCHEDULED this many hours after their start become DISCONTINUED (0: never)."),
     Setting("worklist_query_log_size", 10000, "How many received MWL queries the query log keeps."),
+    # --- HL7 v2 orders into the worklist (issue 14) ---
+    Setting("hl7_port", 0, "Port of the HL7 v2 MLLP listener (orders and patient updates, 2575 is IANA's); 0: off."),
+    Setting("hl7_host", "0.0.0.0", "Address the HL7 MLLP listener listens on."),
+    Setting("hl7_tls", False, "The HL7 port speaks MLLP over TLS (tls_cert and tls_key, TLS 1.2 or later)."),
+    Setting("hl7_max_message_bytes", 1 << 20,
+            "Largest HL7 message taken (bytes between 0x0B and 0x1C); a longer one is refused (AR) and its "
+            "connection closed."),
+    Setting("hl7_read_timeout", 30,
+            "Seconds an HL7 sender may take to send the rest of a message it has begun before its connection "
+            "is closed."),
+    Setting("hl7_log_size", 100000, "How many received HL7 messages the message log keeps (0: all)."),
 )
 
 # Text settings that take one of a few values.
@@ -212,6 +223,12 @@ class Settings:
     worklist_show_closed: bool = False
     worklist_expire_hours: int = 0
     worklist_query_log_size: int = 10000
+    hl7_port: int = 0
+    hl7_host: str = "0.0.0.0"
+    hl7_tls: bool = False
+    hl7_max_message_bytes: int = 1 << 20
+    hl7_read_timeout: int = 30
+    hl7_log_size: int = 100000
     peers: tuple[Peer, ...] = field(default_factory=tuple)
 
     @property

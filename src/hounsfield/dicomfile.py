@@ -21,7 +21,6 @@ from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
@@ -126,16 +125,29 @@ def _sequence_depth(ds: Dataset) -> int:
 
 
 def _pydicom_header(data: bytes | mmap.mmap, max_depth: int) -> Header:
-    """The slow path, for encodings the walker does not handle (no file meta in big endian, odd meta…)."""
-    fp = io.BytesIO(data)
+    """The slow path, for encodings the walker does not handle (no file meta in big endian, odd meta…).
+
+    Whatever pydicom raises while it reads these bytes is about the bytes: the dataset is unreadable
+    (``InvalidDataset``: C-STORE 0xC000, STOW-RS 409, import skips it), never a failure of the server. pydicom's
+    reader raises more than its documented errors for malformed input, and some only once an element is
+    converted, as the JSON is written (tests/test_fuzz_parsers.py found OSError "No tag to read at file
+    position" for a sequence item cut short, NotImplementedError for a VR that is none): all of it, not a list
+    of them, is caught. Only MemoryError goes on, as it is about the server."""
     try:
-        ds = dcmread(fp, stop_before_pixels=True, force=True)
-        if _sequence_depth(ds) > max_depth:
-            raise InvalidDataset(f"sequences nest deeper than {max_depth} levels")
-    except (InvalidDicomError, EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
-        raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
+        return _pydicom_read(data, max_depth)
+    except (InvalidDataset, MemoryError):
+        raise
     except RecursionError as exc:  # pydicom recurses once per sequence level
         raise InvalidDataset("sequences nest too deep to be read") from exc
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise InvalidDataset(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from exc
+
+
+def _pydicom_read(data: bytes | mmap.mmap, max_depth: int) -> Header:
+    fp = io.BytesIO(data)
+    ds = dcmread(fp, stop_before_pixels=True, force=True)
+    if _sequence_depth(ds) > max_depth:
+        raise InvalidDataset(f"sequences nest deeper than {max_depth} levels")
     implicit, little = ds.original_encoding
     if implicit is None:
         raise InvalidDataset("not a DICOM dataset (no element could be read)")

@@ -189,6 +189,8 @@ class _Walker:
             if item_end > end:
                 raise Truncated("a sequence item runs past the end of its sequence (truncated)")
             item, pos = self.dataset(start, item_end, top=False)
+            if pos > item_end:  # as ``_skim`` says it: the quick check of a C-STORE and this parse agree
+                raise Truncated("a sequence item's elements run past the item (truncated)")
             items.append(item)
         if length == UNDEFINED:
             raise Truncated("sequence has no delimiter (truncated)")
@@ -263,7 +265,10 @@ class _Walker:
             text = raw.decode("latin-1")
         if tag == 0x00080005:
             self.encodings = [v.strip() or "ISO_IR 6" for v in text.split("\\")]
-            self.encodings = convert_encodings(self.encodings)
+            try:
+                self.encodings = convert_encodings(self.encodings)
+            except ValueError as exc:  # a NUL in a term: codecs.lookup refuses it (found by test_fuzz_parsers)
+                raise HeaderError(f"Specific Character Set {text[:64]!r} names no character set: {exc}") from exc
         values = _text_values(vr, text)
         return {"vr": vr, "Value": values} if values else {"vr": vr}
 
@@ -273,7 +278,7 @@ def _number(vr: str, text: str) -> int | float | str:
         if vr == "IS":
             return int(float(text)) if "." in text or "e" in text.lower() else int(text)
         return float(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an IS of 1e999 (int of infinity)
         return text  # an invalid number is kept as received
 
 

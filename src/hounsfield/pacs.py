@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import tempfile
 from functools import cached_property
 from multiprocessing.process import BaseProcess
@@ -15,6 +16,8 @@ from hounsfield.audit.trail import AuditTrail
 from hounsfield.auth.users import Users
 from hounsfield.config import Settings
 from hounsfield.db import Database
+from hounsfield.hl7.log import MessageLog
+from hounsfield.hl7.service import Hl7Service
 from hounsfield import processes
 from hounsfield.peers import PeerRegistry
 from hounsfield.storage import FileStore
@@ -47,6 +50,10 @@ class Pacs:
                                  audit=self.audit)
         self.mpps = Mpps(self.db, self.worklist)
         self.users = Users(self.db)
+        # issue 14: HL7 v2 orders and patient updates into the worklist, and their message log
+        self.hl7 = Hl7Service(self.worklist, MessageLog(self.db, settings.hl7_log_size), receiver=settings.ae_title,
+                              max_bytes=settings.hl7_max_message_bytes, audit=self.audit)
+        self._hl7_listener = None
 
     @cached_property
     def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
@@ -80,6 +87,19 @@ class Pacs:
         if primary:
             self._children = processes.start(self.settings, Pacs)
 
+    def start_hl7(self, sock: socket.socket) -> None:
+        """Serve HL7 v2 over MLLP on ``sock`` (bound by ``serve``, the HL7 port: ``hl7.mllp.listening_socket``),
+        over TLS when ``hl7_tls``, in threads of this process."""
+        from hounsfield.hl7 import mllp
+        from hounsfield.tls import server_context
+
+        context = server_context(self.settings) if self.settings.hl7_tls else None
+        self._hl7_listener = mllp.Listener(
+            sock, lambda frame, address: self.hl7.receive(frame.data, address=address, complete=frame.complete).ack,
+            max_bytes=self.settings.hl7_max_message_bytes, read_timeout=self.settings.hl7_read_timeout,
+            context=context)
+        self._hl7_listener.start()
+
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports beside the index answering: the indexer's state and backlog, and the
         quarantine. ``problems`` is empty when all is well."""
@@ -97,6 +117,8 @@ class Pacs:
                 "quarantined": quarantined, "problems": problems}
 
     def close(self, *, grace: float = 30.0) -> None:
+        if self._hl7_listener is not None:
+            self._hl7_listener.close(grace)  # the messages being applied finish and are acknowledged
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
         processes.stop(self._children)

@@ -32,6 +32,7 @@ WORKLIST_ITEM_CANCELLED = "worklist_item_cancelled"
 WORKLIST_ITEM_DELETED = "worklist_item_deleted"
 WORKLIST_QUERIED = "worklist_queried"  # MWL C-FIND
 MPPS_RECEIVED = "mpps_received"  # N-CREATE, N-SET
+HL7_MESSAGE_RECEIVED = "hl7_message_received"  # an HL7 v2 order or patient message, applied or not (issue 14)
 # accounts and permissions
 USER_CHANGED = "user_changed"
 PERMISSION_CHANGED = "permission_changed"
@@ -40,7 +41,7 @@ ACCESS_REFUSED = "access_refused"  # a user or a DICOM node asked for what it ma
 ACTIONS = (LOGIN, LOGOUT, LOGIN_FAILED, STUDY_VIEWED, STUDY_DOWNLOADED, STUDY_EXPORTED, STUDY_SENT, STUDY_DELETED,
            DEIDENTIFIED, INSTANCES_STORED, QUERY_ANSWERED, RETRIEVE_ANSWERED, WORKLIST_ITEM_CREATED,
            WORKLIST_ITEM_CHANGED, WORKLIST_ITEM_CANCELLED, WORKLIST_ITEM_DELETED, WORKLIST_QUERIED, MPPS_RECEIVED,
-           USER_CHANGED, PERMISSION_CHANGED, ACCESS_REFUSED)
+           HL7_MESSAGE_RECEIVED, USER_CHANGED, PERMISSION_CHANGED, ACCESS_REFUSED)
 
 SUCCESS = "success"
 WARNING = "warning"  # done in part: some sub-operations failed, or the requestor cancelled

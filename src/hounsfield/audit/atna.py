@@ -8,10 +8,11 @@ this server), ``AuditSourceIdentification`` (this server, an application server 
 ``csd-code`` / ``codeSystemName`` / ``originalText`` attributes (A.5.1.1).
 
 Events map to the messages of A.5.3 as ``EVENTS`` says: stored, retrieved and sent instances are DICOM Instances
-Transferred (A.5.3.4), C-FIND, QIDO-RS and MWL queries Query (A.5.3.10), worklist items and MPPS Procedure Record
-(A.5.3.9), logins User Authentication (A.5.3.13), user and permission changes and refusals Security Alert
-(A.5.3.11). Outcomes map to the EventOutcomeIndicator as ``OUTCOME_INDICATOR`` says (A.5.1: 0 success, 4 minor
-failure — a failure the requestor may retry —, 8 serious failure — the action was refused).
+Transferred (A.5.3.4), C-FIND, QIDO-RS and MWL queries Query (A.5.3.10), worklist items, MPPS and HL7 orders and
+patient updates Procedure Record (A.5.3.9; IHE RAD TF-3 5.1 for RAD-4), logins User Authentication (A.5.3.13),
+user and permission changes and refusals Security Alert (A.5.3.11). Outcomes map to the EventOutcomeIndicator as
+``OUTCOME_INDICATOR`` says (A.5.1: 0 success, 4 minor failure — a failure the requestor may retry —, 8 serious
+failure — the action was refused).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ EVENTS: dict[str, Kind] = {
     a.WORKLIST_ITEM_DELETED: Kind(PROCEDURE_RECORD, "D"),
     a.WORKLIST_QUERIED: Kind(QUERY, "E", requestor_role=SOURCE, server_role=DESTINATION),
     a.MPPS_RECEIVED: Kind(PROCEDURE_RECORD, "U"),
+    a.HL7_MESSAGE_RECEIVED: Kind(PROCEDURE_RECORD, "E", requestor_role=SOURCE, server_role=DESTINATION),
     a.USER_CHANGED: Kind(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
     a.PERMISSION_CHANGED: Kind(SECURITY_ALERT, "E", SECURITY_ROLES_CHANGED),
     a.ACCESS_REFUSED: Kind(SECURITY_ALERT, "E", RESTRICTED_FUNCTION),

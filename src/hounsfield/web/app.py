@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from hounsfield.errors import (
     StorageFull,
 )
 from hounsfield.pacs import Pacs
+from hounsfield.web.paths import path_scrubber, public_detail
 from hounsfield.web.multipart import MalformedMultipart, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger("hounsfield.web")
@@ -45,24 +45,6 @@ HTTP_STATUS: dict[type[HounsfieldError], int] = {
 
 def http_status(error: HounsfieldError) -> int:
     return next((code for kind, code in HTTP_STATUS.items() if isinstance(error, kind)), 500)
-
-
-def path_scrubber(data_dir: Path) -> re.Pattern[str]:
-    """Paths under the data directory (as configured and resolved), to be cut to their file name in error
-    bodies: any client reads those, and where the server keeps its files is none of theirs."""
-    roots = sorted({str(data_dir), str(data_dir.resolve())} - {"."}, key=len, reverse=True)
-    return re.compile(f"(?:{'|'.join(map(re.escape, roots))})[^\\s:'\"]*")
-
-
-# Any other absolute path of two components or more (a files directory on another volume behind a symlink, a
-# temporary file, a codec's own file): it starts a word, so "application/dicom" or "1/2" are no paths.
-ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:'\"()\[\]]+/)+[^\s/:'\"()\[\],;]*")
-
-
-def public_detail(text: str, internal_paths: re.Pattern[str]) -> str:
-    """An error message fit for any client: every file system path in it cut to its last component."""
-    text = internal_paths.sub(lambda m: Path(m.group()).name, text)
-    return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name, text)
 
 
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -230,11 +212,21 @@ def create_app(pacs: Pacs) -> FastAPI:
     app.include_router(worklist_api.router)
     app.include_router(worklist_api.pages)
     # --- end issue 3 ---
+    # --- issue 14: the HL7 message log (/api/hl7) ---
+    from hounsfield.web import hl7_api
+
+    app.include_router(hl7_api.router)
+    # --- end issue 14 ---
     # --- issue 12: de-identification (PS3.15 Annex E) ---
     from hounsfield.web import deid_api
 
     app.include_router(deid_api.router)
     # --- end issue 12 (de-identification) ---
+    # --- issue 13: the radiotherapy REST API (/api/rt) ---
+    from hounsfield.web import rt_api
+
+    app.include_router(rt_api.router)
+    # --- end issue 13 ---
     # --- issue 12: Host header, cross-origin requests, body sizes, security headers (outermost middleware) ---
     app.add_middleware(security.Security, policy=http_policy)
     # --- end issue 12 ---

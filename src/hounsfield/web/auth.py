@@ -62,6 +62,12 @@ ROUTE_PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = tup
         ("POST", r"/api/upload/?", roles.STORE),
         ("POST", rf"/api/studies/{_UID}/deidentify", roles.EXPORT),
         ("GET", rf"/api/studies/{_UID}/deidentified\.zip", roles.EXPORT),
+        ("GET", rf"/api/rt/studies/{_UID}", roles.READ),  # issue 13: radiotherapy
+        ("GET", rf"/api/rt/series/{_UID}", roles.READ),
+        ("GET", rf"/api/rt/structure-sets/{_UID}/(?:rois|contours)", roles.READ),
+        ("GET", rf"/api/rt/doses/{_UID}/(?:slice|isodose)", roles.READ),
+        ("GET", r"/api/rt/dvh", roles.READ),
+        ("GET", rf"/api/rt/plans/{_UID}", roles.READ),
         ("POST", rf"/dicom-web/studies(?:/{_UID})?/?", roles.STORE),
         ("GET", r"/dicom-web/.*", roles.READ),
         ("DELETE", r"/dicom-web/.*", roles.DELETE),

@@ -13,7 +13,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from hounsfield.worklist.items import InvalidItem, label, step_of
+from hounsfield.worklist.items import InvalidItem, label, step_of, value_problem
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,17 @@ def _set(ds: Dataset, keyword: str, vr: str, value: Any) -> None:
     ds.add(DataElement(tag_for_keyword(keyword), vr, value, validation_mode=config.IGNORE))
 
 
+def _set_decimal(ds: Dataset, keyword: str, text: str) -> None:
+    """A DS value: pydicom holds any text of other VRs for ``items.validate`` to report, but turns DS into
+    floats at once and raises a bare ValueError for text that is no number (a weight of ":" was a 500 over
+    REST, found by tests/test_fuzz_http.py); that is the field's fault, said as ``validate`` says it."""
+    try:
+        _set(ds, keyword, "DS", text)
+    except ValueError:
+        raise InvalidItem(keyword, value_problem("DS", text) or f"{text[:40]!r} is not a decimal number "
+                                                                "(DS, PS3.5 6.2)") from None
+
+
 def to_dataset(flat: dict[str, Any]) -> Dataset:
     """The item dataset of a flat dict (fields that are None or absent are left out)."""
     ds, step = Dataset(), Dataset()
@@ -131,8 +142,10 @@ def to_dataset(flat: dict[str, Any]) -> Dataset:
             _set(target, field.keyword, "SQ", _codes(value))
         elif field.vr == "DA":
             _set(target, field.keyword, "DA", _date(field.keyword, str(value)))
+        elif field.vr == "DS":
+            _set_decimal(target, field.keyword, str(value))
         else:
-            _set(target, field.keyword, field.vr, str(value) if field.vr == "DS" else value)
+            _set(target, field.keyword, field.vr, value)
     if len(step):
         ds.ScheduledProcedureStepSequence = [step]
     return ds

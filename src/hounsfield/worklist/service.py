@@ -2,7 +2,9 @@
 
 Domain code only: it knows datasets and the index, never sockets or HTTP, and raises ``hounsfield.errors``.
 Every way in (REST, web form, CLI, .wl import) calls ``schedule``/``import_items``; the MWL SCP calls ``find``;
-MPPS calls ``set_status``.
+MPPS calls ``set_status``; HL7 orders and patient updates (``hounsfield.hl7``) make their changes in a ``batch``,
+one transaction per message, after finding the items of an order or a patient (``Batch.items_of_order``,
+``Batch.items_of_patient``).
 
 Every change is an audit event (``audit.actions``: worklist item created, changed, cancelled, deleted), recorded
 once it is committed, with the patient and study of the item; ``actor`` names the user who made it (the web
@@ -15,6 +17,7 @@ import copy
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Collection, Iterable, Iterator
@@ -125,34 +128,25 @@ class Worklist:
         carries the request's position as ``request_index``), then every step of every request is stored, in
         order, or none is. ``max_steps``: a request with more steps is an ``InvalidItem`` too (REST: one object
         posted answers one item)."""
-        prepared = []
-        for index, ds in enumerate(requests):
-            ds = copy.deepcopy(ds)
-            try:
-                self._check(ds, strict=True)
-                steps = len(ds.get(items.STEPS) or [])
-                if max_steps is not None and steps > max_steps:
-                    raise items.InvalidItem(items.STEPS, f"{steps} steps make {steps} worklist items: send the "
-                                            "item in a list ([item]) to schedule them all and have each back")
-            except items.InvalidItem as exc:
-                exc.request_index = index
-                raise
-            items.complete(ds, generate_ids=True)
-            prepared.append(items.split_steps(ds))
         created: list[Item] = []
-        stored: list[WorklistItem] = []
-        with self.db.session() as s:
-            for steps in prepared:
-                new = [items.row(step, origin=origin) for step in steps]
-                warnings = self._accession_warnings(s, new[0])
-                rows = [self._new_row(s, values) for values in new]
-                s.flush()
-                stored.extend(rows)
-                created.extend(self._item(r, warnings=warnings) for r in rows)
-        for row in stored:
-            self._audit(WORKLIST_ITEM_CREATED, row, actor, f"{row.modality or 'no modality'} on "
-                        f"{row.start_date or 'no date'} ({origin})")
+        with self.batch(actor=actor, origin=origin) as batch:
+            for index, ds in enumerate(requests):
+                try:
+                    created.extend(batch.schedule(ds, max_steps=max_steps))
+                except items.InvalidItem as exc:
+                    exc.request_index = index
+                    raise
         return created
+
+    @contextmanager
+    def batch(self, *, actor: str = "", origin: str = "api") -> Iterator["Batch"]:
+        """A ``Batch`` of changes in one transaction: committed when the block ends, rolled back (nothing
+        written, nothing audited) when it raises; the audit events are recorded once committed."""
+        with self.db.session() as s:
+            batch = Batch(self, s, actor=actor, origin=origin)
+            yield batch
+        for action, row, what in batch.events:
+            self._audit(action, row, actor, what)
 
     def _check(self, ds: Dataset, *, strict: bool) -> None:
         """Normalise the case of ``ds`` and validate it (``items``), a birth date against the service's today."""
@@ -242,38 +236,16 @@ class Worklist:
 
     def update(self, item_id: int, changes: Dataset, *, actor: str = "") -> Item:
         """Change attributes of an open step (elements given replace the stored ones; status is not changed)."""
-        with self.db.session() as s:
-            row = self._row(s, item_id)
-            if row.status not in OPEN:
-                raise Conflict(f"item {item_id} is {row.status} and can no longer be changed")
-            merged = _merge(items.unpack(row.attrs), changes)
-            self._check(merged, strict=row.origin != "import")
-            if len(merged[items.STEPS].value) != 1:
-                raise items.InvalidItem(items.STEPS, "an item has exactly one scheduled procedure step")
-            items.complete(merged, generate_ids=False)
-            values = items.row(merged, origin=row.origin)
-            self._refuse_duplicate(s, values, exclude=item_id)
-            warnings = self._accession_warnings(s, values, exclude=item_id)
-            for name, value in values.items():
-                if name not in ("status", "origin"):  # the status changes only through set_status
-                    setattr(row, name, value)
-            row.updated_at = utcnow()
-            item = self._item(row, warnings=warnings)
-        self._audit(WORKLIST_ITEM_CHANGED, row, actor, ", ".join(e.keyword or str(e.tag) for e in changes))
-        return item
+        with self.batch(actor=actor) as batch:
+            return batch.update(item_id, changes)
 
     def set_status(self, item_id: int, status: str, *, mpps_uid: str | None = None,
                    session: Session | None = None, actor: str = "") -> Item:
         """Move a step to ``status`` if the transition is allowed (``Conflict`` otherwise). Within the caller's
         ``session`` (MPPS) the caller's own audit event tells the change."""
         if session is None:
-            with self.db.session() as s:
-                row = self._row(s, item_id)
-                before = row.status
-                item = self.set_status(item_id, status, mpps_uid=mpps_uid, session=s)
-            self._audit(WORKLIST_ITEM_CANCELLED if status == CANCELED else WORKLIST_ITEM_CHANGED, row, actor,
-                        f"status {before} -> {status}")
-            return item
+            with self.batch(actor=actor) as batch:
+                return batch.set_status(item_id, status, mpps_uid=mpps_uid)
         row = self._row(session, item_id)
         check_transition(row.status, status)
         self._write_status(row, status)
@@ -446,3 +418,96 @@ class Worklist:
         return Item(row.id, row.status, items.unpack(row.attrs), row.origin, row.mpps_uid, row.created_at,
                     row.updated_at, row.study_instance_uid in received, warnings)
 
+
+
+class Batch:
+    """Changes of the worklist made together, in one transaction (``Worklist.batch``): all of them or none, as an
+    HL7 message is applied whole or not at all (HL7 v2.5.1 2.9.2: an AE or AR acknowledgment leaves the receiver
+    as it was). Each change is audited like the ``Worklist`` method of the same name, with ``note`` (what the
+    caller had to invent, e.g. a generated Study Instance UID) added to the event's detail."""
+
+    def __init__(self, worklist: Worklist, session: Session, *, actor: str, origin: str) -> None:
+        self.worklist = worklist
+        self.session = session
+        self.actor = actor
+        self.origin = origin
+        self.events: list[tuple[str, WorklistItem, str]] = []  # recorded by ``Worklist.batch`` once committed
+
+    def schedule(self, ds: Dataset, *, max_steps: int | None = None, note: str = "") -> list[Item]:
+        """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
+        carries the warnings about the request (``Worklist._accession_warnings``)."""
+        ds = copy.deepcopy(ds)
+        self.worklist._check(ds, strict=True)
+        steps = len(ds.get(items.STEPS) or [])
+        if max_steps is not None and steps > max_steps:
+            raise items.InvalidItem(items.STEPS, f"{steps} steps make {steps} worklist items: send the item in a "
+                                    "list ([item]) to schedule them all and have each back")
+        items.complete(ds, generate_ids=True)
+        new = [items.row(step, origin=self.origin) for step in items.split_steps(ds)]
+        warnings = self.worklist._accession_warnings(self.session, new[0])
+        rows = [self.worklist._new_row(self.session, values) for values in new]
+        self.session.flush()
+        for row in rows:
+            self._event(WORKLIST_ITEM_CREATED, row, f"{row.modality or 'no modality'} on "
+                        f"{row.start_date or 'no date'} ({self.origin})", note)
+        return [self.worklist._item(r, warnings=warnings) for r in rows]
+
+    def update(self, item_id: int, changes: Dataset, *, closed_too: bool = False, note: str = "") -> Item:
+        """Change attributes of an open step (elements given replace the stored ones; status is not changed);
+        ``closed_too``: of a closed one as well (a patient merge moves every step of the patient)."""
+        row = self.worklist._row(self.session, item_id)
+        if row.status not in OPEN and not closed_too:
+            raise Conflict(f"item {item_id} is {row.status} and can no longer be changed")
+        merged = _merge(items.unpack(row.attrs), changes)
+        self.worklist._check(merged, strict=row.origin != "import")
+        if len(merged[items.STEPS].value) != 1:
+            raise items.InvalidItem(items.STEPS, "an item has exactly one scheduled procedure step")
+        items.complete(merged, generate_ids=False)
+        values = items.row(merged, origin=row.origin)
+        self.worklist._refuse_duplicate(self.session, values, exclude=item_id)
+        warnings = self.worklist._accession_warnings(self.session, values, exclude=item_id)
+        for name, value in values.items():
+            if name not in ("status", "origin"):  # the status changes only through set_status
+                setattr(row, name, value)
+        row.updated_at = utcnow()
+        self._event(WORKLIST_ITEM_CHANGED, row, ", ".join(e.keyword or str(e.tag) for e in changes), note)
+        return self.worklist._item(row, warnings=warnings)
+
+    def set_status(self, item_id: int, status: str, *, mpps_uid: str | None = None) -> Item:
+        """Move a step to ``status`` if the transition is allowed (``Conflict`` otherwise)."""
+        before = self.worklist._row(self.session, item_id).status
+        item = self.worklist.set_status(item_id, status, mpps_uid=mpps_uid, session=self.session)
+        row = self.worklist._row(self.session, item_id)
+        self._event(WORKLIST_ITEM_CANCELLED if status == CANCELED else WORKLIST_ITEM_CHANGED, row,
+                    f"status {before} -> {status}", "")
+        return item
+
+    def items_of_patient(self, patient_id: str, issuer: str = "", *, open_only: bool = True) -> list[Item]:
+        """The steps of a patient, by Patient ID and, when ``issuer`` is given, Issuer of Patient ID (a step
+        stored without an issuer is taken as the same patient's), in id order."""
+        where = [WorklistItem.patient_id == matching.normalize_value("LO", patient_id)]
+        if issuer:
+            where.append(WorklistItem.issuer_of_patient_id.in_(["", matching.normalize_value("LO", issuer)]))
+        if open_only:
+            where.append(WorklistItem.status.in_(OPEN))
+        rows = self.session.scalars(select(WorklistItem).where(*where).order_by(WorklistItem.id))
+        return [self.worklist._item(r) for r in rows]
+
+    def items_of_order(self, *, placer: str, filler: str, patient_id: str, accession: str = "") -> list[Item]:
+        """The steps of one imaging service request, every status: those whose Placer Order Number (0040,2016)
+        is ``placer`` or, without one, whose Filler Order Number (0040,2017) is ``filler`` (PS3.3 C.4.13; exact
+        values: an order number holding "*" is no wildcard). Searched among the steps of the patient and of the
+        accession number (indexed columns), then on the stored items."""
+        if not placer and not filler:
+            return []
+        near = [WorklistItem.patient_id == matching.normalize_value("LO", patient_id)]
+        if accession:
+            near.append(WorklistItem.accession_number == matching.normalize_value("SH", accession))
+        keyword, wanted = (("PlacerOrderNumberImagingServiceRequest", placer) if placer else
+                           ("FillerOrderNumberImagingServiceRequest", filler))
+        rows = self.session.scalars(select(WorklistItem).where(or_(*near)).order_by(WorklistItem.id))
+        found = (self.worklist._item(r) for r in rows)
+        return [item for item in found if str(item.dataset.get(keyword) or "").strip() == wanted.strip()]
+
+    def _event(self, action: str, row: WorklistItem, what: str, note: str) -> None:
+        self.events.append((action, row, f"{what}: {note}" if note else what))

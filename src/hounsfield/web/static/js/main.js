@@ -3,6 +3,7 @@
 import * as dw from "./dicomweb.js";
 import { SOP_CLASSES } from "./tags.js";
 import { Viewport } from "./viewport.js";
+import { RTPanel } from "./rt.js"; // issue 13
 
 const $ = (sel) => document.querySelector(sel);
 const T = { // DICOM tags used here
@@ -52,6 +53,8 @@ const viewport = new Viewport($("#viewport"), $("#view"), {
 });
 window.hf.viewport = viewport;
 window.hf.imageToClient = (x, y) => viewport.toClient(x, y);
+const rt = new RTPanel(viewport); // issue 13: contours, dose, DVHs and plan of the series shown
+window.hf.rt = rt;
 
 // The status line: each message has an owner, so that clearing one kind ("image" when an image shows) never
 // wipes another (a deletion's confirmation stays until the user moves on).
@@ -276,6 +279,7 @@ function select(seriesUid = null) {
   slider.max = 0;
   slider.value = 0;
   $("#viewport").dataset.series = seriesUid || "";
+  rt.reset(); // issue 13: the RT overlays belong to the series on screen
   clearMessage("image"); // about what was shown before
   clearMessage("series");
   return state.selection;
@@ -438,6 +442,7 @@ function show({ state: kind, item = null, image = null, text = "" }) {
   vp.dataset.sop = item ? item.sop : "";
   vp.dataset.frame = item ? String(item.frame) : "";
   vp.dataset.state = kind;
+  rt.showSlice(image ? item : null); // issue 13: the RT overlays of this slice (or none)
   if (!$("#meta-panel").hidden && changed) loadTags();
 }
 
@@ -471,6 +476,7 @@ async function openSeries(studyUid, seriesUid) {
     return;
   }
   state.stack = stack;
+  rt.openSeries(studyUid, seriesUid); // issue 13: its RT objects, if any (rt.reset() drops them on a change)
   const slider = $("#slice-slider");
   slider.max = Math.max(0, stack.length - 1);
   slider.value = 0;
@@ -564,6 +570,7 @@ function formatValue(v) {
 function showHover(pos, v) {
   $("#pos").textContent = pos && v !== null ? `${pos[0]}, ${pos[1]}` : "–";
   $("#hu").textContent = pos ? formatValue(v) : "–";
+  $("#dose").textContent = pos && v !== null ? rt.doseText(pos) : "–"; // issue 13
 }
 
 // ------------------------------------------------------------------------------------------- presets, cine

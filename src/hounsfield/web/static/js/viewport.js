@@ -24,6 +24,7 @@ export class Viewport {
     this.pending = null;
     this.pointers = new Map();
     this.pointer = null; // last client position of the mouse over the viewport
+    this.overlay = null; // issue 13: the RT overlays (rt.js RTPanel): draw(ctx, viewport) over the image
     this.offscreen = document.createElement("canvas");
     this.dirtyPixels = true;
     new ResizeObserver(() => this.resize()).observe(element);
@@ -213,6 +214,7 @@ export class Viewport {
     const [ox, oy] = this.origin();
     ctx.imageSmoothingEnabled = s < 1;
     ctx.drawImage(this.offscreen, ox, oy, this.image.columns * s, this.image.rows * s * this.pixelAspect());
+    this.overlay?.draw(ctx, this); // issue 13: contours and dose, under the measurements
     for (const a of this.annotations) this.drawAnnotation(a, false);
     if (this.pending) this.drawAnnotation(this.pending, true);
   }
