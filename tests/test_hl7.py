@@ -562,3 +562,39 @@ def test_mllp_over_tls(tmp_path, caplog) -> None:
         assert sent.returncode == 0 and ": AA item " in sent.stdout, sent.stderr
     finally:
         pacs.close(grace=5)
+
+
+@pytest.mark.parametrize("senders, accepted", [("", True), ("192.0.2.7", False), ("192.0.2.0/24, 127.0.0.0/8", True),
+                                               ("localhost", True)])
+def test_only_the_configured_senders_may_send(tmp_path, caplog, senders: str, accepted: bool) -> None:
+    """hl7_senders: empty means this machine's loopback only; a sender not listed is closed on and logged, and
+    nothing it sent is applied."""
+    import logging
+
+    from hounsfield import config
+    from hounsfield.hl7 import mllp
+    from hounsfield.pacs import Pacs
+
+    port = free_port()
+    pacs = Pacs(config.load(data_dir=str(tmp_path / "data"), hl7_senders=senders, hl7_read_timeout="5"))
+    pacs.start_hl7(mllp.listening_socket("127.0.0.1", port))
+    try:
+        control, patient = unique("C"), unique("P")
+        with caplog.at_level(logging.WARNING, "hounsfield"):
+            if accepted:
+                check_ack(mllp.send("127.0.0.1", port, orm(control, patient, unique("PL")), timeout=30), "AA",
+                          control, "O01")
+            else:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                    try:
+                        sock.sendall(mllp.frame(orm(control, patient, unique("PL"))))
+                        answer = sock.recv(4096)
+                    except (ConnectionResetError, BrokenPipeError):  # closed before or while it was sent
+                        answer = b""
+                    assert answer == b""  # closed without an answer
+        total, _ = pacs.worklist.list(limit=10)
+        assert total == (1 if accepted else 0)
+        if not accepted:
+            assert any("not one of hl7_senders" in m for m in caplog.messages)
+    finally:
+        pacs.close()

@@ -17,6 +17,7 @@ a guard against mistakes and casual misuse, not against a peer that lies about i
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from typing import Any, Iterable, Protocol
 
@@ -47,6 +48,33 @@ def is_loopback_address(address: str) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
+
+
+def address_in(address: str, entries: Iterable[str]) -> bool:
+    """Whether a caller's ``address`` is one of ``entries``: an address, a network (``10.1.0.0/16``) or a host
+    name (resolved now: a node's address may change, and a connection is rare enough to look it up each time).
+    IPv4-mapped IPv6 addresses count as their IPv4 address."""
+    def normal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        ip = ipaddress.ip_address(text.split("%")[0])
+        return getattr(ip, "ipv4_mapped", None) or ip
+
+    try:
+        wanted = normal(address)
+    except ValueError:
+        return False
+    for entry in entries:
+        try:
+            if wanted in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                return True
+            continue
+        except ValueError:
+            pass
+        try:
+            if wanted in {normal(info[4][0]) for info in socket.getaddrinfo(entry, None)}:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class KnownNodes(Protocol):

@@ -122,6 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- HL7 v2 orders into the worklist (issue 14) ---
     Setting("hl7_port", 0, "Port of the HL7 v2 MLLP listener (orders and patient updates, 2575 is IANA's); 0: off."),
     Setting("hl7_host", "0.0.0.0", "Address the HL7 MLLP listener listens on."),
+    Setting("hl7_senders", "",
+            "Who may send HL7 messages: addresses, networks (10.1.0.0/16) or host names, comma-separated; empty: "
+            "this machine's loopback only. Anyone else's connection is closed at once and logged."),
     Setting("hl7_tls", False, "The HL7 port speaks MLLP over TLS (tls_cert and tls_key, TLS 1.2 or later)."),
     Setting("hl7_max_message_bytes", 1 << 20,
             "Largest HL7 message taken (bytes between 0x0B and 0x1C); a longer one is refused (AR) and its "
@@ -139,7 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Text settings holding a list: comma- or space-separated text, or a TOML array of strings.
-LISTS = frozenset({"allowed_hosts", "cors_origins", "cors_methods"})
+LISTS = frozenset({"allowed_hosts", "cors_origins", "cors_methods", "hl7_senders"})
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
@@ -225,6 +228,7 @@ class Settings:
     worklist_query_log_size: int = 10000
     hl7_port: int = 0
     hl7_host: str = "0.0.0.0"
+    hl7_senders: str = ""
     hl7_tls: bool = False
     hl7_max_message_bytes: int = 1 << 20
     hl7_read_timeout: int = 30

@@ -97,8 +97,17 @@ class Pacs:
         self._hl7_listener = mllp.Listener(
             sock, lambda frame, address: self.hl7.receive(frame.data, address=address, complete=frame.complete).ack,
             max_bytes=self.settings.hl7_max_message_bytes, read_timeout=self.settings.hl7_read_timeout,
-            context=context)
+            context=context, senders=self._hl7_sender_check())
         self._hl7_listener.start()
+
+    def _hl7_sender_check(self) -> Any:
+        """Who may send HL7 (``hl7_senders``; empty: loopback only): orders create and cancel worklist items
+        and merge patients, so an HL7 port open to anyone would be a way around every permission."""
+        from hounsfield.access import address_in, is_loopback_address
+        from hounsfield.config import split_list
+
+        senders = split_list(self.settings.hl7_senders)
+        return (lambda address: address_in(address, senders)) if senders else is_loopback_address
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports beside the index answering: the indexer's state and backlog, and the

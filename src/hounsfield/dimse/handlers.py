@@ -27,6 +27,7 @@ from pynetdicom.sop_class import Verification
 
 from hounsfield import query as q
 from hounsfield import tls
+from hounsfield.access import address_in
 from hounsfield.audit import keys
 from hounsfield.audit.actions import (
     ACCESS_REFUSED,
@@ -78,24 +79,6 @@ def peer_label(event: evt.Event) -> str:
 def association_peer(assoc: "Association") -> str:
     req = assoc.requestor
     return f"{req.ae_title} at {req.address}:{req.port}"
-
-
-def addresses_match(address: str, host: str) -> bool:
-    """Whether a caller's ``address`` is one of ``host``'s (an address, or a name resolved now: a node's
-    address may change, and an association request is rare enough to look it up each time)."""
-    import ipaddress
-    import socket
-
-    def normal(a: str) -> str:
-        ip = ipaddress.ip_address(a.split("%")[0])
-        return str(getattr(ip, "ipv4_mapped", None) or ip)
-
-    try:
-        wanted = normal(address)
-        known = {normal(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    except (OSError, ValueError):
-        return False
-    return wanted in known
 
 
 def _calling_ae(assoc: "Association") -> str:
@@ -203,7 +186,7 @@ class Handlers:
         if self.known_aes_only and peer is None:
             return f"unknown AE {where}"
         if self.check_peer_address and peer is not None \
-                and not addresses_match(assoc.requestor.address, peer.host):
+                and not address_in(assoc.requestor.address, [peer.host]):
             return f"{where}: node {peer.name} is configured at {peer.host}"
         refusal = tls.certificate_refusal(assoc.dul.socket.socket, calling, self.peers.owner_of)
         return None if refusal is None else f"{where}: {refusal}"

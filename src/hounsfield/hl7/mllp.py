@@ -131,8 +131,9 @@ class Listener:
     ``context``: TLS (the handshake in the connection's thread, within ``read_timeout``)."""
 
     def __init__(self, sock: socket.socket, handle: Handler, *, max_bytes: int, read_timeout: float,
-                 context: ssl.SSLContext | None = None) -> None:
+                 context: ssl.SSLContext | None = None, senders: Callable[[str], bool] = lambda _: True) -> None:
         self.sock = sock
+        self.senders = senders
         self.handle = handle
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
@@ -174,6 +175,10 @@ class Listener:
                 time.sleep(ACCEPT_POLL)
                 continue
             address = f"{peer[0]}:{peer[1]}"
+            if not self.senders(peer[0]):
+                log.warning("HL7 connection from %s refused: not one of hl7_senders", address)
+                conn.close()
+                continue
             with self._lock:
                 full = len(self._connections) >= MAX_CONNECTIONS
                 if not full:
