@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 import requests
+from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 
 from factories import ct_dataset, encode
@@ -200,7 +201,8 @@ def test_a_users_day_over_http_leaves_exactly_the_expected_audit_rows(server: Se
     """The web half of the scripted day (tests/test_audit.py has the DICOM half): a login, a search, a study
     viewed (twice: one row), downloaded, a worklist item scheduled, a delete, a refusal, a logout."""
     hounsfield(server, "user", "add", "dayuser", "--role", "admin", "--password-stdin", stdin=PASSWORD)
-    ds = ct_dataset(PatientID="AUDITDAY", PatientName="AUDIT^DAY")
+    ds = ct_dataset(PatientID="AUDITDAY", PatientName="AUDIT^DAY", StudyInstanceUID=generate_uid(),
+                    SeriesInstanceUID=generate_uid())  # its own study: ct_dataset keeps the bundled file's
     study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
     root = requests.Session()
     root.auth = ("root", PASSWORD)
@@ -239,3 +241,16 @@ def test_a_users_day_over_http_leaves_exactly_the_expected_audit_rows(server: Se
     # where from: every web event names the address (the worklist service is told the user only)
     assert [e["address"] for e in events if e["action"] != "worklist_item_created"] == ["127.0.0.1"] * 7
     assert "PatientID=AUDITDAY" in events[1]["detail"]
+
+
+def test_no_password_token_or_patient_name_reaches_the_log(server: Server) -> None:
+    """Everything the module did went through this server's log at INFO: none of its secrets nor the names of
+    its patients are in it (they are in the index and the audit table only)."""
+    token = hounsfield(server, "user", "token", "reader").stdout.strip().splitlines()[-1]
+    requests.get(f"{server.url}/api/studies", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    requests.get(f"{server.url}/api/studies", headers={"Authorization": "Bearer hf_wrong" + token[8:]}, timeout=30)
+    requests.post(f"{server.url}/login", data={"username": "root", "password": "wrong " + PASSWORD}, timeout=30)
+    log = server.log_text()
+    assert "INFO" in log  # the log is at INFO: what is not here was not said
+    for secret in (PASSWORD, token, token[3:], "AUDIT^DAY", "LOGIN^PATIENT"):
+        assert secret not in log, secret
