@@ -161,6 +161,69 @@ def _logged_in(server: Serve) -> requests.Session:
     return s
 
 
+def middleware_bench(args: argparse.Namespace, work: Path) -> dict:
+    """The server's own cost per request, without the client and the network: the login check and the HTTP
+    audit (``web.auth.Authentication`` around ``web.audit_http.HttpAudit``) around an app that answers at once,
+    called in-process on a QIDO-RS request, against that app alone; median µs per request of ``--requests`` × 10
+    calls, per run."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from hounsfield import config
+    from hounsfield.pacs import Pacs
+    from hounsfield.web.audit_http import HttpAudit
+    from hounsfield.web.auth import Authentication, SessionPolicy
+
+    pacs = Pacs(config.Settings(data_dir=work / "inproc", http_auth="on"))
+    pacs.users.add("bench", "admin", PASSWORD)
+    token = pacs.users.create_token("bench")[1]
+    policy = SessionPolicy.of(pacs.settings)
+    session = pacs.users.start_session(pacs.users.by_password("bench", PASSWORD), address="127.0.0.1",
+                                       idle=policy.idle, lifetime=policy.lifetime)
+
+    async def answer(scope, receive, send):  # noqa: ANN001 - ASGI
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"[]"})
+
+    stack = Authentication(HttpAudit(answer, audit=pacs.audit), users=pacs.users, sessions=policy)
+    import base64
+
+    headers = {"bare": [], "bearer": [(b"authorization", f"Bearer {token}".encode())],
+               "basic": [(b"authorization", b"Basic " + base64.b64encode(f"bench:{PASSWORD}".encode()))],
+               "session": [(b"cookie", f"hf_session={session.cookie}".encode())]}
+
+    async def call(app, extra) -> None:  # noqa: ANN001
+        scope = {"type": "http", "method": "GET", "path": "/dicom-web/studies", "query_string": b"PatientID=*",
+                 "headers": [(b"host", b"127.0.0.1"), *extra], "client": ("127.0.0.1", 5000)}
+
+        async def receive():  # noqa: ANN202
+            return {"type": "http.request", "body": b""}
+
+        async def send(_message):  # noqa: ANN001, ANN202
+            return None
+
+        await app(scope, receive, send)
+
+    async def timed(app, extra, n: int) -> float:  # noqa: ANN001
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await call(app, extra)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    n = args.requests * 10
+    per_run: dict[str, list[float]] = {m: [] for m in headers}
+    for _ in range(args.runs):
+        for mode, extra in headers.items():
+            app = answer if mode == "bare" else stack
+            asyncio.run(timed(app, extra, 50))  # warm-up (the remembered Basic check among it)
+            per_run[mode].append(asyncio.run(timed(app, extra, n)))
+    pacs.close()
+    result = {m: spread(v) for m, v in per_run.items()}
+    for m in ("bearer", "basic", "session"):
+        result[m]["cost_us"] = spread([a - b for a, b in zip(per_run[m], per_run["bare"])])
+    return result
+
+
 def ingest_bench(args: argparse.Namespace, work: Path, study_dirs: list[Path], count: int) -> dict:
     before = work / "before"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
@@ -194,6 +257,12 @@ def table(results: dict) -> str:
         cost = r.get("cost_ms")
         lines.append(f"| {mode} | {r['median']:.2f} | {r['min']:.2f}–{r['max']:.2f} | "
                      + (f"{cost['median']:+.2f} ({cost['min']:+.2f}–{cost['max']:+.2f})" if cost else "—") + " |")
+    lines += ["", "| login check + HTTP audit, in-process | µs per request, median | min–max | cost vs bare app, µs |",
+              "|---|---|---|---|"]
+    for mode, r in results["middleware_us"].items():
+        cost = r.get("cost_us")
+        lines.append(f"| {mode} | {r['median']:.0f} | {r['min']:.0f}–{r['max']:.0f} | "
+                     + (f"{cost['median']:+.0f} ({cost['min']:+.0f}–{cost['max']:+.0f})" if cost else "—") + " |")
     lines += ["", "| C-STORE ingest, 1 association | instances/s median | min–max |", "|---|---|---|"]
     for build, r in results["ingest"].items():
         if build != "cost_pct":
@@ -218,6 +287,7 @@ def main() -> None:
     try:
         results = {"recorded": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": args.runs, "requests": args.requests,
                    "instances": len(files), "load_before": os.getloadavg(),
+                   "middleware_us": middleware_bench(args, work),
                    "http": http_bench(args, work, files[:200])}
         if not args.skip_ingest:
             results["ingest"] = ingest_bench(args, work, study_dirs, len(files))
