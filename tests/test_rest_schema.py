@@ -200,9 +200,12 @@ def test_archive_records_have_one_shape_per_field(api: CheckedClient) -> None:
 
 
 def test_peers(api: CheckedClient) -> None:
-    peer = {"name": "ws", "ae_title": "WS1", "host": "10.0.0.7", "port": 104, "tls": False}
+    peer = {"name": "ws", "ae_title": "WS1", "host": "10.0.0.7", "port": 104, "tls": False, "allow": None}
     assert api.put("/api/peers/ws", json=peer).json() == peer
     assert peer in api.get("/api/peers").json()
+    limited = {**peer, "allow": ["echo", "store"]}
+    assert api.put("/api/peers/ws", json=limited).json() == limited
+    assert limited in api.get("/api/peers").json()
     assert api.delete("/api/peers/ws").status_code == 200
 
 
