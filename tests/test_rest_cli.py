@@ -81,7 +81,7 @@ def test_rest_rejects_bad_parameters_with_the_field_named(server: Server) -> Non
 
 
 def test_peers_through_rest(server: Server) -> None:
-    body = {"name": "pacs1", "ae_title": "PACS1", "host": "10.0.0.5", "port": 104, "tls": False}
+    body = {"name": "pacs1", "ae_title": "PACS1", "host": "10.0.0.5", "port": 104, "tls": False, "allow": None}
     assert requests.put(f"{server.url}/api/peers/pacs1", json=body).json() == body
     assert requests.get(f"{server.url}/api/peers").json() == [body]
     bad = requests.put(f"{server.url}/api/peers/bad", json={**body, "ae_title": "A\\B"})
