@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
@@ -143,9 +144,31 @@ def _pydicom_header(data: bytes | mmap.mmap, max_depth: int) -> Header:
         raise InvalidDataset(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from exc
 
 
+def _cut_short(ds: Dataset) -> RawDataElement | None:
+    """The first element, at any depth, whose value pydicom read shorter than its declared length: pydicom
+    reads what there is without a word (an element declaring 1 GB in a 4 KB dataset was taken, found by
+    tests/test_fuzz_parsers.py), where the walker says truncated. Looked at before any element is converted:
+    only a raw element still has both lengths."""
+    stack = [ds]
+    while stack:
+        current = stack.pop()
+        for tag in current.keys():
+            elem = current.get_item(tag)
+            if isinstance(elem, RawDataElement):
+                if elem.value is not None and elem.length != 0xFFFFFFFF and len(elem.value) < elem.length:
+                    return elem
+            elif elem.VR == "SQ":
+                stack.extend(elem.value)
+    return None
+
+
 def _pydicom_read(data: bytes | mmap.mmap, max_depth: int) -> Header:
     fp = io.BytesIO(data)
     ds = dcmread(fp, stop_before_pixels=True, force=True)
+    short = _cut_short(ds)
+    if short is not None:
+        raise InvalidDataset(f"element {short.tag} declares {short.length} bytes but only {len(short.value)} "
+                             "were received (truncated)")
     if _sequence_depth(ds) > max_depth:
         raise InvalidDataset(f"sequences nest deeper than {max_depth} levels")
     implicit, little = ds.original_encoding

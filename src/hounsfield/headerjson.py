@@ -363,7 +363,7 @@ def parse(data: bytes, bulk: Callable[[int], str] = lambda _tag: "", threshold: 
         group_end = start + struct.unpack_from("<I", data, start)[0]
         meta, pos = meta_walker.dataset(132, group_end, top=False)
         ts = (meta.get("00020010", {}).get("Value") or [""])[0]
-        if not ts:
+        if not ts or not isinstance(ts, str):  # not a UID: sent with another VR (a PN is a dict; found by fuzzing)
             raise HeaderError("file meta without Transfer Syntax UID")
     else:
         ts = IMPLICIT_LE

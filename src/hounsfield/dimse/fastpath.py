@@ -57,6 +57,9 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("pynetdicom.dul", "DULServiceProvider.artim_timer"),  # store_receive: a PDU's read deadline
     ("pynetdicom.association", "Association.acse_timeout"),
     ("pynetdicom.dimse", "DIMSEServiceProvider.get_msg"),
+    ("pynetdicom.dimse", "DIMSEServiceProvider.receive_primitive"),  # store_receive: an undecodable message
+    ("pynetdicom.dimse_messages", "DIMSEMessage._data_set_file"),  # store_receive: a broken-off dataset's file
+    ("pynetdicom.association", "Association._serve_request"),  # store_receive: the file of a request not taken
     ("pynetdicom.dimse", "DIMSEServiceProvider.send_msg"),
     ("pynetdicom.association", "Association.send_c_store"),  # store_send: wrapped, same signature
     ("pynetdicom.association", "Association._get_valid_context"),  # store_send: the context to send on
@@ -91,6 +94,13 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.dul", "DULServiceProvider.__init__", "self.state_machine"),
     # store_send: the DIMSE provider's message being assembled (a response is taken only between messages)
     ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.message"),
+    # store_receive: an undecodable message ends the association as pynetdicom ends one it cannot make a
+    # primitive of, and the temporary file of a C-STORE dataset being received is the message's
+    ("pynetdicom.dimse", "DIMSEServiceProvider.receive_primitive", 'self.dul.event_queue.put("Evt19")'),
+    ("pynetdicom.dimse_messages", "DIMSEMessage.decode_msg", "NamedTemporaryFile(delete=False"),
+    ("pynetdicom.dimse_messages", "DIMSEMessage.message_to_primitive", "primitive._dataset_file = self._data_set_file"),
+    # store_receive: a local primitive is taken from the front of the queue (dropped in Sta13)
+    ("pynetdicom.dul", "DULServiceProvider._process_recv_primitive", "self.to_provider_queue.queue[0]"),
     ("pynetdicom.association", "Association.send_c_store",
      "def send_c_store(\n        self,\n        dataset: str | Path | Dataset,\n        msg_id: int = 1,\n"
      "        priority: int = 2,\n        originator_aet: str | None = None,\n        originator_id: int | None = None,"),

@@ -284,8 +284,17 @@ class Receiver:
 
     def read_pdu(self) -> None:
         """``DULServiceProvider._read_pdu_data`` for this association: same events, same errors, and the PDU
-        complete by its deadline (see the module docstring)."""
+        complete by its deadline (see the module docstring).
+
+        Nothing is read while events of what was read before wait in the queue: the DUL's loop reads, then takes
+        one event, so a PDU sent right behind another was read (and its deadline, and what to do when it passes,
+        decided) in a state the machine was about to leave. tests/test_fuzz_dicom_port.py found it: an
+        A-ASSOCIATE-RQ and one byte of a next PDU, read in Sta2 behind the request's unprocessed Evt6; the ARTIM
+        expiry (Evt18) queued for the stalled byte then met Sta3, where it is invalid, and the DUL thread died of
+        InvalidEventError. The loop takes the waiting events first and reads on at its next round."""
         dul = self.dul
+        if dul.event_queue.queue:
+            return
         sock = dul.socket.socket
         started = time.monotonic()
         deadline = self._deadline(started)
@@ -636,15 +645,52 @@ def _receiver(dul: Any) -> Receiver:
     return receiver
 
 
+def _drop_partial_message(dimse: Any) -> None:
+    """Forget the DIMSE message pynetdicom is assembling, and remove the file its C-STORE dataset was being
+    received to (``STORE_RECV_CHUNKED_DATASET``: a temporary file in the store's incoming directory, which only
+    a complete message's service handler removes)."""
+    message, dimse.message = dimse.message, None
+    part = getattr(message, "_data_set_file", None)
+    if part is None:
+        return
+    try:
+        part.close()
+        os.unlink(part.name)
+    except OSError as exc:  # left for the start-up clean-up of the incoming directory
+        log.warning("cannot remove %s: %s", part.name, exc)
+
+
 def install() -> None:
     """Route every association's reads through ``Receiver``; C-STOREs are taken where ``enable``d (idempotent;
-    per process)."""
+    per process).
+
+    Two faults of pynetdicom's own DIMSE path, which gets the messages this module leaves to it (a command set
+    it cannot read, one split over fragments), are mended here too; tests/test_fuzz_dicom_port.py found both
+    with mutated command sets:
+    - its decoder raises for a command set without the elements it looks for (AttributeError for a missing
+      Command Field, pydicom's BytesLengthException, KeyError...) in the DUL thread, which died of it: no
+      A-ABORT, a traceback on stderr. An undecodable message is an invalid PDU, as pynetdicom treats one whose
+      primitive cannot be made: logged, Evt19 (AA-8: A-ABORT);
+    - a message broken off (an abort, a release, the connection closed, that decoder's failure) left its
+      C-STORE dataset's temporary file in the incoming directory until the next start: it is removed when the
+      DUL ends, as ``Receiver.discard`` removes this module's. So is the file of a whole C-STORE-RQ that no
+      service class took (a SOP Class UID pynetdicom knows no service for, a context it refuses): only the
+      storage service's SCP removed it.
+    And one of its state machine: a local primitive queued while the DUL aborts (the association thread's
+    A-ASSOCIATE-AC, while the reader gives up on a PDU begun behind the request) reached the machine in Sta13,
+    which has no event for any (InvalidEventError: the DUL thread died). Nothing can be sent once the connection
+    is closing: in Sta13 queued primitives are dropped."""
+    from pynetdicom.association import Association
+    from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
 
     if _installed():
         return
     read_pdu_data = DULServiceProvider._read_pdu_data
     run_reactor = DULServiceProvider.run_reactor
+    receive_primitive = DIMSEServiceProvider.receive_primitive
+    serve_request = Association._serve_request
+    process_recv_primitive = DULServiceProvider._process_recv_primitive
 
     def read(self: Any) -> None:
         _receiver(self).read_pdu()
@@ -657,8 +703,43 @@ def install() -> None:
             if receiver is not None:
                 receiver.discard()
                 receiver.end_waits()
+            _drop_partial_message(self.assoc.dimse)
+
+    def receive_or_abort(self: Any, primitive: Any) -> None:
+        try:
+            receive_primitive(self, primitive)
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises: the message is invalid
+            log.error("unable to decode the DIMSE message received from %s (%s: %s); aborting",
+                      _peer(self.assoc), type(exc).__name__, exc)
+            _drop_partial_message(self)
+            self.dul.event_queue.put("Evt19")  # invalid PDU
+
+    def serve_and_discard(self: Any, msg: Any, context_id: int) -> None:
+        try:
+            serve_request(self, msg, context_id)
+        finally:
+            part = getattr(msg, "_dataset_file", None)  # removed already when a handler took it
+            if part is not None:
+                part.close()
+                Path(part.name).unlink(missing_ok=True)
+
+    def nothing_to_send_when_closing(self: Any) -> bool:
+        if self.state_machine.current_state != "Sta13":
+            return process_recv_primitive(self)
+        with self.to_provider_queue.mutex:
+            dropped = len(self.to_provider_queue.queue)
+            self.to_provider_queue.queue.clear()
+        if dropped:
+            log.debug("%d primitives for %s dropped: the connection is closing", dropped, _peer(self.assoc))
+        return False
 
     read.__wrapped__ = read_pdu_data  # type: ignore[attr-defined]
     run_and_discard.__wrapped__ = run_reactor  # type: ignore[attr-defined]
+    receive_or_abort.__wrapped__ = receive_primitive  # type: ignore[attr-defined]
+    serve_and_discard.__wrapped__ = serve_request  # type: ignore[attr-defined]
+    nothing_to_send_when_closing.__wrapped__ = process_recv_primitive  # type: ignore[attr-defined]
     DULServiceProvider._read_pdu_data = read
     DULServiceProvider.run_reactor = run_and_discard
+    DIMSEServiceProvider.receive_primitive = receive_or_abort
+    Association._serve_request = serve_and_discard  # type: ignore[method-assign]
+    DULServiceProvider._process_recv_primitive = nothing_to_send_when_closing
