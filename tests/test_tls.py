@@ -420,7 +420,8 @@ def test_a_node_added_through_rest_may_be_reached_over_tls(server: HttpsServer, 
                           *map(str, tmp_path.glob("*.dcm"))], capture_output=True, text=True, env=dcmtk_env(),
                          timeout=WAIT)
     assert run.returncode == 0, run.stderr
-    peer = {"name": "ws-rest", "ae_title": "WSREST", "host": "127.0.0.1", "port": storescp[0], "tls": True}
+    peer = {"name": "ws-rest", "ae_title": "WSREST", "host": "127.0.0.1", "port": storescp[0], "tls": True,
+            "allow": None}
     assert requests.put(f"{server.url}/api/peers/ws-rest", json=peer, timeout=WAIT).json() == peer
     assert peer in requests.get(f"{server.url}/api/peers", timeout=WAIT).json()
     job = wait_for_job(server, requests.post(f"{server.url}/api/studies/{study}/send", json={"peer": "ws-rest"},
