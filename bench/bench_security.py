@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,67 +33,11 @@ import time
 from pathlib import Path
 
 import requests
+from serving import Serve, spread
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PASSWORD = "a benchmark password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-class Serve:
-    """``hounsfield serve`` from ``src`` on a fresh data directory."""
-
-    def __init__(self, src: Path, work: Path, config: str = "") -> None:
-        self.src, self.work = src, work
-        self.data = work / "data"
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.cfg = work / "cfg.toml"
-        self.cfg.write_text(config)
-        self.dicom, self.http = free_port(), free_port()
-        self.env = {**os.environ, "PYTHONPATH": str(src)}
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
-
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        out = subprocess.run([sys.executable, "-m", "hounsfield", *args, "--data-dir", str(self.data),
-                              "--config", str(self.cfg)], input=stdin, capture_output=True, text=True,
-                             env=self.env, check=True)
-        return out.stdout
-
-    def start(self) -> "Serve":
-        self.log = open(self.work / "serve.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "hounsfield", "serve", "--data-dir", str(self.data),
-                                      "--config", str(self.cfg), "--dicom-port", str(self.dicom),
-                                      "--http-port", str(self.http)], stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=self.env, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.work / "serve.log").read_text()[-2000:]
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).ok:
-                    with socket.create_connection(("127.0.0.1", self.dicom), timeout=1):
-                        return self
-            except (requests.RequestException, OSError):
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-        self.log.close()
 
 
 def settle(server: Serve, expected: int, auth: dict) -> None:
@@ -181,7 +124,7 @@ def middleware_bench(args: argparse.Namespace, work: Path) -> dict:
     session = pacs.users.start_session(pacs.users.by_password("bench", PASSWORD), address="127.0.0.1",
                                        idle=policy.idle, lifetime=policy.lifetime)
 
-    async def answer(scope, receive, send):  # noqa: ANN001 - ASGI
+    async def answer(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"[]"})
 
@@ -192,19 +135,19 @@ def middleware_bench(args: argparse.Namespace, work: Path) -> dict:
                "basic": [(b"authorization", b"Basic " + base64.b64encode(f"bench:{PASSWORD}".encode()))],
                "session": [(b"cookie", f"hf_session={session.cookie}".encode())]}
 
-    async def call(app, extra) -> None:  # noqa: ANN001
+    async def call(app, extra) -> None:
         scope = {"type": "http", "method": "GET", "path": "/dicom-web/studies", "query_string": b"PatientID=*",
                  "headers": [(b"host", b"127.0.0.1"), *extra], "client": ("127.0.0.1", 5000)}
 
-        async def receive():  # noqa: ANN202
+        async def receive():
             return {"type": "http.request", "body": b""}
 
-        async def send(_message):  # noqa: ANN001, ANN202
+        async def send(_message):
             return None
 
         await app(scope, receive, send)
 
-    async def timed(app, extra, n: int) -> float:  # noqa: ANN001
+    async def timed(app, extra, n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             await call(app, extra)
