@@ -53,7 +53,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/peers"): "admin", ("PUT", "/api/peers/{name}"): "admin", ("DELETE", "/api/peers/{name}"): "admin",
     ("GET", "/api/quarantine"): "admin", ("POST", "/api/quarantine/{name}/retry"): "admin",
     ("DELETE", "/api/quarantine/{name}"): "admin",
-    ("POST", "/api/studies/{uid}/send"): "send", ("GET", "/api/jobs/{job_id}"): "send",
+    ("POST", "/api/studies/{uid}/send"): "send",
+    # issue 14: a job (send or retrieve) names a study and a node: whoever may see studies may follow it;
+    # searching a remote node is reading, its worklist the worklist, retrieving from it bringing data in
+    ("GET", "/api/jobs/{job_id}"): "read", ("GET", "/api/jobs"): "read", ("GET", "/api/remote/peers"): "read",
+    ("POST", "/api/peers/{name}/echo"): "read", ("POST", "/api/peers/{name}/find"): "read",
+    ("POST", "/api/peers/{name}/find-worklist"): "worklist", ("POST", "/api/peers/{name}/retrieve"): "store",
     ("POST", "/api/upload"): "store",
     **{("GET", f"/dicom-web{path}"): "read" for path in DICOMWEB_READ},
     ("POST", "/dicom-web/studies"): "store", ("POST", "/dicom-web/studies/{study}"): "store",
@@ -79,11 +84,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/rt/structure-sets/{uid}/rois"): "read", ("GET", "/api/rt/structure-sets/{uid}/contours"): "read",
     ("GET", "/api/rt/doses/{uid}/slice"): "read", ("GET", "/api/rt/doses/{uid}/isodose"): "read",
     ("GET", "/api/rt/dvh"): "read", ("GET", "/api/rt/plans/{uid}"): "read",
+    # issue 14: routing rules decide where data goes (changing them: admin); seeing them and the deliveries,
+    # retrying one, is sending
+    ("GET", "/api/routing/rules"): "send", ("GET", "/api/routing/rules/{name}"): "send",
+    ("PUT", "/api/routing/rules/{name}"): "admin", ("DELETE", "/api/routing/rules/{name}"): "admin",
+    ("GET", "/api/routing/jobs"): "send", ("POST", "/api/routing/jobs/{job_id}/retry"): "send",
 }
 # The static files under the mounts: scripts and styles for anyone (the login page needs them, they hold no
 # patient data), the pages for users, the audit page for admins.
 MOUNTED = {"/ui": [("/ui/js/main.js", ANYONE), ("/ui/css/theme.css", ANYONE), ("/ui/", ANY_USER),
-                   ("/ui/index.html", ANY_USER), ("/ui/audit.html", "admin"), ("/ui/hl7.html", "admin")],
+                   ("/ui/index.html", ANY_USER), ("/ui/audit.html", "admin"), ("/ui/hl7.html", "admin"),
+                   ("/ui/remote.html", ANY_USER), ("/ui/routing.html", "send")],
            "/docs/assets": [("/docs/assets/redoc/redoc.standalone.js", ANYONE)]}
 VALUES = {"uid": "1.2.3", "study": "1.2.3", "series": "1.2.3.4", "sop": "1.2.3.4.5", "frames": "1",
           "tag": "7FE00010", "name": "nosuch", "item_id": "999999", "job_id": "nojob", "query_id": "999999",

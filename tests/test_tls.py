@@ -431,6 +431,22 @@ def test_a_node_added_through_rest_may_be_reached_over_tls(server: HttpsServer, 
     assert requests.delete(f"{server.url}/api/peers/ws-rest", timeout=WAIT).status_code == 200
 
 
+def test_the_remote_api_reaches_a_tls_node_over_tls(server: HttpsServer, storescp: tuple[int, Path]) -> None:
+    """Issue 14: POST /api/peers/NAME/echo honours the node's tls flag: the TLS-only storescp answers the
+    node flagged tls, and the same address without the flag is a 502 naming the node."""
+    r = requests.post(f"{server.url}/api/peers/workstation/echo", timeout=WAIT)
+    assert r.status_code == 200 and r.json()["ok"] is True, r.text
+    plain = {"name": "ws-plain", "ae_title": "WORKSTATION", "host": "127.0.0.1", "port": storescp[0], "tls": False,
+             "allow": None}
+    assert requests.put(f"{server.url}/api/peers/ws-plain", json=plain, timeout=WAIT).status_code == 200
+    try:
+        r = requests.post(f"{server.url}/api/peers/ws-plain/echo", timeout=WAIT)
+        assert r.status_code == 502 and r.json()["error"] == "RemoteFailure", r.text
+        assert "ws-plain" in r.json()["detail"]
+    finally:
+        requests.delete(f"{server.url}/api/peers/ws-plain", timeout=WAIT)
+
+
 # ---- who may use the TLS port ----------------------------------------------------------------------------
 
 def test_client_certificates_must_belong_to_the_calling_node(server: HttpsServer, pki: Pki) -> None:

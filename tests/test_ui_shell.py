@@ -186,8 +186,9 @@ def test_one_shell_for_viewer_and_worklist(site: Site) -> None:
                      sheets: [...document.styleSheets].map(s => s.href && new URL(s.href).pathname) }; }""")
 
     viewer = shell()
-    assert viewer["links"] == [["Viewer", "/ui/"], ["Worklist", "/worklist"], ["Audit", "/ui/audit.html"],
-                               ["API", "/docs"]], viewer  # logins off: every page, the admin's too
+    assert viewer["links"] == [["Viewer", "/ui/"], ["Remote", "/ui/remote.html"], ["Worklist", "/worklist"],
+                               ["Routing", "/ui/routing.html"], ["Audit", "/ui/audit.html"], ["HL7", "/ui/hl7.html"],
+                               ["API", "/docs"]], viewer  # logins off: every page
     assert viewer["active"] == "Viewer" and "/ui/css/theme.css" in viewer["sheets"], viewer
     shots(site, "viewer-home")
     page.click("#nav-worklist")
@@ -230,6 +231,28 @@ def test_one_shell_for_viewer_and_worklist(site: Site) -> None:
 # ------------------------------------------------------------------------------------------------ 2. study list
 def column_texts(site: Site) -> list[list[str]]:
     return site.page.eval_on_selector_all("#study-list tr.study", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "hounsfield" / "web" / "static"
+NAV_LINK = re.compile(r'<a href="([^"]+)"[^>]*>([^<]+)</a>')
+
+
+def test_every_page_has_the_same_navigation_with_itself_marked() -> None:
+    """One shell: every page of the UI lists the same pages in the same order, and marks itself as the one on
+    screen (the others are reached from any page)."""
+    pages = {"index.html": "/ui/", "worklist.html": "/worklist", "remote.html": "/ui/remote.html",
+             "routing.html": "/ui/routing.html", "audit.html": "/ui/audit.html", "hl7.html": "/ui/hl7.html"}
+    navs = {}
+    for name, href in pages.items():
+        html = (STATIC / name).read_text()
+        nav = html[html.index('<nav aria-label="Application">'):html.index("</nav>")]
+        navs[name] = NAV_LINK.findall(nav)
+        active = re.findall(r'<a href="([^"]+)" class="active"[^>]*aria-current="page"', nav)
+        assert active == [href], (name, active)
+    assert sorted(p.name for p in STATIC.glob("*.html")) == sorted(pages)  # a new page joins the list above
+    first = navs["index.html"]
+    assert [label for _, label in first] == ["Viewer", "Remote", "Worklist", "Routing", "Audit", "HL7", "API"]
+    assert all(links == first for links in navs.values()), navs
 
 
 def test_study_list_columns_resize_sort_and_pages(site: Site) -> None:

@@ -141,14 +141,20 @@ class Archive:
             return self._store(header, origin, put)
 
     # ---- C-STORE's way in: acknowledged once durable, indexed by the indexer process ------------------
-    def accept_file(self, path: Path, origin: str = "") -> Header:
+    def accept_file(self, path: Path, origin: str = "", *,
+                    admit: Callable[[Header], None] | None = None) -> Header:
         """Check a received Part-10 file and make it durable in the pending queue (moving it).
 
         A sender waits for each C-STORE response, so the response goes out as soon as the instance is safe
         on disk; ``index_pending``, in the indexer process, then puts it in the layout and the index on the
         other core. Queries ``settle`` first, so a client finds what it has just stored.
+
+        ``admit`` (a site's filter, issue 14) sees the whole header first and refuses by raising: only then is
+        the header read whole, which the identifying UIDs alone do not need.
         """
-        header = self.read(path, keys_only=True)
+        header = self.read(path, keys_only=admit is None)
+        if admit is not None:
+            admit(header)
         if not header.has_file_meta:
             self.store_file(path, origin)
             return header

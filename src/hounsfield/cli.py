@@ -113,16 +113,29 @@ def _dicom_ports(settings: config.Settings) -> list[tuple[str, int]]:
 
 @app.command()
 @with_settings(settings=SERVE_SETTINGS)
-def serve(settings: config.Settings) -> None:
+def serve(settings: config.Settings,
+          plugin: Annotated[Optional[list[Path]], typer.Option(
+              "--plugin", metavar="FILE", help="A Python plugin file to load (repeatable; added to the plugins "
+              "setting).")] = None) -> None:
     """Run the DICOM service and the HTTP service until SIGINT/SIGTERM (creates the data directory if needed)."""
     import uvicorn
 
     from hounsfield.dimse.server import claim_port
     from hounsfield.hl7 import mllp
+    from hounsfield.plugins.api import PluginError
+    from hounsfield.plugins.loader import load_all, paths_of
     from hounsfield.web.app import create_app
     from hounsfield.web.auth import logins_on
     from hounsfield.web.security import check_serving
 
+    if plugin:  # issue 14: --plugin FILE adds to the plugins setting (the DICOM processes load the same files)
+        settings = settings.with_overrides(plugins=", ".join(filter(None, [settings.plugins, *map(str, plugin)])))
+    plugin_paths = paths_of(settings.plugins)
+    settings = settings.with_overrides(plugins=", ".join(map(str, plugin_paths)))
+    try:
+        plugins = load_all(plugin_paths)  # before anything listens: a plugin that cannot load is one line
+    except PluginError as exc:
+        fail(str(exc))
     check_serving(settings)  # issue 12: no HTTP beyond loopback without logins unless insecure_http; CORS, hosts
     https = _tls_contexts(settings)  # issue 12: a certificate or key that cannot be used, before anything listens
     http_socket = _bind_http(settings)  # both ports first: a port taken is one line, before anything is created
@@ -149,6 +162,7 @@ def serve(settings: config.Settings) -> None:
              f"one with `hounsfield user add NAME --role admin --password-stdin --data-dir {settings.data_dir}`, or "
              f"serve without logins with insecure_http = true (--insecure-http true, HOUNSFIELD_INSECURE_HTTP=true)")
     pacs = open_pacs(settings, create=True, announce=False)
+    pacs.load_plugins(plugins)
     try:
         pacs.start_dicom()
     except OSError as exc:
@@ -157,6 +171,7 @@ def serve(settings: config.Settings) -> None:
         fail(f"cannot listen on DICOM port {settings.dicom_port} of {settings.dicom_host}: {exc.strerror or exc}")
     if hl7_socket is not None:
         pacs.start_hl7(hl7_socket)
+    pacs.start_events()  # issue 14: routing, the plugins' events and their on_started
     server = uvicorn.Server(uvicorn.Config(create_app(pacs), host=settings.http_host, port=settings.http_port,
                                            log_level="warning", access_log=False,
                                            ssl_context_factory=None if https is None else lambda *_: https))

@@ -15,6 +15,8 @@ from typing import Any
 
 from hounsfield import tls
 from hounsfield.access import ALL_SERVICES, parse_services
+from hounsfield.routing.rules import InvalidRule, Rule
+from hounsfield.routing.rules import parse as parse_rule
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an HL7 sender may take to send the rest of a message it has begun before its connection "
             "is closed."),
     Setting("hl7_log_size", 100000, "How many received HL7 messages the message log keeps (0: all)."),
+    # --- plugins and routing rules (issue 14) ---
+    Setting("plugins", "",
+            "Python plugin files serve loads (comma-separated; a TOML array; serve --plugin FILE adds one). A file "
+            "that is missing or fails to load stops serve from starting."),
+    Setting("study_stable_seconds", 60,
+            "A study is stable (on_study_stable, routing rules on study_stable) once it has gained no instance "
+            "for this many seconds."),
+    Setting("routing_retry_seconds", 10,
+            "Seconds before a failed routing delivery is tried again; the wait doubles at each failure."),
+    Setting("routing_retry_max_seconds", 3600, "The longest wait between two attempts of a routing delivery."),
+    Setting("routing_max_attempts", 10,
+            "Attempts of a routing delivery before it is failed (retried then only when asked: REST, the page)."),
 )
 
 # Text settings that take one of a few values.
@@ -142,7 +156,9 @@ CHOICES: dict[str, tuple[str, ...]] = {"duplicate_policy": ("keep", "overwrite")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Text settings holding a list: comma- or space-separated text, or a TOML array of strings.
-LISTS = frozenset({"allowed_hosts", "cors_origins", "cors_methods", "hl7_senders"})
+LISTS = frozenset({"allowed_hosts", "cors_origins", "cors_methods", "hl7_senders", "plugins"})
+
+TABLES = frozenset({"peers", "routing"})  # TOML tables that are no setting: [peers.NAME], [routing.NAME]
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
@@ -233,7 +249,13 @@ class Settings:
     hl7_max_message_bytes: int = 1 << 20
     hl7_read_timeout: int = 30
     hl7_log_size: int = 100000
+    plugins: str = ""
+    study_stable_seconds: int = 60
+    routing_retry_seconds: int = 10
+    routing_retry_max_seconds: int = 3600
+    routing_max_attempts: int = 10
     peers: tuple[Peer, ...] = field(default_factory=tuple)
+    routing: tuple[Rule, ...] = field(default_factory=tuple)  # issue 14: the [routing.NAME] tables
 
     @property
     def index_url(self) -> str:
@@ -261,16 +283,18 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     sources: dict[str, str] = {s.name: "default" for s in SETTINGS}
     peers: list[Peer] = []
+    routing: tuple[Rule, ...] = ()
     if config_file is not None:
         try:
             doc = tomllib.loads(Path(config_file).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"cannot read config file {config_file}: {exc}") from exc
-        unknown = set(doc) - {s.name for s in SETTINGS} - {"peers"}
+        unknown = set(doc) - {s.name for s in SETTINGS} - TABLES
         if unknown:
             raise ValueError(f"{config_file}: unknown setting(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in doc.items() if k != "peers"})
-        sources.update({k: f"in {config_file}" for k in doc if k != "peers"})
+        values.update({k: v for k, v in doc.items() if k not in TABLES})
+        sources.update({k: f"in {config_file}" for k in doc if k not in TABLES})
+        routing = _routing_rules(doc.get("routing", {}), config_file)
         for name, peer in doc.get("peers", {}).items():
             try:
                 found = Peer(name, str(peer.get("ae_title", name)), str(peer["host"]), int(peer["port"]))
@@ -300,6 +324,16 @@ def load(config_file: Path | None = None, environ: dict[str, str] | None = None,
     if coerced["log_level"].upper() not in LOG_LEVELS:
         raise ValueError(f"setting log_level ({sources['log_level']}) must be one of {', '.join(LOG_LEVELS)}, "
                          f"not {coerced['log_level']!r}")
-    return Settings(**coerced, peers=tuple(peers))
+    return Settings(**coerced, peers=tuple(peers), routing=routing)
+
+
+def _routing_rules(tables: Any, config_file: Path) -> tuple[Rule, ...]:
+    """The ``[routing.NAME]`` tables as rules (``routing.rules``); a wrong one is a ValueError naming the file."""
+    if not isinstance(tables, dict):
+        raise ValueError(f"{config_file}: routing must be tables [routing.NAME] of rules")
+    try:
+        return tuple(parse_rule(name, spec) for name, spec in tables.items())
+    except InvalidRule as exc:
+        raise ValueError(f"{config_file}: {exc}") from None
 
 

@@ -27,6 +27,15 @@ class Rejected(HounsfieldError):
     """The request is understood but refused by policy (duplicate kept, unknown AE…)."""
 
 
+class RefusedByPolicy(Rejected):
+    """Refused by a site's own rule (a plugin's filter, issue 14), with the protocol status it chose: a DICOM
+    status for C-STORE (``dicom_status``; None: the adapter's status for ``Rejected``)."""
+
+    def __init__(self, message: str, dicom_status: int | None = None) -> None:
+        super().__init__(message)
+        self.dicom_status = dicom_status
+
+
 class NotAuthorized(HounsfieldError):
     """The caller may not do this (a DICOM node's permissions: ``access``)."""
 
@@ -41,3 +50,8 @@ class StorageFull(HounsfieldError):
 
 class DependencyMissing(HounsfieldError):
     """An optional feature needs a package that is not installed."""
+
+
+class RemoteFailure(HounsfieldError):
+    """A remote DICOM node asked for something did not answer, refused the association, or answered with a
+    failure status (``remote``): not the caller's mistake nor ours, a bad gateway."""

@@ -18,8 +18,10 @@ from hounsfield.config import Settings
 from hounsfield.db import Database
 from hounsfield.hl7.log import MessageLog
 from hounsfield.hl7.service import Hl7Service
+from hounsfield.jobs import Jobs
 from hounsfield import processes
 from hounsfield.peers import PeerRegistry
+from hounsfield.routing.store import Backoff, DeliveryQueue, RuleBook
 from hounsfield.storage import FileStore
 from hounsfield.worklist import Mpps, Worklist, options_from
 
@@ -50,10 +52,21 @@ class Pacs:
                                  audit=self.audit)
         self.mpps = Mpps(self.db, self.worklist)
         self.users = Users(self.db)
+        self.jobs = Jobs()  # issue 14: the background transfers (send, retrieve) of this process
         # issue 14: HL7 v2 orders and patient updates into the worklist, and their message log
         self.hl7 = Hl7Service(self.worklist, MessageLog(self.db, settings.hl7_log_size), receiver=settings.ae_title,
                               max_bytes=settings.hl7_max_message_bytes, audit=self.audit)
         self._hl7_listener = None
+        # issue 14: routing rules (the TOML's and REST's) and their persistent delivery queue; the plugins
+        # (``load_plugins``, by serve and its DICOM processes) and what runs events (``start_events``)
+        self.routing_rules = RuleBook(self.db, settings.routing,
+                                      known_peer=lambda name: any(p.name == name for p in self.peers.all()))
+        self.deliveries = DeliveryQueue(self.db, Backoff(settings.routing_retry_seconds,
+                                                         settings.routing_retry_max_seconds,
+                                                         settings.routing_max_attempts))
+        self.plugins: Any = None  # plugins.host.Plugins once loaded
+        self._pollers: list[Any] = []
+        self._routing: Any = None
 
     @cached_property
     def dicom(self):  # noqa: ANN201 - imported lazily: CLI commands that only read need no network stack
@@ -69,6 +82,13 @@ class Pacs:
                             check_peer_address=self.settings.check_peer_address)
         return DicomService(self.settings, handlers, WorklistHandlers(self.worklist, self.mpps, access))
 
+    @cached_property
+    def remote(self):  # noqa: ANN201 - imported lazily, as ``dicom``: the network stack only when used
+        """Issue 14: echo, query and retrieve from the configured peers (``remote.RemoteNodes``)."""
+        from hounsfield.remote import RemoteNodes
+
+        return RemoteNodes(self.peers, self.archive, self.jobs, self.settings)
+
     def start_dicom(self, *, primary: bool = True) -> None:
         """Start the DICOM service; the primary process also cleans up after a crash and starts the other
         DICOM processes and the indexer."""
@@ -83,9 +103,73 @@ class Pacs:
                 log.warning("removed %d partial incoming files left by an earlier crash", removed)
         # pynetdicom writes incoming datasets with tempfile; keep them on the store's file system.
         tempfile.tempdir = str(self.files.incoming)
+        if self.plugins is None:  # issue 14: a DICOM process takes the plugins' filters (serve loaded its own)
+            self.load_plugins()
         self.dicom.start()
         if primary:
             self._children = processes.start(self.settings, Pacs)
+
+    def load_plugins(self, loaded: list[Any] | None = None) -> None:
+        """Issue 14: take the plugins (``loaded`` by serve, which checked them first; else the files of the
+        ``plugins`` setting), give the DICOM handlers their filters and the services' listeners their events.
+        A ``plugins.api.PluginError`` names a file that cannot be loaded."""
+        from hounsfield.plugins.api import Context
+        from hounsfield.plugins.host import Plugins
+        from hounsfield.plugins.loader import load_all, paths_of
+
+        if loaded is None:
+            loaded = load_all(paths_of(self.settings.plugins))
+        self.plugins = plugins = Plugins(loaded, lambda name: Context(
+            name, settings=self.settings, archive=self.archive, worklist=self.worklist, mpps=self.mpps,
+            peers=self.peers))
+        if not plugins:
+            return
+        if plugins.has("filter_incoming_store"):
+            self.dicom.handlers.store_filter = plugins.admit
+        if plugins.has("filter_worklist_query"):
+            self.dicom.worklist.query_filter = plugins.rewrite_query
+        if plugins.has("filter_worklist_answer"):
+            self.dicom.worklist.answer_filter = plugins.rewrite_answer
+        if plugins.has("on_worklist_changed"):
+            self.worklist.listeners.add(plugins.emitter("on_worklist_changed"))
+        if plugins.has("on_mpps"):
+            self.mpps.listeners.add(plugins.emitter("on_mpps"))
+        if plugins.has("on_hl7_message"):
+            self.hl7.listeners.add(plugins.emitter("on_hl7_message", self.hl7.messages.get))
+        log.info("plugins loaded: %s", ", ".join(f"{p.name} ({p.path})" for p in loaded))
+
+    def start_events(self) -> None:
+        """Issue 14, in serve's main process once everything listens: routing (from the index into the delivery
+        queue, and from there to the nodes), the plugins' index events, then their ``on_started``."""
+        from hounsfield.dimse.client import store
+        from hounsfield.feed import IndexFeed, Poller
+        from hounsfield.routing.worker import POLL, Routing
+        from hounsfield.tls import Outgoing
+
+        outgoing = Outgoing(self.settings)
+        scratch = self.settings.data_dir / "routing-scratch"
+        scratch.mkdir(exist_ok=True)
+        self._routing = Routing(self.archive, self.peers, self.routing_rules, self.deliveries,
+                                ae_title=self.settings.ae_title, stable_seconds=self.settings.study_stable_seconds,
+                                sender=lambda peer, files, ae: store(peer, files, ae, outgoing=outgoing),
+                                scratch=scratch)
+        self._routing.start()
+        plugins = self.plugins
+        if plugins is None:
+            return
+        if plugins.has("on_instance_stored") or plugins.has("on_study_stable"):
+            feed = IndexFeed(self.db, after=IndexFeed.last_id(self.db),
+                             stable_seconds=self.settings.study_stable_seconds)
+
+            def tell() -> None:
+                stored, stable = feed.poll()
+                for event in stored:
+                    plugins.emit("on_instance_stored", event)
+                for study in stable:
+                    plugins.emit("on_study_stable", study)
+
+            self._pollers.append(Poller("plugin-feed", tell, POLL).start())
+        plugins.emit("on_started")
 
     def start_hl7(self, sock: socket.socket) -> None:
         """Serve HL7 v2 over MLLP on ``sock`` (bound by ``serve``, the HL7 port: ``hl7.mllp.listening_socket``),
@@ -131,6 +215,12 @@ class Pacs:
         if "dicom" in self.__dict__:
             self.dicom.stop(grace)
         processes.stop(self._children)
+        for poller in self._pollers:  # issue 14: the plugins' feed, routing, the plugins' workers
+            poller.stop()
+        if self._routing is not None:
+            self._routing.stop()
+        if self.plugins is not None:
+            self.plugins.close()
         self.audit.close()  # what was recorded until now is written (and handed to the forwarder)
         if self.audit_forwarder is not None:
             self.audit_forwarder.close()

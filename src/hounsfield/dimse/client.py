@@ -52,7 +52,7 @@ class RetrieveSummary:
     received: list[Path] = field(default_factory=list)
 
 
-def _associate(ae: AE, peer: Peer, outgoing: Outgoing | None, **kwargs) -> Association:
+def associate(ae: AE, peer: Peer, outgoing: Outgoing | None, **kwargs) -> Association:
     """An established association with ``peer``, over TLS when it is flagged ``tls`` (``outgoing`` says how);
     otherwise ``Rejected``, saying why when TLS is the reason."""
     fastpath.install()  # the server's fixes for the client too (unless the command turned them off first)
@@ -81,7 +81,7 @@ def _why(assoc: Association, tls_args: tuple[ssl.SSLContext, str] | None, port: 
 def echo(peer: Peer, calling_ae: str, outgoing: Outgoing | None = None) -> int:
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
-    assoc = _associate(ae, peer, outgoing)
+    assoc = associate(ae, peer, outgoing)
     try:
         status = assoc.send_c_echo()
         return int(status.Status) if status else -1
@@ -108,7 +108,7 @@ def store(peer: Peer, files: Iterable[Path], calling_ae: str,
     results: dict[Path, int | None] = {}
     if not pairs:
         return {f: None for f in files}
-    assoc = _associate(ae, peer, outgoing)
+    assoc = associate(ae, peer, outgoing)
     try:
         for f in files:
             status = None
@@ -130,41 +130,55 @@ def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study",
     sop = MODELS[model][0]
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(sop)
-    assoc = _associate(ae, peer, outgoing)
+    assoc = associate(ae, peer, outgoing)
     try:
         for status, ds in assoc.send_c_find(identifier, sop):
             if status and status.Status in st.PENDING_STATUSES and ds is not None:
                 yield ds
             elif status and status.Status != st.SUCCESS:
-                raise NotFound(f"C-FIND failed with status 0x{status.Status:04X}")
+                raise NotFound(f"C-FIND failed with status {st.describe('C-FIND', status.Status)}")
     finally:
         assoc.release()
 
 
 def move(peer: Peer, identifier: Dataset, destination: str, calling_ae: str,
-         model: str = "study", outgoing: Outgoing | None = None) -> RetrieveSummary:
+         model: str = "study", outgoing: Outgoing | None = None,
+         progress: Callable[[Dataset], None] | None = None) -> RetrieveSummary:
+    """C-MOVE to ``destination``; ``progress`` sees each response (pending ones count the sub-operations,
+    PS3.4 C.4.2.1.4)."""
     sop = MODELS[model][1]
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(sop)
-    assoc = _associate(ae, peer, outgoing)
+    assoc = associate(ae, peer, outgoing)
     summary = RetrieveSummary()
     try:
         for status, _ in assoc.send_c_move(identifier, destination, sop):
             if status:
                 _count(summary, status)
+                if progress is not None:
+                    progress(status)
     finally:
         assoc.release()
     return summary
 
 
-def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
-        model: str = "study", outgoing: Outgoing | None = None) -> RetrieveSummary:
-    """C-GET into ``out_dir``; each instance is written as received (its own transfer syntax)."""
+def get(peer: Peer, identifier: Dataset, out_dir: Path | None, calling_ae: str,
+        model: str = "study", outgoing: Outgoing | None = None,
+        progress: Callable[[Dataset], None] | None = None,
+        receive: Callable[[evt.Event], int] | None = None) -> RetrieveSummary:
+    """C-GET into ``out_dir``; each instance is written as received (its own transfer syntax). With
+    ``receive``, each C-STORE sub-operation goes to it instead (its return value is the C-STORE status);
+    ``progress`` sees each C-GET response."""
     sop = MODELS[model][2]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if receive is None:
+        assert out_dir is not None, "C-GET needs a folder or a receiver"
+        out_dir.mkdir(parents=True, exist_ok=True)
     summary = RetrieveSummary()
 
     def on_store(event: evt.Event) -> int:
+        if receive is not None:
+            return receive(event)
+        assert out_dir is not None
         path = out_dir / f"{event.request.AffectedSOPInstanceUID}.dcm"
         try:  # received to a temporary file when pynetdicom is in chunked mode (as the server sets it)
             shutil.copyfile(event.dataset_path, path)
@@ -178,11 +192,13 @@ def get(peer: Peer, identifier: Dataset, out_dir: Path, calling_ae: str,
     for cx in StoragePresentationContexts[:127]:
         ae.add_requested_context(cx.abstract_syntax, STORAGE_SYNTAXES[:4])
     roles = [build_role(cx.abstract_syntax, scp_role=True) for cx in StoragePresentationContexts[:127]]
-    assoc = _associate(ae, peer, outgoing, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = associate(ae, peer, outgoing, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
         for status, _ in assoc.send_c_get(identifier, sop):
             if status:
                 _count(summary, status)
+                if progress is not None:
+                    progress(status)
     finally:
         assoc.release()
     return summary

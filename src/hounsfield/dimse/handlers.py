@@ -18,7 +18,7 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from hounsfield.access import DicomAccess
     from hounsfield.archive import Archive, StoredInstance
     from hounsfield.config import Peer
+    from hounsfield.dicomfile import Header
     from hounsfield.peers import PeerRegistry
 
 log = logging.getLogger("hounsfield.dimse")
@@ -140,6 +141,9 @@ class Handlers:
         self._received: weakref.WeakKeyDictionary[Association, _Received] = weakref.WeakKeyDictionary()
         self._received_lock = threading.Lock()
         self.outgoing: tls.Outgoing | None = None  # the TLS of C-MOVE sub-associations (``DicomService``)
+        # issue 14: a site's filter of incoming instances (plugins): admit(header, calling AE, address) raises
+        # ``RefusedByPolicy`` to refuse; None: every instance is taken
+        self.store_filter: Callable[[Header, str, str], None] | None = None
 
     def bindings(self) -> list[tuple[Any, Any]]:
         """The event handlers to bind; C-FIND (``on_find``) is bound by whoever routes C-FIND between the
@@ -214,9 +218,14 @@ class Handlers:
         received = self._received.get(assoc) or self._receiving(assoc)
         try:
             self.access.check(_calling_ae(assoc), "store", assoc.requestor.address)
-            header = self.archive.accept_file(path, assoc.requestor.ae_title)
+            admit = None
+            if self.store_filter is not None:
+                check, ae, address = self.store_filter, _calling_ae(assoc), assoc.requestor.address
+                admit = lambda header: check(header, ae, address)  # noqa: E731
+            header = self.archive.accept_file(path, assoc.requestor.ae_title, admit=admit)
         except HounsfieldError as exc:
-            code = st.status_for(exc, st.STORE_ERROR_STATUS, st.STORE_CANNOT_UNDERSTAND)
+            code = getattr(exc, "dicom_status", None) or st.status_for(exc, st.STORE_ERROR_STATUS,
+                                                                       st.STORE_CANNOT_UNDERSTAND)
             log.warning("C-STORE of %s from %s refused (0x%04X): %s", sop_instance_uid, association_peer(assoc),
                         code, exc)
             received.refused[code] += 1

@@ -26,6 +26,7 @@ from pydicom.uid import generate_uid
 
 from hounsfield.audit.actions import FAILURE, HL7_MESSAGE_RECEIVED, NOT_RECORDED, REFUSED, SUCCESS, Recorder
 from hounsfield.errors import Conflict
+from hounsfield.events import Listeners
 from hounsfield.hl7 import ack, mapping, message
 from hounsfield.hl7.log import LoggedMessage, MessageLog
 from hounsfield.hl7.message import (
@@ -93,6 +94,7 @@ class Hl7Service:
         self.max_bytes = max_bytes
         self.audit = audit
         self.clock = clock
+        self.listeners: Listeners[int] = Listeners()  # issue 14: the id in the message log of each message handled
 
     def receive(self, data: bytes, *, address: str, complete: bool = True, replay_of: int | None = None,
                 actor: str = "") -> Received:
@@ -127,6 +129,7 @@ class Hl7Service:
                           patient_id=outcome.patient_id, patient_name=outcome.patient_name,
                           study_instance_uid=outcome.study_instance_uid,
                           detail=f"message {message_id}: {head.kind[:20]} {head.control_id[:64]}: {code}: {text}")
+        self.listeners(message_id)
         return Received(answer.encode("latin-1", "replace"), message_id)
 
     def replay(self, message_id: int, *, actor: str = "") -> LoggedMessage:

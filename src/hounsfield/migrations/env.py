@@ -7,6 +7,7 @@ from hounsfield.audit import models as _audit_models  # noqa: F401 - registers t
 from hounsfield.auth import models as _auth_models  # noqa: F401 - registers the users, tokens, sessions
 from hounsfield.deid import models as _deid_models  # noqa: F401 - registers the de-identification mappings
 from hounsfield.hl7 import models as _hl7_models  # noqa: F401 - registers the HL7 message log
+from hounsfield.routing import models as _routing_models  # noqa: F401 - registers the routing rules and queue
 from hounsfield.rt import models as _rt_models  # noqa: F401 - registers the RT references and DVH cache
 from hounsfield.worklist import models as _worklist_models  # noqa: F401 - registers the worklist tables
 

@@ -21,6 +21,7 @@ from hounsfield.errors import (
     InvalidQuery,
     NotFound,
     Rejected,
+    RemoteFailure,
     StorageFull,
 )
 from hounsfield.pacs import Pacs
@@ -40,6 +41,7 @@ HTTP_STATUS: dict[type[HounsfieldError], int] = {
     UnsupportedMediaType: 415,
     NotAcceptable: 406,
     PayloadTooLarge: 413,
+    RemoteFailure: 502,  # issue 14: a remote node did not answer, refused, or failed
 }
 
 
@@ -129,7 +131,7 @@ def add_logins(app: FastAPI, pacs: Pacs) -> None:
                           detail=why)
 
     app.add_middleware(auth.Authentication, users=pacs.users, sessions=auth.SessionPolicy.of(pacs.settings),
-                       refused=refused)
+                       refused=refused, plugin_permission=pacs.plugins.permission_for if pacs.plugins else None)
 
 
 def create_app(pacs: Pacs) -> FastAPI:
@@ -227,6 +229,18 @@ def create_app(pacs: Pacs) -> FastAPI:
 
     app.include_router(rt_api.router)
     # --- end issue 13 ---
+    # --- issue 14: remote nodes (echo, C-FIND, MWL C-FIND, retrieve) ---
+    from hounsfield.web import remote_api
+
+    app.include_router(remote_api.router)
+    # --- end issue 14 (remote nodes) ---
+    # --- issue 14: routing rules and their deliveries (/api/routing), the plugins' routes (/api/plugins) ---
+    from hounsfield.web import plugin_routes, routing_api
+
+    app.include_router(routing_api.router)
+    if pacs.plugins:
+        plugin_routes.add(app, pacs.plugins)
+    # --- end issue 14 (routing, plugins) ---
     # --- issue 12: Host header, cross-origin requests, body sizes, security headers (outermost middleware) ---
     app.add_middleware(security.Security, policy=http_policy)
     # --- end issue 12 ---

@@ -39,6 +39,7 @@ log = logging.getLogger("hounsfield.web.auth")
 SESSION_COOKIE, CSRF_COOKIE, CSRF_HEADER = "hf_session", "hf_csrf", "x-csrf-token"
 PUBLIC, LOGGED_IN = "public", "logged in"  # pseudo-permissions: anyone; any user
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PLUGIN_ROUTES = "/api/plugins/"  # issue 14: the routes plugins add (``web.plugin_routes``)
 _UID = r"[^/]+"
 _LEVELS = r"(?:patients|studies|series|instances)"
 
@@ -50,7 +51,8 @@ ROUTE_PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = tup
         ("POST", r"/logout", PUBLIC),  # ends the session it names, if any
         ("GET", r"/ui/(?:js|css)/[^/]+|/worklist/static/[^/]+|/docs/assets/.+|/docs/swagger-init\.js", PUBLIC),
         ("GET", r"/ui/audit\.html", roles.ADMIN),
-        ("GET", r"/|/ui/?|/ui/index\.html|/worklist/?|/docs|/redoc|/openapi\.json|/api/me", LOGGED_IN),
+        ("GET", r"/|/ui/?|/ui/index\.html|/ui/remote\.html|/worklist/?|/docs|/redoc|/openapi\.json|/api/me",
+         LOGGED_IN),
         ("GET", r"/ui/api/(?:presets|values/.+|tags/.+)", roles.READ),
         ("GET", r"/ui/api/peers", roles.SEND),
         ("POST", rf"/ui/api/peers/{_UID}/echo", roles.SEND),
@@ -58,7 +60,13 @@ ROUTE_PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = tup
         ("GET", rf"/api/{_LEVELS}(?:/{_UID})?", roles.READ),
         ("DELETE", rf"/api/{_LEVELS}/{_UID}", roles.DELETE),
         ("POST", rf"/api/studies/{_UID}/send", roles.SEND),
-        ("GET", rf"/api/jobs/{_UID}", roles.SEND),
+        ("GET", rf"/api/jobs(?:/{_UID})?", roles.READ),  # a send's or a retrieve's progress: a study and a node
+        # issue 14: remote nodes (web.remote_api): searching one is reading, its worklist is the worklist,
+        # retrieving from it brings data in
+        ("GET", r"/api/remote/peers", roles.READ),
+        ("POST", rf"/api/peers/{_UID}/(?:echo|find)", roles.READ),
+        ("POST", rf"/api/peers/{_UID}/find-worklist", roles.WORKLIST),
+        ("POST", rf"/api/peers/{_UID}/retrieve", roles.STORE),
         ("POST", r"/api/upload/?", roles.STORE),
         ("POST", rf"/api/studies/{_UID}/deidentify", roles.EXPORT),
         ("GET", rf"/api/studies/{_UID}/deidentified\.zip", roles.EXPORT),
@@ -71,6 +79,10 @@ ROUTE_PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = tup
         ("POST", rf"/dicom-web/studies(?:/{_UID})?/?", roles.STORE),
         ("GET", r"/dicom-web/.*", roles.READ),
         ("DELETE", r"/dicom-web/.*", roles.DELETE),
+        # issue 14: routing rules decide where data goes (admin); the deliveries name studies and nodes (send)
+        ("GET", r"/ui/routing\.html", roles.SEND),
+        ("GET", r"/api/routing/(?:jobs|rules(?:/[^/]+)?)", roles.SEND),
+        ("POST", rf"/api/routing/jobs/{_UID}/retry", roles.SEND),
         ("GET", r"/api/worklist/.*", roles.WORKLIST),
         ("POST PATCH DELETE", r"/api/worklist/items(?:/.*)?", roles.WORKLIST_EDIT),
     ))
@@ -145,11 +157,15 @@ class Authentication:
     """The ASGI middleware described in the module's docstring."""
 
     def __init__(self, app: Any, *, users: Users, sessions: SessionPolicy,
-                 refused: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+                 refused: Callable[[str, str, dict[str, Any]], None] | None = None,
+                 plugin_permission: Callable[[str, str], str | None] | None = None) -> None:
         self.app = app
         self.users = users
         self.sessions = sessions
         self.refused = refused or (lambda _who, _why, _scope: None)
+        # issue 14: the permission a plugin's route under /api/plugins/ declared (None: admin, as any route
+        # the table does not name); asked for those paths only, so a plugin cannot open another route
+        self.plugin_permission = plugin_permission
 
     def identify(self, scope: dict[str, Any]) -> Principal | None:
         """The user of the request's credentials: Authorization first (Bearer, Basic), then the session cookie.
@@ -178,6 +194,9 @@ class Authentication:
             return
         method, path = scope["method"], scope["path"]
         permission = required_permission(method, path)
+        if self.plugin_permission is not None and path.startswith(PLUGIN_ROUTES):
+            permission = self.plugin_permission(method, path) or roles.ADMIN
+            permission = roles.ADMIN if permission not in roles.PERMISSIONS else permission
         principal = None if permission == PUBLIC and path != "/api/me" else self.identify(scope)
         scope.setdefault("state", {})["principal"] = principal
         if permission == PUBLIC:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import threading
 from collections import OrderedDict
@@ -82,6 +83,10 @@ class _Kept:
 
 
 _objects = _Kept(8)
+# What is asked of one CT slice, kept by what it is made of: the dose resampled on it (~100 KB; asked twice as the
+# slice comes on screen, the values under the cursor, then the wash or the isodose lines) and a structure set's
+# contours on it (JSON); both again while the user scrolls back and forth.
+_planes = _Kept(256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +138,9 @@ def plan(pacs: Pacs, uid: str) -> tuple[_Stored, PlanSummary]:
     return _read(pacs, uid, "RTPLAN", PlanSummary.read)
 
 
-def ct_slice(pacs: Pacs, image_uid: str) -> tuple[CTSeries, int]:
-    """The series of the image ``image_uid`` (its headers, kept) and the image's slice index in it."""
+def ct_slice(pacs: Pacs, image_uid: str) -> tuple[CTSeries, int, tuple]:
+    """The series of the image ``image_uid`` (its headers, kept), the image's slice index in it, and the key
+    the series is kept by (its UID and every instance's SOP Instance UID + SHA-256: what its grid is made of)."""
     if not image_uid:
         raise InvalidQuery("image= (the SOP Instance UID of a CT slice) is required")
     image = _stored(pacs, image_uid)
@@ -152,7 +158,7 @@ def ct_slice(pacs: Pacs, image_uid: str) -> tuple[CTSeries, int]:
         raise _unusable(pacs, exc) from None
     if image_uid not in series.grid.slice_uids:
         raise InvalidQuery(f"{image_uid} is not an image slice of series {image.series_uid}")
-    return series, series.grid.slice_uids.index(image_uid)
+    return series, series.grid.slice_uids.index(image_uid), key
 
 
 # ---- the RT set, from the index --------------------------------------------------------------------------------
@@ -314,40 +320,51 @@ def rois(request: Request, uid: str) -> dict[str, Any]:
 @router.get("/structure-sets/{uid}/contours", summary="The contours of a structure set on one CT slice, in that "
             "slice's pixel coordinates")
 def contours(request: Request, uid: str, image: str = Param("", description="SOP Instance UID of the CT slice"),
-             roi: list[int] | None = Param(None, description="ROI Numbers (all when absent)")) -> dict[str, Any]:
+             roi: list[int] | None = Param(None, description="ROI Numbers (all when absent)")) -> Response:
     """The contours whose points all lie in the slice's slab (half the slice spacing either side of its plane,
     :func:`hounsfield.rt.overlay.slice_contours`): contours off the slice plane are not given. Points are
     ``[x, y]`` = (column, row), the first pixel's centre at ``[0, 0]``."""
     pacs = pacs_of(request)
-    _, rs = structure_set(pacs, uid)
-    series, k = ct_slice(pacs, image)
+    stored, rs = structure_set(pacs, uid)
+    series, k, series_key = ct_slice(pacs, image)
     try:
         series.require_frame_of_reference(rs.frame_of_reference_uid, rs.name)
     except RTError as exc:
         raise _unusable(pacs, exc) from None
-    grid = series.grid.slice_grid(k)
-    out = []
-    for r in rs.rois:
-        if roi and r.number not in roi:
-            continue
-        found = [{"type": c.geometric_type, "closed": c.closed,
-                  "points": [[round(float(cc), 3), round(float(rr), 3)] for rr, cc in rows_cols]}
-                 for c, rows_cols in slice_contours(r, grid)]
-        if found:
-            out.append({"number": r.number, "name": r.name, "color": list(contour_colour(r)), "contours": found})
-    return {"sop_instance_uid": uid, "image": image, "slice": k, "rows": grid.shape[1], "columns": grid.shape[2],
-            "rois": out}
+
+    def answer() -> bytes:  # kept as JSON: a slice's contours are asked each time it comes on screen
+        grid = series.grid.slice_grid(k)
+        out = []
+        for r in rs.rois:
+            if roi and r.number not in roi:
+                continue
+            found = [{"type": c.geometric_type, "closed": c.closed,
+                      "points": [[round(float(cc), 3), round(float(rr), 3)] for rr, cc in rows_cols]}
+                     for c, rows_cols in slice_contours(r, grid)]
+            if found:
+                out.append({"number": r.number, "name": r.name, "color": list(contour_colour(r)),
+                            "contours": found})
+        return json.dumps({"sop_instance_uid": uid, "image": image, "slice": k, "rows": grid.shape[1],
+                           "columns": grid.shape[2], "rois": out}, separators=(",", ":")).encode()
+
+    key = ("contours", uid, stored.sha256, series_key, k, tuple(roi or ()))
+    return Response(_planes.get(key, answer), media_type="application/json")
 
 
 # ---- doses ------------------------------------------------------------------------------------------------------
 def _dose_plane(pacs: Pacs, uid: str, image: str) -> tuple[DoseGrid, np.ndarray]:
-    _, dose = dose_grid(pacs, uid)
-    series, k = ct_slice(pacs, image)
+    stored, dose = dose_grid(pacs, uid)
+    series, k, series_key = ct_slice(pacs, image)
     try:
         series.require_frame_of_reference(dose.frame_of_reference_uid, dose.name)
     except RTError as exc:
         raise _unusable(pacs, exc) from None
-    return dose, dose.resample_slice(series.grid, k, fill=np.nan)
+    def resample() -> np.ndarray:
+        plane = dose.resample_slice(series.grid, k, fill=np.nan)
+        plane.setflags(write=False)  # kept and shared between requests
+        return plane
+
+    return dose, _planes.get((uid, stored.sha256, series_key, k), resample)
 
 
 def _unit(dose: DoseGrid) -> str:
@@ -385,8 +402,6 @@ def dose_slice(request: Request, uid: str, image: str = Param("", description="S
     body = {"sop_instance_uid": uid, "image": image, "rows": plane.shape[0], "columns": plane.shape[1],
             "units": _unit(dose), "dose_max": round(top, 6), "wash_floor": round(WASH_FLOOR * top, 6),
             "slice_max": round(float(finite.max()), 6) if finite.size else None, "values": values}
-    import json
-
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers)
 
 

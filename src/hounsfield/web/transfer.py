@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +20,7 @@ from hounsfield.config import Peer, Settings
 from hounsfield.dimse.client import store
 from hounsfield.dimse.status import STORE_STORED
 from hounsfield.errors import HounsfieldError, InvalidQuery, NotFound
+from hounsfield.jobs import Job, Jobs
 from hounsfield.pacs import Pacs
 from hounsfield.tls import Outgoing
 from hounsfield.web import multipart
@@ -30,8 +29,6 @@ from hounsfield.web.api import pacs_of
 router = APIRouter(prefix="/api")
 
 log = logging.getLogger(__name__)
-_JOBS: dict[str, dict[str, Any]] = {}
-_JOBS_LOCK = threading.Lock()
 COPY_CHUNK = 1 << 20
 # What reading a damaged or unsupported zip raises (encrypted members: RuntimeError; unknown compression:
 # NotImplementedError; corrupt deflate data: zlib.error; a member cut short: EOFError).
@@ -56,45 +53,33 @@ def send_study(request: Request, uid: str, body: SendIn) -> dict[str, Any]:
     files = [inst.path for inst in pacs.archive.instances(study_uid=uid)]
     if not files:
         raise NotFound(f"no study {uid}")
-    job = {"id": uuid.uuid4().hex, "kind": "send", "study": uid, "peer": peer.name, "state": "running",
-           "total": len(files), "done": 0, "sent": 0, "failed": 0, "error": None}
-    with _JOBS_LOCK:
-        _JOBS[job["id"]] = job
-    threading.Thread(target=_run_send, args=(job, peer, files, pacs.settings), daemon=True,
-                      name=f"send-{job['id'][:8]}").start()
-    return dict(job)
+    job = Job("send", total=len(files), study=uid, peer=peer.name)
+    pacs.jobs.update(job, sent=0)
+    return pacs.jobs.start(job, lambda j: _run_send(pacs.jobs, j, peer, files, pacs.settings))
 
 
-def _run_send(job: dict[str, Any], peer: Peer, files: list, settings: Settings) -> None:
+def _run_send(jobs: Jobs, job: Job, peer: Peer, files: list, settings: Settings) -> None:
     """Send ``files`` (over TLS to a node flagged ``tls``), counting each outcome in ``job``."""
     def progress(_path: Any, status: int | None) -> None:
-        with _JOBS_LOCK:
-            job["done"] += 1
-            job["sent" if status in STORE_STORED else "failed"] += 1
+        jobs.update(job, add={"done": 1, "sent" if status in STORE_STORED else "failed": 1})
 
-    try:
-        store(peer, files, settings.ae_title, progress, Outgoing(settings))
-    except HounsfieldError as exc:
-        error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - a background job reports every failure in its state
-        log.exception("sending study %s to %s failed", job["study"], peer.name)
-        error = f"{type(exc).__name__}: {exc}"
-    else:
-        error = None
-    with _JOBS_LOCK:
-        job["error"] = error
-        job["failed"] += job["total"] - job["done"] if error else 0
-        job["state"] = "failed" if error or job["sent"] == 0 else "completed" if not job["failed"] else "partial"
+    store(peer, files, settings.ae_title, progress, Outgoing(settings))
+
+
+@router.get("/jobs", tags=["jobs"])
+def list_jobs(request: Request, kind: Optional[Literal["send", "retrieve"]] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """The background jobs of this server since it started (the last 500 finished ones and every running
+    one), the newest first; ``kind`` send or retrieve."""
+    return pacs_of(request).jobs.all(kind=kind, limit=limit)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(job_id: str) -> dict[str, Any]:
-    """Progress of a background job: state (running, completed, partial, failed), total, done, sent, failed."""
-    with _JOBS_LOCK:
-        job = _JOBS.get(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id}")
-        return dict(job)
+def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    """Progress of a background job (a send, a retrieve): state (running, completed, partial, failed), total
+    sub-operations, done, failed, progress (percent), the kind's counters (sent; stored, local_instances) and
+    the error that failed it."""
+    return pacs_of(request).jobs.get(job_id)
 
 
 def _store_upload(pacs: Pacs, uploads: list[tuple[str, Path]], origin: str) -> dict[str, Any]:

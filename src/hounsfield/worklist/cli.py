@@ -217,7 +217,10 @@ def find(settings: config.Settings,
         if not sep:
             fail(f"{item!r}: expected KEYWORD=VALUE", 2)
         pairs[name.strip()] = value
-    answers = list(client.find(dicom_peer(settings, remote), mwl.identifier(pairs), settings.ae_title))
+    from hounsfield.tls import Outgoing
+
+    answers = list(client.find(dicom_peer(settings, remote), mwl.identifier(pairs), settings.ae_title,
+                               Outgoing(settings)))  # a node of the config file flagged tls: over TLS
     if as_json:
         console.print_json(json.dumps([a.to_json_dict() for a in answers]))
         return

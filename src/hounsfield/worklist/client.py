@@ -9,20 +9,18 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from hounsfield.config import Peer
-from hounsfield.dimse import fastpath
 from hounsfield.dimse import status as st
-from hounsfield.dimse.handlers import socket_tuning
+from hounsfield.dimse.client import associate
 from hounsfield.errors import Rejected
+from hounsfield.tls import Outgoing
 
 
-def find(peer: Peer, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
-    """The answers of a remote MWL SCP; ``Rejected`` when the association or the C-FIND fails."""
+def find(peer: Peer, identifier: Dataset, calling_ae: str, outgoing: Outgoing | None = None) -> Iterator[Dataset]:
+    """The answers of a remote MWL SCP (over TLS to a node flagged ``tls``, ``outgoing`` saying how);
+    ``Rejected`` when the association or the C-FIND fails."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    fastpath.install()  # as the server: PDUs read whole and acknowledged at once (unless turned off first)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=socket_tuning())
-    if not assoc.is_established:
-        raise Rejected(f"association with {peer.ae_title} at {peer.host}:{peer.port} was not established")
+    assoc = associate(ae, peer, outgoing)  # as the server: PDUs read whole (unless the fast paths are off)
     try:
         for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
             if not status:

@@ -21,6 +21,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.dimse_messages import C_FIND_RSP
@@ -163,6 +164,11 @@ class WorklistHandlers:
         self.worklist = worklist
         self.mpps = mpps
         self.access = access
+        # issue 14: a site's rewriting of MWL queries and answers (plugins), None when there is none:
+        # query_filter(identifier, calling AE, address) → the identifier to match;
+        # answer_filter(answer, identifier, calling AE, address) → the answer to send, None to leave it out
+        self.query_filter: Callable[[Dataset, str, str], Dataset] | None = None
+        self.answer_filter: Callable[[Dataset, Dataset, str, str], Dataset | None] | None = None
 
     def bindings(self, qr_find: Callable[[evt.Event], Any]) -> list[tuple[Any, Any]]:
         """C-FIND is one event for every model: MWL goes here, anything else to ``qr_find``."""
@@ -183,8 +189,15 @@ class WorklistHandlers:
         try:
             self.access.check(calling_ae, "worklist", event.assoc.requestor.address)
             identifier = _decoded(lambda: event.identifier)
+            if self.query_filter is not None:
+                identifier = self.query_filter(identifier, calling_ae, event.assoc.requestor.address)
             answers = PendingAnswers(event)
             for answer in self.worklist.find(identifier, calling_ae=calling_ae, encoding=answers.encoding):
+                if self.answer_filter is not None:
+                    answer = self._filtered(answer, identifier, answers.encoding, calling_ae,
+                                            event.assoc.requestor.address)
+                    if answer is None:
+                        continue
                 if event.is_cancelled:
                     code = st.CANCEL
                     yield code, None
@@ -203,6 +216,14 @@ class WorklistHandlers:
                                               answers=count, status=code, error=error)
             log.info("MWL C-FIND from %s at %s: %d answers (0x%04X)", calling_ae, address, count, code)
             self._record_query(event, identifier, count, code, error, refused)
+
+    def _filtered(self, answer: bytes, identifier: Dataset, encoding: tuple[bool, bool], calling_ae: str,
+                  address: str) -> bytes | None:
+        """An encoded answer through ``answer_filter``: decoded for it, encoded again as negotiated."""
+        assert self.answer_filter is not None
+        decoded = read_dataset(BytesIO(answer), *encoding)
+        rewritten = self.answer_filter(decoded, identifier, calling_ae, address)
+        return None if rewritten is None else encode(rewritten, *encoding)
 
     def _record_query(self, event: evt.Event, identifier: Dataset | None, count: int, code: int, error: str,
                       refused: bool) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hounsfield.db import Database
+from hounsfield.events import Listeners
 from hounsfield.errors import Conflict, InvalidDataset, NotFound
 from hounsfield.models import utcnow
 from hounsfield.worklist import items
@@ -68,10 +69,19 @@ def _step_keys(ds: Dataset) -> list[tuple[str, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class MppsEvent:
+    """An MPPS received and applied (issue 14: told to ``Mpps.listeners`` once committed)."""
+
+    operation: str  # "N-CREATE" or "N-SET"
+    step: PerformedProcedureStep
+
+
 class Mpps:
     def __init__(self, db: Database, worklist: Worklist) -> None:
         self.db = db
         self.worklist = worklist
+        self.listeners: Listeners[MppsEvent] = Listeners()  # issue 14: the plugins' on_mpps
 
     def create(self, sop_instance_uid: str | None, attrs: Dataset, calling_ae: str = "") -> PerformedProcedureStep:
         """N-CREATE: store the MPPS (IN PROGRESS) and start the steps it names."""
@@ -87,7 +97,9 @@ class Mpps:
             s.add(row)
             ids = self._link(s, uid, attrs, status)
             s.flush()
-            return self._record(row, ids)
+            created = self._record(row, ids)
+        self.listeners(MppsEvent("N-CREATE", created))
+        return created
 
     def update(self, sop_instance_uid: str, changes: Dataset) -> PerformedProcedureStep:
         """N-SET: change an MPPS that is still IN PROGRESS; COMPLETED or DISCONTINUED closes its steps."""
@@ -103,7 +115,9 @@ class Mpps:
             status = _status(merged, MPPS_STATUSES)
             row.attrs, row.status, row.updated_at = items.pack(merged), status, utcnow()
             ids = self._link(s, sop_instance_uid, merged, status)
-            return self._record(row, ids)
+            updated = self._record(row, ids)
+        self.listeners(MppsEvent("N-SET", updated))
+        return updated
 
     def _link(self, s: Session, uid: str, attrs: Dataset, status: str) -> list[int]:
         """Move the referenced steps (and those already linked to this MPPS) to ``status``."""

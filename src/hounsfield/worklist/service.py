@@ -38,6 +38,7 @@ from hounsfield.audit.actions import (
 from hounsfield.db import Database
 from hounsfield.dicomfile import unpack_json
 from hounsfield.errors import Conflict, NotFound
+from hounsfield.events import Listeners
 from hounsfield.models import Study, utcnow
 from hounsfield.worklist import items
 from hounsfield.worklist.models import WorklistItem
@@ -85,6 +86,20 @@ class Item:
     warnings: tuple[str, ...] = ()  # what was taken but deserves a look (``schedule`` and ``update`` say)
 
 
+@dataclass(frozen=True)
+class WorklistChange:
+    """A committed change of the worklist (issue 14: told to ``Worklist.listeners``). ``item_id`` is None for a
+    change of many items at once (an import, the expiry of old steps), which ``detail`` describes."""
+
+    action: str  # the audit action: worklist_item_created, _changed, _cancelled, _deleted
+    item_id: int | None
+    status: str = ""
+    patient_id: str = ""
+    study_instance_uid: str = ""
+    actor: str = ""
+    detail: str = ""
+
+
 @dataclass
 class ImportSummary:
     added: int = 0
@@ -115,6 +130,7 @@ class Worklist:
         self.clock = clock
         self._last_expiry = 0.0
         self._expiry_lock = threading.Lock()
+        self.listeners: Listeners[WorklistChange] = Listeners()  # issue 14: the plugins' on_worklist_changed
 
     # ---- ways in -------------------------------------------------------------------------------------------
     def schedule(self, ds: Dataset, *, origin: str = "api", actor: str = "") -> list[Item]:
@@ -212,8 +228,9 @@ class Worklist:
                 pending = []
         self._insert(pending, summary)
         if summary.added:
-            self.audit.record(WORKLIST_ITEM_CREATED, user=actor,
-                              detail=f"{summary.added} items imported ({summary.duplicates} duplicates skipped)")
+            detail = f"{summary.added} items imported ({summary.duplicates} duplicates skipped)"
+            self.audit.record(WORKLIST_ITEM_CREATED, user=actor, detail=detail)
+            self.listeners(WorklistChange(WORKLIST_ITEM_CREATED, None, actor=actor, detail=detail))
         return summary
 
     def _insert(self, rows: list[dict[str, Any]], summary: ImportSummary) -> None:
@@ -284,8 +301,9 @@ class Worklist:
                 self._write_status(row, DISCONTINUED)
         if rows:
             log.info("%d scheduled steps expired to DISCONTINUED (start before %s)", len(rows), cutoff)
-            self.audit.record(WORKLIST_ITEM_CHANGED, detail=f"{len(rows)} scheduled steps expired to DISCONTINUED "
-                              f"(start before {cutoff:%Y-%m-%d %H:%M})")
+            detail = f"{len(rows)} scheduled steps expired to DISCONTINUED (start before {cutoff:%Y-%m-%d %H:%M})"
+            self.audit.record(WORKLIST_ITEM_CHANGED, detail=detail)
+            self.listeners(WorklistChange(WORKLIST_ITEM_CHANGED, None, detail=detail))
         return len(rows)
 
     def _maybe_expire(self) -> None:
@@ -397,6 +415,9 @@ class Worklist:
     def _audit(self, action: str, row: WorklistItem, actor: str, what: str) -> None:
         self.audit.record(action, user=actor, patient_id=row.patient_id, patient_name=row.patient_name,
                           study_instance_uid=row.study_instance_uid, detail=f"item {row.id}: {what}")
+        if self.listeners:
+            self.listeners(WorklistChange(action, row.id, row.status, row.patient_id, row.study_instance_uid, actor,
+                                          what))
 
     @staticmethod
     def _row(s: Session, item_id: int) -> WorklistItem:

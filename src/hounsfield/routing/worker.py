@@ -1,0 +1,196 @@
+"""Routing at work, in the main process of ``serve``: one thread turns what the index gains (``feed``) into
+deliveries of the rules that match (``store.DeliveryQueue``, with the feed's cursor, in one transaction); another
+sends the deliveries that are due, by C-STORE, in one association per node, and marks each done or failed
+(``store.Backoff``: retried later, FAILED after the last attempt). A node that is down delays only its own
+deliveries' next attempt; the rules are read at every round, so a rule added through REST applies to what is
+stored from then on (never to what was stored before it).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from pydicom.filewriter import write_file_meta_info
+from sqlalchemy import select
+
+from hounsfield.archive import Archive, StoredInstance
+from hounsfield.config import Peer
+from hounsfield.dicomfile import file_meta_for
+from hounsfield.dimse.status import STORE_STORED
+from hounsfield.errors import HounsfieldError, NotFound
+from hounsfield.feed import IndexFeed, InstanceStored, Poller, StudyStable
+from hounsfield.models import Instance, Series, Study
+from hounsfield.peers import PeerRegistry
+from hounsfield.routing.rules import INSTANCE_STORED, STUDY_STABLE, Rule
+from hounsfield.routing.store import DeliveryQueue, Job, NewJob, RuleBook
+
+log = logging.getLogger("hounsfield.routing")
+POLL = 0.5  # seconds between looks at the index and at the queue
+# send(peer, files, calling AE) → each file's C-STORE status (None: not sent); raises HounsfieldError when the
+# association cannot be made (``dimse.client.store`` with the server's TLS set-up)
+Sender = Callable[[Peer, list[Path], str], dict[Path, int | None]]
+
+
+def jobs_for(rules: list[Rule], stored: list[InstanceStored], stable: list[StudyStable]) -> list[NewJob]:
+    """The deliveries the rules make of what the feed told, each keyed so that telling it again adds nothing."""
+    out = []
+    for rule in rules:
+        if rule.on == INSTANCE_STORED:
+            for e in stored:
+                if rule.matches({"modality": [e.modality], "calling_ae": [e.calling_ae],
+                                 "study_description": [e.study_description]}):
+                    out += [NewJob(f"{rule.name}|{peer}|i|{e.sop_instance_uid}", rule.name, peer,
+                                   e.study_instance_uid, e.sop_instance_uid, rule.transfer_syntax)
+                            for peer in rule.send_to]
+        elif rule.on == STUDY_STABLE:
+            for s in stable:
+                if rule.matches({"modality": s.modalities, "calling_ae": s.calling_aes,
+                                 "study_description": [s.study_description]}):
+                    out += [NewJob(f"{rule.name}|{peer}|s|{s.study_instance_uid}|{s.last_instance_id}", rule.name,
+                                   peer, s.study_instance_uid, "", rule.transfer_syntax) for peer in rule.send_to]
+    return out
+
+
+class Routing:
+    def __init__(self, archive: Archive, peers: PeerRegistry, book: RuleBook, queue: DeliveryQueue, *,
+                 ae_title: str, sender: Sender, stable_seconds: float, scratch: Path) -> None:
+        self.archive = archive
+        self.peers = peers
+        self.book = book
+        self.queue = queue
+        self.ae_title = ae_title
+        self.sender = sender
+        self.stable_seconds = stable_seconds
+        self.scratch = scratch
+        self.feed: IndexFeed | None = None
+        self._pollers: list[Poller] = []
+
+    def start(self) -> None:
+        cursor = self.queue.cursor()
+        if cursor is None:  # routing's first start: rules apply from now on, not to the archive's past
+            cursor = IndexFeed.last_id(self.archive.db)
+            self.queue.add([], cursor)
+        self.feed = IndexFeed(self.archive.db, after=cursor, stable_seconds=self.stable_seconds)
+        for problem in self.book.unknown_peers():
+            log.warning("routing rule %s sends to %r, which is no known remote node: its deliveries will fail "
+                        "until the node is added", *problem)
+        self._pollers = [Poller("routing-feed", self.route_once, POLL).start(),
+                         Poller("routing-delivery", self.deliver_once, POLL).start()]
+
+    def stop(self, grace: float = 10.0) -> None:
+        for poller in self._pollers:
+            poller.stop(grace)
+
+    # ---- the index → deliveries ----------------------------------------------------------------------------
+    def route_once(self) -> None:
+        assert self.feed is not None
+        before = self.feed.resume_point
+        stored, stable = self.feed.poll()
+        jobs = jobs_for(self.book.all(), stored, stable) if stored or stable else []
+        if jobs or self.feed.resume_point != before:
+            added = self.queue.add(jobs, self.feed.resume_point)
+            if added:
+                log.info("routing: %d deliveries queued", added)
+
+    # ---- deliveries → the nodes ----------------------------------------------------------------------------
+    def deliver_once(self) -> float | None:
+        """Send what is due; returns how soon to look again (at once while more is due)."""
+        due = self.queue.due()
+        groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
+        for job in due:
+            groups[(job.peer, job.transfer_syntax)].append(job)
+        for (peer_name, syntax), jobs in groups.items():
+            self._deliver(peer_name, syntax, jobs)
+        return 0.0 if len(due) >= 200 else self.queue.next_due()
+
+    def _deliver(self, peer_name: str, syntax: str, jobs: list[Job]) -> None:
+        ids = [j.id for j in jobs]
+        try:
+            peer = self.peers.get(peer_name)
+        except NotFound as exc:
+            self.queue.attempt_failed(ids, str(exc))
+            return
+        files_of: dict[int, list[StoredInstance]] = {j.id: self._instances(j) for j in jobs}
+        gone = [j for j in jobs if not files_of[j.id]]
+        self.queue.attempt_failed([j.id for j in gone], "no longer in the archive", final=True)
+        jobs = [j for j in jobs if files_of[j.id]]
+        if not jobs:
+            return
+        with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
+            paths: dict[int, list[Path]] = {}
+            unconvertible: dict[int, str] = {}
+            for job in jobs:
+                try:
+                    paths[job.id] = [_in_syntax(i, syntax, Path(tmp)) for i in files_of[job.id]]
+                except _CannotConvert as exc:
+                    unconvertible[job.id] = str(exc)
+            for job_id, why in unconvertible.items():
+                self.queue.attempt_failed([job_id], why, final=True)
+            sending = [j for j in jobs if j.id in paths]
+            try:
+                statuses = self.sender(peer, [p for j in sending for p in paths[j.id]], self.ae_title)
+            except HounsfieldError as exc:
+                self._failed(sending, peer, str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the queue: logged, retried later
+                log.exception("routing: sending to %s failed", peer.name)
+                self._failed(sending, peer, f"{type(exc).__name__}: {exc}")
+                return
+        done, failed = [], defaultdict(list)
+        for job in sending:
+            codes = [statuses.get(p) for p in paths[job.id]]
+            bad = [c for c in codes if c not in STORE_STORED]
+            if bad:
+                failed["not sent" if bad[0] is None else f"{peer.name} answered C-STORE status 0x{bad[0]:04X}"] \
+                    .append(job)
+            else:
+                done.append(job.id)
+        self.queue.done(done)
+        if done:
+            log.info("routing: %d deliveries to %s done", len(done), peer.name)
+        for why, failed_jobs in failed.items():
+            self._failed(failed_jobs, peer, why)
+
+    def _failed(self, jobs: list[Job], peer: Peer, why: str) -> None:
+        self.queue.attempt_failed([j.id for j in jobs], why)
+        attempts = max(j.attempts for j in jobs) + 1
+        log.warning("routing: %d deliveries to %s failed (attempt %d, retried in %.0f s at most): %s", len(jobs),
+                    peer.name, attempts, self.queue.backoff.wait(attempts), why)
+
+    def _instances(self, job: Job) -> list[StoredInstance]:
+        """The stored instances of a delivery, read from the index as it is (no waiting for the indexer: the
+        feed only tells what is indexed)."""
+        q = (select(Instance, Series.series_instance_uid, Study.study_instance_uid)
+             .join(Series, Instance.series_fk == Series.id).join(Study, Series.study_fk == Study.id))
+        q = q.where(Instance.sop_instance_uid == job.sop_instance_uid) if job.sop_instance_uid else \
+            q.where(Study.study_instance_uid == job.study_instance_uid)
+        with self.archive.db.session() as s:
+            return self.archive.stored(s.execute(q.order_by(Series.id, Instance.instance_number, Instance.id)).all())
+
+
+class _CannotConvert(Exception):
+    pass
+
+
+def _in_syntax(instance: StoredInstance, syntax: str, tmp: Path) -> Path:
+    """The file to send: the stored one, or a copy in ``syntax`` (``retrieve``'s conversion, lossless between
+    uncompressed syntaxes, after decompression from a compressed one when a codec can)."""
+    if not syntax or instance.transfer_syntax_uid == syntax:
+        return instance.path
+    from hounsfield.retrieve import ConvertedDataset, dataset_for
+
+    converted: Any = dataset_for(instance, {syntax})
+    if not isinstance(converted, ConvertedDataset):
+        raise _CannotConvert(f"{instance.sop_instance_uid} cannot be converted from {instance.transfer_syntax_uid} "
+                             f"to {syntax}")
+    path = tmp / f"{instance.sop_instance_uid[:60]}-{len(list(tmp.iterdir()))}.dcm"
+    with open(path, "wb") as f:
+        f.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(f, file_meta_for(instance.sop_class_uid, instance.sop_instance_uid, syntax),
+                             enforce_standard=True)
+        f.write(converted.stored_bytes())
+    return path
