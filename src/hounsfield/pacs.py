@@ -141,18 +141,16 @@ class Pacs:
     def start_events(self) -> None:
         """Issue 14, in serve's main process once everything listens: routing (from the index into the delivery
         queue, and from there to the nodes), the plugins' index events, then their ``on_started``."""
-        from hounsfield.dimse.client import store
+        from hounsfield.dimse.client import store_instances
         from hounsfield.feed import IndexFeed, Poller
         from hounsfield.routing.worker import POLL, Routing
         from hounsfield.tls import Outgoing
 
         outgoing = Outgoing(self.settings)
-        scratch = self.settings.data_dir / "routing-scratch"
-        scratch.mkdir(exist_ok=True)
         self._routing = Routing(self.archive, self.peers, self.routing_rules, self.deliveries,
                                 ae_title=self.settings.ae_title, stable_seconds=self.settings.study_stable_seconds,
-                                sender=lambda peer, files, ae: store(peer, files, ae, outgoing=outgoing),
-                                scratch=scratch)
+                                sender=lambda peer, instances, ae, syntax: store_instances(
+                                    peer, instances, ae, outgoing=outgoing, syntax=syntax))
         self._routing.start()
         plugins = self.plugins
         if plugins is None:

@@ -8,7 +8,7 @@ import shutil
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -24,12 +24,14 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from hounsfield.archive import StoredInstance
 from hounsfield.config import Peer
 from hounsfield.dimse import fastpath, store_receive
 from hounsfield.dimse import status as st
 from hounsfield.dimse.handlers import socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
+from hounsfield.retrieve import dataset_for, proposed_syntaxes
 from hounsfield.tls import Outgoing, handshake_problem
 
 log = logging.getLogger("hounsfield.client")
@@ -92,37 +94,68 @@ def echo(peer: Peer, calling_ae: str, outgoing: Outgoing | None = None) -> int:
 def store(peer: Peer, files: Iterable[Path], calling_ae: str,
           progress: Callable[[Path, int | None], None] = lambda _p, _s: None,
           outgoing: Outgoing | None = None) -> dict[Path, int | None]:
-    """Send files; returns each file's C-STORE status (None when it could not be sent)."""
+    """Send files (the command line's: any Part-10 files); returns each file's C-STORE status (None when it could
+    not be sent). Each is sent as ``store_instances`` sends the archive's."""
     files = list(files)
-    headers = {}
+    readable: list[tuple[Path, StoredInstance]] = []
+    results: dict[Path, int | None] = {f: None for f in files}
     for f in files:
         try:
-            headers[f] = dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        except Exception:  # noqa: BLE001 - any unreadable file is reported, not fatal
-            headers[f] = None
+            h = dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+            readable.append((f, StoredInstance(str(h.SOPInstanceUID), str(h.SOPClassUID), "", "",
+                                               str(h.file_meta.TransferSyntaxUID), f, 0)))
+        except Exception:  # noqa: BLE001 - any unreadable file (or one without its identity) is reported, not fatal
+            progress(f, None)
+    if readable:
+        paths = [f for f, _ in readable]
+        statuses = store_instances(peer, [i for _, i in readable], calling_ae,
+                                   lambda k, status: progress(paths[k], status), outgoing)
+        results.update(zip(paths, statuses))
+    return results
+
+
+def store_instances(peer: Peer, instances: Sequence[StoredInstance], calling_ae: str,
+                    progress: Callable[[int, int | None], None] = lambda _k, _s: None,
+                    outgoing: Outgoing | None = None, syntax: str = "") -> list[int | None]:
+    """C-STORE ``instances`` to ``peer`` on one association (over TLS to a node flagged ``tls``); each one's status
+    in order (None: not sent), ``progress(index, status)`` after each.
+
+    Each is sent the way a C-MOVE sub-operation is (``retrieve.dataset_for``): its stored bytes as they are when
+    the peer accepts the stored transfer syntax, else converted losslessly to an uncompressed one it accepts;
+    ``syntax`` (an uncompressed one) asks for that one only. The contexts proposed are those of C-MOVE
+    (``retrieve.proposed_syntaxes``): the stored syntax with the uncompressed ones after it, PS3.4 C.4.2.3.1."""
+    contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+    for inst in instances:
+        for syntaxes in ([[syntax]] if syntax else proposed_syntaxes(inst.transfer_syntax_uid)):
+            contexts[(inst.sop_class_uid, tuple(syntaxes))] = None
+    if not contexts:
+        return [None] * len(instances)
     ae = AE(ae_title=calling_ae)
-    pairs = sorted({(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers.values()
-                    if h is not None and "SOPClassUID" in h and "TransferSyntaxUID" in h.file_meta})
-    for sop, ts in pairs[:128]:
-        ae.add_requested_context(sop, [ts])
-    results: dict[Path, int | None] = {}
-    if not pairs:
-        return {f: None for f in files}
+    for sop, syntaxes in list(contexts)[:128]:
+        ae.add_requested_context(sop, list(syntaxes))
+    results: list[int | None] = []
     assoc = associate(ae, peer, outgoing)
     try:
-        for f in files:
+        accepted: dict[str, set[str]] = {}
+        for cx in assoc.accepted_contexts:
+            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        for k, inst in enumerate(instances):
             status = None
-            if headers[f] is not None:
-                try:
-                    rsp = assoc.send_c_store(f)
-                    status = int(rsp.Status) if rsp else None
-                except (ValueError, AttributeError) as exc:
-                    log.warning("%s not sent: %s", f, exc)
-            results[f] = status
-            progress(f, status)
+            wanted = accepted.get(inst.sop_class_uid, set())
+            try:
+                ds = dataset_for(inst, wanted & {syntax} if syntax else wanted, as_bytes=fastpath.active())
+                rsp = assoc.send_c_store(ds)
+                status = int(rsp.Status) if rsp else None
+            except (ValueError, AttributeError, OSError) as exc:
+                log.warning("%s not sent: %s", inst.sop_instance_uid, exc)
+            results.append(status)
+            progress(k, status)
+            if not assoc.is_established:
+                break
     finally:
-        assoc.release()
-    return results
+        if assoc.is_established:
+            assoc.release()
+    return results + [None] * (len(instances) - len(results))
 
 
 def find(peer: Peer, identifier: Dataset, calling_ae: str, model: str = "study",

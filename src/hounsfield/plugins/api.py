@@ -130,13 +130,13 @@ class Context:
     def send(self, peer: str, sop_instance_uids: list[str]) -> dict[str, int | None]:
         """C-STORE these instances to a remote node now; each SOP Instance UID's status (None: not sent).
         For deliveries that must survive an outage, use a routing rule instead (a persistent queue)."""
-        from hounsfield.dimse.client import store
+        from hounsfield.dimse.client import store_instances
         from hounsfield.tls import Outgoing
 
         instances = self.archive.instances(sop_uids=sop_instance_uids)
-        by_path = {i.path: i.sop_instance_uid for i in instances}
-        statuses = store(self.peers.get(peer), list(by_path), self.settings.ae_title, outgoing=Outgoing(self.settings))
-        return {uid: None for uid in sop_instance_uids} | {by_path[p]: s for p, s in statuses.items()}
+        statuses = store_instances(self.peers.get(peer), instances, self.settings.ae_title,
+                                   outgoing=Outgoing(self.settings))
+        return {uid: None for uid in sop_instance_uids} | {i.sop_instance_uid: s for i, s in zip(instances, statuses)}
 
 
 # ---- registration ------------------------------------------------------------------------------------------

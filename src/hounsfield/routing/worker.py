@@ -9,17 +9,13 @@ stored from then on (never to what was stored before it).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections import defaultdict
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from pydicom.filewriter import write_file_meta_info
 from sqlalchemy import select
 
 from hounsfield.archive import Archive, StoredInstance
 from hounsfield.config import Peer
-from hounsfield.dicomfile import file_meta_for
 from hounsfield.dimse.status import STORE_STORED
 from hounsfield.errors import HounsfieldError, NotFound
 from hounsfield.feed import IndexFeed, InstanceStored, Poller, StudyStable
@@ -30,9 +26,10 @@ from hounsfield.routing.store import DeliveryQueue, Job, NewJob, RuleBook
 
 log = logging.getLogger("hounsfield.routing")
 POLL = 0.5  # seconds between looks at the index and at the queue
-# send(peer, files, calling AE) → each file's C-STORE status (None: not sent); raises HounsfieldError when the
-# association cannot be made (``dimse.client.store`` with the server's TLS set-up)
-Sender = Callable[[Peer, list[Path], str], dict[Path, int | None]]
+# send(peer, instances, calling AE, transfer syntax or "") → each instance's C-STORE status in order (None: not
+# sent); raises HounsfieldError when the association cannot be made (``dimse.client.store_instances`` with the
+# server's TLS set-up)
+Sender = Callable[[Peer, list[StoredInstance], str, str], list[int | None]]
 
 
 def jobs_for(rules: list[Rule], stored: list[InstanceStored], stable: list[StudyStable]) -> list[NewJob]:
@@ -57,7 +54,7 @@ def jobs_for(rules: list[Rule], stored: list[InstanceStored], stable: list[Study
 
 class Routing:
     def __init__(self, archive: Archive, peers: PeerRegistry, book: RuleBook, queue: DeliveryQueue, *,
-                 ae_title: str, sender: Sender, stable_seconds: float, scratch: Path) -> None:
+                 ae_title: str, sender: Sender, stable_seconds: float) -> None:
         self.archive = archive
         self.peers = peers
         self.book = book
@@ -65,7 +62,6 @@ class Routing:
         self.ae_title = ae_title
         self.sender = sender
         self.stable_seconds = stable_seconds
-        self.scratch = scratch
         self.feed: IndexFeed | None = None
         self._pollers: list[Poller] = []
 
@@ -120,33 +116,24 @@ class Routing:
         jobs = [j for j in jobs if files_of[j.id]]
         if not jobs:
             return
-        with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
-            paths: dict[int, list[Path]] = {}
-            unconvertible: dict[int, str] = {}
-            for job in jobs:
-                try:
-                    paths[job.id] = [_in_syntax(i, syntax, Path(tmp)) for i in files_of[job.id]]
-                except _CannotConvert as exc:
-                    unconvertible[job.id] = str(exc)
-            for job_id, why in unconvertible.items():
-                self.queue.attempt_failed([job_id], why, final=True)
-            sending = [j for j in jobs if j.id in paths]
-            try:
-                statuses = self.sender(peer, [p for j in sending for p in paths[j.id]], self.ae_title)
-            except HounsfieldError as exc:
-                self._failed(sending, peer, str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the queue: logged, retried later
-                log.exception("routing: sending to %s failed", peer.name)
-                self._failed(sending, peer, f"{type(exc).__name__}: {exc}")
-                return
+        sending = jobs
+        try:
+            sent = self.sender(peer, [i for j in sending for i in files_of[j.id]], self.ae_title, syntax)
+        except HounsfieldError as exc:
+            self._failed(sending, peer, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the queue: logged, retried later
+            log.exception("routing: sending to %s failed", peer.name)
+            self._failed(sending, peer, f"{type(exc).__name__}: {exc}")
+            return
         done, failed = [], defaultdict(list)
+        codes = iter(sent)
         for job in sending:
-            codes = [statuses.get(p) for p in paths[job.id]]
-            bad = [c for c in codes if c not in STORE_STORED]
+            bad = [c for c in (next(codes) for _ in files_of[job.id]) if c not in STORE_STORED]
             if bad:
-                failed["not sent" if bad[0] is None else f"{peer.name} answered C-STORE status 0x{bad[0]:04X}"] \
-                    .append(job)
+                why = "not sent" + (f" (not convertible to {syntax})" if syntax else "") if bad[0] is None \
+                    else f"{peer.name} answered C-STORE status 0x{bad[0]:04X}"
+                failed[why].append(job)
             else:
                 done.append(job.id)
         self.queue.done(done)
@@ -170,27 +157,3 @@ class Routing:
             q.where(Study.study_instance_uid == job.study_instance_uid)
         with self.archive.db.session() as s:
             return self.archive.stored(s.execute(q.order_by(Series.id, Instance.instance_number, Instance.id)).all())
-
-
-class _CannotConvert(Exception):
-    pass
-
-
-def _in_syntax(instance: StoredInstance, syntax: str, tmp: Path) -> Path:
-    """The file to send: the stored one, or a copy in ``syntax`` (``retrieve``'s conversion, lossless between
-    uncompressed syntaxes, after decompression from a compressed one when a codec can)."""
-    if not syntax or instance.transfer_syntax_uid == syntax:
-        return instance.path
-    from hounsfield.retrieve import ConvertedDataset, dataset_for
-
-    converted: Any = dataset_for(instance, {syntax})
-    if not isinstance(converted, ConvertedDataset):
-        raise _CannotConvert(f"{instance.sop_instance_uid} cannot be converted from {instance.transfer_syntax_uid} "
-                             f"to {syntax}")
-    path = tmp / f"{instance.sop_instance_uid[:60]}-{len(list(tmp.iterdir()))}.dcm"
-    with open(path, "wb") as f:
-        f.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(f, file_meta_for(instance.sop_class_uid, instance.sop_instance_uid, syntax),
-                             enforce_standard=True)
-        f.write(converted.stored_bytes())
-    return path

@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from hounsfield.archive import StoredInstance
 from hounsfield.config import Peer, Settings
-from hounsfield.dimse.client import store
+from hounsfield.dimse.client import store_instances
 from hounsfield.dimse.status import STORE_STORED
 from hounsfield.errors import HounsfieldError, InvalidQuery, NotFound
 from hounsfield.jobs import Job, Jobs
@@ -50,20 +51,20 @@ def send_study(request: Request, uid: str, body: SendIn) -> dict[str, Any]:
     GET /api/jobs/{id} for progress."""
     pacs = pacs_of(request)
     peer = pacs.peers.get(body.peer)
-    files = [inst.path for inst in pacs.archive.instances(study_uid=uid)]
-    if not files:
+    instances = pacs.archive.instances(study_uid=uid)
+    if not instances:
         raise NotFound(f"no study {uid}")
-    job = Job("send", total=len(files), study=uid, peer=peer.name)
+    job = Job("send", total=len(instances), study=uid, peer=peer.name)
     pacs.jobs.update(job, sent=0)
-    return pacs.jobs.start(job, lambda j: _run_send(pacs.jobs, j, peer, files, pacs.settings))
+    return pacs.jobs.start(job, lambda j: _run_send(pacs.jobs, j, peer, instances, pacs.settings))
 
 
-def _run_send(jobs: Jobs, job: Job, peer: Peer, files: list, settings: Settings) -> None:
-    """Send ``files`` (over TLS to a node flagged ``tls``), counting each outcome in ``job``."""
-    def progress(_path: Any, status: int | None) -> None:
+def _run_send(jobs: Jobs, job: Job, peer: Peer, instances: list[StoredInstance], settings: Settings) -> None:
+    """Send ``instances`` (over TLS to a node flagged ``tls``), counting each outcome in ``job``."""
+    def progress(_index: int, status: int | None) -> None:
         jobs.update(job, add={"done": 1, "sent" if status in STORE_STORED else "failed": 1})
 
-    store(peer, files, settings.ae_title, progress, Outgoing(settings))
+    store_instances(peer, instances, settings.ae_title, progress, Outgoing(settings))
 
 
 @router.get("/jobs", tags=["jobs"])
