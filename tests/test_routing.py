@@ -134,6 +134,16 @@ when = {{ modality = "M?", calling_ae = "mrscanner" }}
         assert len(expected) == 15 and scp.files() == 16  # each once, nothing else
         page = requests.get(f"{srv.url}/ui/routing.html", timeout=30)
         assert page.status_code == 200 and "Deliveries" in page.text
+
+        def sent() -> list[dict]:  # data leaving the archive is audited, a rule's as a person's
+            return requests.get(f"{srv.url}/api/audit", params={"action": "study_sent", "limit": 1000},
+                                timeout=30).json()["events"]
+
+        events = eventually(sent, lambda es: sum(int(e["detail"].split()[0]) for e in es) == 16,
+                            what="the deliveries' audit events")
+        assert {(e["user"], e["study_instance_uid"], e["ae_title"], e["outcome"]) for e in events} == {
+            ("routing rule ct-to-planning", study, "PLANNING", "success"),
+            ("routing rule mr-from-the-scanner", study, "PLANNING", "success")}
     finally:
         srv.stop()
         scp.stop()

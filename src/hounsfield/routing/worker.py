@@ -15,6 +15,7 @@ from typing import Callable
 from sqlalchemy import select
 
 from hounsfield.archive import Archive, StoredInstance
+from hounsfield.audit.actions import STUDY_SENT
 from hounsfield.config import Peer
 from hounsfield.dimse.status import STORE_STORED
 from hounsfield.errors import HounsfieldError, NotFound
@@ -139,8 +140,20 @@ class Routing:
         self.queue.done(done)
         if done:
             log.info("routing: %d deliveries to %s done", len(done), peer.name)
+            self._audit_sent([j for j in sending if j.id in set(done)], files_of, peer)
         for why, failed_jobs in failed.items():
             self._failed(failed_jobs, peer, why)
+
+    def _audit_sent(self, jobs: list[Job], files_of: dict[int, list[StoredInstance]], peer: Peer) -> None:
+        """One ``study_sent`` audit event per rule and study delivered (PS3.15 A.5.3.2, as a REST send is): data
+        leaving the archive is recorded whether a person or a rule sent it."""
+        sent: dict[tuple[str, str], int] = defaultdict(int)
+        for job in jobs:
+            sent[(job.rule, job.study_instance_uid)] += len(files_of[job.id])
+        for (rule, study), count in sent.items():
+            self.archive.audit.record(STUDY_SENT, user=f"routing rule {rule}", ae_title=peer.ae_title,
+                                      address=peer.host, study_instance_uid=study,
+                                      detail=f"{count} instances to {peer.name} ({peer.ae_title})")
 
     def _failed(self, jobs: list[Job], peer: Peer, why: str) -> None:
         self.queue.attempt_failed([j.id for j in jobs], why)
