@@ -149,6 +149,46 @@ when = {{ modality = "M?", calling_ae = "mrscanner" }}
         scp.stop()
 
 
+def test_a_node_that_never_answers_holds_up_no_other(tmp_path: Path) -> None:
+    """A node that takes the connection and never answers the A-ASSOCIATE-RQ (a hung PACS) keeps its own
+    deliveries waiting for pynetdicom's ACSE timeout; the other node of the same rule gets its copies meanwhile
+    (its deliveries are done while the hung node's first attempt is still open)."""
+    import socket
+
+    scp = StoreScp(tmp_path / "received").start()
+    hung = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    toml = f"""[peers.HUNG]
+ae_title = "HUNG"
+host = "127.0.0.1"
+port = {hung.getsockname()[1]}
+[peers.PLANNING]
+ae_title = "PLANNING"
+host = "127.0.0.1"
+port = {scp.port}
+[routing.both]
+send_to = ["HUNG", "PLANNING"]
+"""
+    srv = Server(tmp_path / "data", config=toml).start()
+    try:
+        batch = [tiny_ct("ROUTE-HUNG", generate_uid(), generate_uid(), n) for n in (1, 2)]
+        assert c_store(srv.dicom_port, batch) == [0, 0]
+        hung.settimeout(60)
+        held.append(hung.accept()[0])  # the hung node's association request arrives first (its jobs are older)
+        counts = eventually(lambda: {p: [j["state"] for j in jobs(srv)["jobs"] if j["peer"] == p]
+                                     for p in ("HUNG", "PLANNING")},
+                            lambda c: c["PLANNING"] == ["done", "done"], what="the answering node's deliveries")
+        assert counts["HUNG"] == ["pending", "pending"], counts
+        assert all(j["attempts"] == 0 for j in jobs(srv)["jobs"] if j["peer"] == "HUNG")  # still in its first
+        assert sorted(scp.received()) == sorted(ds.SOPInstanceUID for ds in batch)
+    finally:
+        srv.stop()
+        scp.stop()
+        for conn in held:
+            conn.close()
+        hung.close()
+
+
 @pytest.fixture
 def api(tmp_path: Path):
     toml = tmp_path / "hounsfield.toml"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
@@ -157,17 +158,20 @@ class DeliveryQueue:
                 row.value = cursor
         return len(fresh)
 
-    def due(self, limit: int = 200) -> list[Job]:
-        """Pending jobs whose time has come, oldest first."""
+    def due(self, limit: int = 200, *, besides: Collection[str] = ()) -> list[Job]:
+        """Pending jobs whose time has come, oldest first; none for the nodes ``besides`` (being sent to)."""
         with self.db.session() as s:
-            rows = s.scalars(select(RoutingJob).where(RoutingJob.state == PENDING, RoutingJob.due_ms <= now_ms())
+            rows = s.scalars(select(RoutingJob).where(RoutingJob.state == PENDING, RoutingJob.due_ms <= now_ms(),
+                                                      RoutingJob.peer.not_in(list(besides)))
                              .order_by(RoutingJob.id).limit(limit))
             return [_job(r) for r in rows]
 
-    def next_due(self) -> float | None:
-        """Seconds until the next pending job is due (0 when one is), None when none is pending."""
+    def next_due(self, *, besides: Collection[str] = ()) -> float | None:
+        """Seconds until the next pending job is due (0 when one is), None when none is pending; the nodes
+        ``besides`` left out."""
         with self.db.session() as s:
-            due = s.scalar(select(func.min(RoutingJob.due_ms)).where(RoutingJob.state == PENDING))
+            due = s.scalar(select(func.min(RoutingJob.due_ms)).where(RoutingJob.state == PENDING,
+                                                                     RoutingJob.peer.not_in(list(besides))))
         return None if due is None else max(0.0, (due - now_ms()) / 1000)
 
     def done(self, ids: list[int]) -> None:

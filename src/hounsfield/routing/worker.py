@@ -1,14 +1,16 @@
 """Routing at work, in the main process of ``serve``: one thread turns what the index gains (``feed``) into
 deliveries of the rules that match (``store.DeliveryQueue``, with the feed's cursor, in one transaction); another
-sends the deliveries that are due, by C-STORE, in one association per node, and marks each done or failed
-(``store.Backoff``: retried later, FAILED after the last attempt). A node that is down delays only its own
-deliveries' next attempt; the rules are read at every round, so a rule added through REST applies to what is
+hands the deliveries that are due to senders (``DELIVERY_THREADS``, one node each at a time) that send them by
+C-STORE, in one association per node and round, and mark each done or failed (``store.Backoff``: retried later,
+FAILED after the last attempt). A node that is down or hangs delays only its own deliveries; the rules are read at every round, so a rule added through REST applies to what is
 stored from then on (never to what was stored before it).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from typing import Callable
 
@@ -27,6 +29,7 @@ from hounsfield.routing.store import DeliveryQueue, Job, NewJob, RuleBook
 
 log = logging.getLogger("hounsfield.routing")
 POLL = 0.5  # seconds between looks at the index and at the queue
+DELIVERY_THREADS = 4  # nodes sent to at once
 # send(peer, instances, calling AE, transfer syntax or "") → each instance's C-STORE status in order (None: not
 # sent); raises HounsfieldError when the association cannot be made (``dimse.client.store_instances`` with the
 # server's TLS set-up)
@@ -65,6 +68,9 @@ class Routing:
         self.stable_seconds = stable_seconds
         self.feed: IndexFeed | None = None
         self._pollers: list[Poller] = []
+        self._senders = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="routing-send")
+        self._busy: set[str] = set()  # nodes a sender is sending to
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         cursor = self.queue.cursor()
@@ -81,6 +87,7 @@ class Routing:
     def stop(self, grace: float = 10.0) -> None:
         for poller in self._pollers:
             poller.stop(grace)
+        self._senders.shutdown(wait=True, cancel_futures=True)  # what is being sent ends (or times out)
 
     # ---- the index → deliveries ----------------------------------------------------------------------------
     def route_once(self) -> None:
@@ -95,14 +102,32 @@ class Routing:
 
     # ---- deliveries → the nodes ----------------------------------------------------------------------------
     def deliver_once(self) -> float | None:
-        """Send what is due; returns how soon to look again (at once while more is due)."""
-        due = self.queue.due()
+        """Hand what is due to the senders, a node's deliveries to one sender while no other sends to it;
+        returns how soon to look again (at once while more is due)."""
+        with self._busy_lock:
+            busy = set(self._busy)
+        due = self.queue.due(besides=busy)
         groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
         for job in due:
             groups[(job.peer, job.transfer_syntax)].append(job)
+        by_peer: dict[str, list[tuple[str, list[Job]]]] = defaultdict(list)
         for (peer_name, syntax), jobs in groups.items():
-            self._deliver(peer_name, syntax, jobs)
-        return 0.0 if len(due) >= 200 else self.queue.next_due()
+            by_peer[peer_name].append((syntax, jobs))
+        with self._busy_lock:
+            self._busy.update(by_peer)
+        for peer_name, batches in by_peer.items():
+            self._senders.submit(self._send_to, peer_name, batches)
+        return 0.0 if len(due) >= 200 else self.queue.next_due(besides=busy | set(by_peer))
+
+    def _send_to(self, peer_name: str, batches: list[tuple[str, list[Job]]]) -> None:
+        try:
+            for syntax, jobs in batches:
+                self._deliver(peer_name, syntax, jobs)
+        except Exception:  # noqa: BLE001 - logged; the jobs stay pending and are tried again
+            log.exception("routing: delivering to %s failed", peer_name)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(peer_name)
 
     def _deliver(self, peer_name: str, syntax: str, jobs: list[Job]) -> None:
         ids = [j.id for j in jobs]
