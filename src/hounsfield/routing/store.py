@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import delete, func, select, update
@@ -105,8 +105,11 @@ class Job:
     updated_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
+        """The job's fields, its times as datetimes (``web.routing_api`` writes them as ISO 8601 in UTC; the
+        index gives ``created_at`` / ``updated_at`` back naive on SQLite, which are UTC)."""
         out = dict(self.__dict__)
-        out["created_at"], out["updated_at"] = self.created_at.isoformat(), self.updated_at.isoformat()
+        out["next_attempt"] = (None if self.next_attempt is None
+                               else datetime.fromtimestamp(self.next_attempt, timezone.utc))
         out["scope"] = "instance" if self.sop_instance_uid else "study"
         out["transfer_syntax"] = self.transfer_syntax or None
         return out

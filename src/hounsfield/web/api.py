@@ -7,7 +7,7 @@ Patient and study records say whether the demographics under their Patient ID di
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from fastapi import APIRouter, Query as Param, Request
 from fastapi.responses import FileResponse
@@ -44,6 +44,20 @@ SQL_INT_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) ta
 
 def pacs_of(request: Request) -> Pacs:
     return request.app.state.pacs
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (``web.app``'s handlers): the kind (InvalidQuery, NotFound, Rejected, RemoteFailure,
+    ValidationError…) and what went wrong; a 422 gives each problem and the fields named."""
+
+    error: str
+    detail: Union[str, list[dict[str, Any]]]
+    fields: Optional[list[str]] = Field(None, description="422 only: the fields that failed validation")
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route whose errors are these statuses, each with ``ErrorOut``'s shape."""
+    return {code: {"model": ErrorOut} for code in codes}
 
 
 INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hounsfield.remote import MAX_ANSWERS, MAX_KEYS
-from hounsfield.web.api import pacs_of
+from hounsfield.web.api import errors, pacs_of
+from hounsfield.web.transfer import JobOut
 
 router = APIRouter(prefix="/api", tags=["remote"])
 QueryKeys = Optional[dict[str, Any]]
@@ -52,41 +53,75 @@ class RetrieveIn(BaseModel):
                             "get: C-GET, the instances come back on the same association")
 
 
+class RemotePeerOut(BaseModel):
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: bool
+    can_retrieve: bool = Field(description="the node may store here (store in its allow list), which a retrieve "
+                                           "needs")
+
+
+class EchoOut(BaseModel):
+    peer: str
+    ae_title: str
+    ok: bool = Field(description="always true: a node that does not answer Success is a 502")
+    status: int = Field(description="the C-ECHO status (0: Success)")
+
+
+class MatchesOut(BaseModel):
+    peer: str
+    count: int = Field(description="matches the node answered")
+    truncated: bool = Field(description="more than limit answered: only the first limit are given")
+    matches: list[dict[str, Any]] = Field(description="each match as {DICOM keyword: value}; a value that may "
+                                                      "have several is a list, a sequence a list of objects")
+
+
+class FindOut(MatchesOut):
+    level: str
+
+
+# The errors of the routes that ask a node (``web.app``): 400 a bad query, 404 no such node, 409 the node may not
+# do it, 502 the node did not answer, refused the association or answered a failure.
+REMOTE_ERRORS = errors(400, 404, 409, 502)
+
+
 @router.get("/remote/peers")
-def remote_peers(request: Request) -> list[dict[str, Any]]:
+def remote_peers(request: Request) -> list[RemotePeerOut]:
     """The configured nodes to query and retrieve from (name, AE title, host, port, tls, and whether it may
     store here, which a retrieve needs). Needs read: the full node list with permissions is GET /api/peers
     (admin)."""
-    return [{"name": p.name, "ae_title": p.ae_title, "host": p.host, "port": p.port, "tls": p.tls,
-             "can_retrieve": "store" in p.allow} for p in pacs_of(request).peers.all()]
+    return [RemotePeerOut(name=p.name, ae_title=p.ae_title, host=p.host, port=p.port, tls=p.tls,
+                          can_retrieve="store" in p.allow) for p in pacs_of(request).peers.all()]
 
 
-@router.post("/peers/{name}/echo")
-def echo(request: Request, name: str) -> dict[str, Any]:
+@router.post("/peers/{name}/echo", responses=REMOTE_ERRORS)
+def echo(request: Request, name: str) -> EchoOut:
     """C-ECHO the node: {ok, status} when it answers Success, 502 with the reason when it does not. Needs
     read."""
-    return pacs_of(request).remote.echo(name)
+    return EchoOut(**pacs_of(request).remote.echo(name))
 
 
-@router.post("/peers/{name}/find")
-def find(request: Request, name: str, body: FindIn) -> dict[str, Any]:
+@router.post("/peers/{name}/find", responses=REMOTE_ERRORS)
+def find(request: Request, name: str, body: FindIn) -> FindOut:
     """C-FIND on the node at a level (Patient Root for patient, Study Root otherwise, PS3.4 C.6): the matches
     as {keyword: value} objects (the query's keys and the level's usual return keys), with count and
     truncated. Needs read."""
-    return pacs_of(request).remote.find(name, body.level, body.query, limit=body.limit)
+    return FindOut(**pacs_of(request).remote.find(name, body.level, body.query, limit=body.limit))
 
 
-@router.post("/peers/{name}/find-worklist")
-def find_worklist(request: Request, name: str, body: WorklistFindIn) -> dict[str, Any]:
+@router.post("/peers/{name}/find-worklist", responses=REMOTE_ERRORS)
+def find_worklist(request: Request, name: str, body: WorklistFindIn) -> MatchesOut:
     """MWL C-FIND on the node (PS3.4 K): its scheduled procedure steps matching the query, each as
     {keyword: value} with ScheduledProcedureStepSequence a list of objects. Needs worklist."""
-    return pacs_of(request).remote.find_worklist(name, body.query, limit=body.limit)
+    return MatchesOut(**pacs_of(request).remote.find_worklist(name, body.query, limit=body.limit))
 
 
-@router.post("/peers/{name}/retrieve", status_code=202)
-def retrieve(request: Request, name: str, body: RetrieveIn) -> dict[str, Any]:
+@router.post("/peers/{name}/retrieve", status_code=202, responses=REMOTE_ERRORS)
+def retrieve(request: Request, name: str, body: RetrieveIn) -> JobOut:
     """Retrieve a study or series from the node into this archive by C-MOVE or C-GET, as a background job:
     poll GET /api/jobs/{id} (state running → completed, partial or failed with the reason; total, done,
     failed, stored, local_instances). Needs store: it brings data in; the node must be allowed to store here."""
-    return pacs_of(request).remote.retrieve(name, level=body.level, study=body.study, series=body.series,
-                                            method=body.method)
+    return JobOut(**pacs_of(request).remote.retrieve(name, level=body.level, study=body.study, series=body.series,
+                                                     method=body.method))

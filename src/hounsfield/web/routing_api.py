@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from hounsfield.audit.actions import PERMISSION_CHANGED
 from hounsfield.routing.models import STATES
 from hounsfield.routing.rules import EVENTS, TRANSFER_SYNTAXES
-from hounsfield.web.api import MAX_LIMIT, pacs_of
+from hounsfield.web.api import MAX_LIMIT, errors, pacs_of
 from hounsfield.web.auth import client_address, user_name
-from hounsfield.web.worklist_api import Id, Offset
+from hounsfield.web.worklist_api import Id, Offset, Timestamp
 
 router = APIRouter(prefix="/api/routing", tags=["routing"])
 Patterns = Union[Annotated[str, Field(min_length=1, max_length=64)],
@@ -67,10 +67,10 @@ class JobOut(BaseModel):
     transfer_syntax: Optional[str]
     state: str = Field(description="pending (waiting or retrying), failed (no attempt left), done")
     attempts: int = Field(description="failed attempts so far")
-    next_attempt: Optional[float] = Field(description="when a pending job is tried next (seconds since the epoch)")
+    next_attempt: Optional[Timestamp] = Field(description="when a pending job is tried next (null unless pending)")
     last_error: str
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class JobsOut(BaseModel):
@@ -89,13 +89,13 @@ def list_rules(request: Request) -> list[RuleOut]:
     return [_out(pacs, r) for r in pacs.routing_rules.all()]
 
 
-@router.get("/rules/{name}")
+@router.get("/rules/{name}", responses=errors(404))
 def get_rule(request: Request, name: str) -> RuleOut:
     pacs = pacs_of(request)
     return _out(pacs, pacs.routing_rules.get(name))
 
 
-@router.put("/rules/{name}")
+@router.put("/rules/{name}", responses=errors(400, 409))
 def put_rule(request: Request, name: str, rule: RuleIn) -> RuleOut:
     """Add or change a rule; it applies to what is stored from now on."""
     pacs = pacs_of(request)
@@ -107,7 +107,7 @@ def put_rule(request: Request, name: str, rule: RuleIn) -> RuleOut:
     return _out(pacs, added)
 
 
-@router.delete("/rules/{name}")
+@router.delete("/rules/{name}", responses=errors(404, 409))
 def delete_rule(request: Request, name: str) -> dict[str, str]:
     """Remove a rule; its queued deliveries still go out."""
     pacs = pacs_of(request)
@@ -127,7 +127,7 @@ def list_jobs(request: Request, state: Optional[Literal[STATES]] = None,  # type
                    jobs=[JobOut(**j.as_dict()) for j in queue.jobs(state, rule=rule, limit=limit, offset=offset)])
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id}/retry", responses=errors(404, 409))
 def retry_job(request: Request, job_id: Id) -> JobOut:
     """Try a failed (or waiting) delivery again now, with all its attempts again."""
     return JobOut(**pacs_of(request).deliveries.retry(job_id).as_dict())

@@ -19,11 +19,12 @@ import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query as Param, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from hounsfield.errors import InvalidQuery, NotFound
@@ -47,6 +48,207 @@ KIND_NAMES = {"RTSTRUCT": "RT Structure Set", "RTPLAN": "RT Plan", "RTDOSE": "RT
 REF_NAMES = {"series": "image series", "structure_set": "RT Structure Set", "plan": "RT Plan", "dose": "RT Dose"}
 REF_KIND = {"structure_set": "RTSTRUCT", "plan": "RTPLAN", "dose": "RTDOSE"}
 Method = Literal["supersample", "centre"]
+
+
+RGB = list[int]
+
+
+# ---- the shapes of the answers (documented in the OpenAPI; tests/test_rest_schema.py checks them) ------------
+class SeriesRef(BaseModel):
+    kind: Literal["series"]
+    uid: str
+    found: bool
+    instances: int = Field(description="instances of the series in the archive (0 when not found)")
+
+
+class ObjectRef(BaseModel):
+    kind: Literal["structure_set", "plan", "dose"]
+    uid: str
+    found: bool
+    in_study: bool = Field(description="the referenced object is in the same study")
+
+
+class RTObjectOut(BaseModel):
+    sop_instance_uid: str
+    kind: str = Field(description="RTSTRUCT, RTPLAN or RTDOSE")
+    label: str
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_of_reference_uid: str
+    references: list[Annotated[Union[SeriesRef, ObjectRef], Field(discriminator="kind")]]
+
+
+class RTSetOut(BaseModel):
+    structure_sets: list[RTObjectOut]
+    plans: list[RTObjectOut]
+    doses: list[RTObjectOut]
+    problems: list[str] = Field(description="each missing or inconsistent reference, by name")
+
+
+class StudyRTSetOut(RTSetOut):
+    study_instance_uid: str
+
+
+class SeriesRTSetOut(RTSetOut):
+    series_instance_uid: str
+    frame_of_reference_uid: str
+
+
+class RoiOut(BaseModel):
+    number: int
+    name: str
+    color: RGB = Field(description="the ROI Display Color, else the overlays' palette colour")
+    display_color: Optional[RGB] = Field(description="the ROI Display Color as stored (null: none)")
+    interpreted_type: str
+    contours: int
+    geometric_types: dict[str, int]
+    volume_cc: Optional[float] = Field(description="null for an ROI without closed contours")
+    volume_note: Optional[str]
+
+
+class RoisOut(BaseModel):
+    sop_instance_uid: str
+    label: str
+    frame_of_reference_uid: str
+    rois: list[RoiOut]
+    issues: list[str]
+
+
+class SliceContour(BaseModel):
+    type: str = Field(description="Contour Geometric Type: CLOSED_PLANAR, OPEN_PLANAR, POINT…")
+    closed: bool
+    points: list[list[float]] = Field(description="[x, y] = (column, row)")
+
+
+class SliceRoi(BaseModel):
+    number: int
+    name: str
+    color: RGB
+    contours: list[SliceContour]
+
+
+class ContoursOut(BaseModel):
+    sop_instance_uid: str
+    image: str
+    slice: int
+    rows: int
+    columns: int
+    rois: list[SliceRoi]
+
+
+class DoseSliceOut(BaseModel):
+    sop_instance_uid: str
+    image: str
+    rows: int
+    columns: int
+    units: str
+    dose_max: float
+    wash_floor: float
+    slice_max: Optional[float]
+    values: list[list[Optional[float]]] = Field(description="values[row][column]; null outside the dose grid")
+
+
+class ReferenceOut(BaseModel):
+    gy: float
+    source: str
+
+
+class IsodoseLevel(BaseModel):
+    gy: float
+    color: RGB
+    label: str
+    pixels: list[list[int]] = Field(description="[x, y] = (column, row)")
+
+
+class IsodoseOut(BaseModel):
+    sop_instance_uid: str
+    image: str
+    units: str
+    rows: int
+    columns: int
+    reference: ReferenceOut = Field(description="what 100 % is")
+    levels: list[IsodoseLevel]
+
+
+class DvhOut(BaseModel):
+    number: int
+    name: str
+    volume_cc: Optional[float]
+    min_gy: Optional[float]
+    mean_gy: Optional[float]
+    max_gy: Optional[float]
+    d98_gy: Optional[float]
+    d95_gy: Optional[float]
+    d50_gy: Optional[float]
+    d2_gy: Optional[float]
+    dose_gy: list[float]
+    volume_pct: list[float]
+    color: Optional[RGB]
+    source: str
+    notes: list[str]
+    covered_cc: Optional[float] = Field(description="the part of the volume inside the dose grid")
+
+
+class DvhsOut(BaseModel):
+    structure_set: str
+    dose: str
+    method: str
+    units: str
+    cached: int = Field(description="DVHs answered from the index")
+    dvhs: list[DvhOut]
+    errors: list[str]
+
+
+class BeamOut(BaseModel):
+    number: int
+    name: str
+    beam_type: str
+    radiation_type: str
+    nominal_energy: Optional[float]
+    gantry_angle: Optional[float]
+    collimator_angle: Optional[float]
+    couch_angle: Optional[float]
+    meterset: Optional[float]
+    meterset_unit: str
+    control_points: int
+    machine: str
+    beam_dose: Optional[float]
+
+
+class DoseReferenceOut(BaseModel):
+    number: Optional[int]
+    description: str
+    structure_type: str
+    reference_type: str
+    prescription_gy: Optional[float]
+    roi_number: Optional[int]
+
+
+class FractionGroupOut(BaseModel):
+    number: Optional[int]
+    fractions: Optional[int]
+    beams: list[tuple[int, Optional[float]]] = Field(description="(beam number, meterset)")
+
+
+class PlanOut(BaseModel):
+    sop_instance_uid: str
+    label: str
+    plan_name: str
+    intent: str
+    geometry: str
+    date: str
+    frame_of_reference_uid: str
+    study_uid: str
+    dose_references: list[DoseReferenceOut]
+    fraction_groups: list[FractionGroupOut]
+    beams: list[BeamOut]
+    structure_set_uids: list[str]
+    dose_uids: list[str]
+    plan_uids: list[str]
+    issues: list[str]
+    prescription_gy: Optional[float]
+    fractions: Optional[int]
+    total_meterset: Optional[float]
 
 
 def pacs_of(request: Request) -> Pacs:
@@ -228,7 +430,7 @@ def _answer(objects: dict[str, dict[str, Any]], problems: list[str], **extra: An
 
 @router.get("/studies/{study}", summary="A study's RT set: its structure sets, plans and doses, what each "
             "references, and every missing reference by name")
-def rt_set(request: Request, study: str) -> dict[str, Any]:
+def rt_set(request: Request, study: str) -> StudyRTSetOut:
     """From the index only (no file is read). A reference to an object or series the archive does not hold is a
     ``problems`` entry naming the object and what it misses, and its reference says ``found: false``."""
     pacs = pacs_of(request)
@@ -239,12 +441,12 @@ def rt_set(request: Request, study: str) -> dict[str, Any]:
                               .order_by(rtm.RTReference.id)))
         objects = _objects_of(rows)
         problems = _resolve(s, objects)
-    return _answer(objects, problems, study_instance_uid=study)
+    return StudyRTSetOut(**_answer(objects, problems, study_instance_uid=study))
 
 
 @router.get("/series/{series}", summary="The RT objects drawn on an image series: the structure sets that "
             "reference it, their plans, and the doses of those plans (or of its Frame of Reference)")
-def rt_of_series(request: Request, series: str) -> dict[str, Any]:
+def rt_of_series(request: Request, series: str) -> SeriesRTSetOut:
     pacs = pacs_of(request)
     R = rtm.RTReference
     with pacs.archive.reading() as s:
@@ -265,7 +467,7 @@ def rt_of_series(request: Request, series: str) -> dict[str, Any]:
         plans |= {r.ref_uid for r in study_rows if r.sop_instance_uid in doses and r.ref_kind == "plan"}
         objects = _objects_of([r for r in study_rows if r.sop_instance_uid in rs | plans | doses])
         problems = _resolve(s, objects)
-    return _answer(objects, problems, series_instance_uid=series, frame_of_reference_uid=frame)
+    return SeriesRTSetOut(**_answer(objects, problems, series_instance_uid=series, frame_of_reference_uid=frame))
 
 
 # ---- structure sets ---------------------------------------------------------------------------------------------
@@ -307,18 +509,18 @@ def _rois(rs: StructureSet) -> list[dict[str, Any]]:
 
 @router.get("/structure-sets/{uid}/rois", summary="The ROIs of a structure set: number, name, colour, type, "
             "volume (cm³)")
-def rois(request: Request, uid: str) -> dict[str, Any]:
+def rois(request: Request, uid: str) -> RoisOut:
     """``color`` is the ROI Display Color, else the palette colour the overlays use; ``volume_cc`` the volume of
     the closed contours (null for an ROI of points or open lines)."""
     pacs = pacs_of(request)
     found, rs = structure_set(pacs, uid)
     listed = _objects.get(("rois", uid, found.sha256), lambda: _rois(rs))
-    return {"sop_instance_uid": uid, "label": rs.label, "frame_of_reference_uid": rs.frame_of_reference_uid,
-            "rois": listed, "issues": [_public(pacs, i) for i in rs.issues]}
+    return RoisOut(sop_instance_uid=uid, label=rs.label, frame_of_reference_uid=rs.frame_of_reference_uid,
+                   rois=listed, issues=[_public(pacs, i) for i in rs.issues])
 
 
 @router.get("/structure-sets/{uid}/contours", summary="The contours of a structure set on one CT slice, in that "
-            "slice's pixel coordinates")
+            "slice's pixel coordinates", responses={200: {"model": ContoursOut}})
 def contours(request: Request, uid: str, image: str = Param("", description="SOP Instance UID of the CT slice"),
              roi: list[int] | None = Param(None, description="ROI Numbers (all when absent)")) -> Response:
     """The contours whose points all lie in the slice's slab (half the slice spacing either side of its plane,
@@ -372,8 +574,8 @@ def _unit(dose: DoseGrid) -> str:
 
 
 @router.get("/doses/{uid}/slice", summary="The dose resampled on one CT slice: values (JSON or float32) or a "
-            "colour-wash PNG", responses={200: {"content": {"application/json": {}, "application/octet-stream": {},
-                                                           "image/png": {}}}})
+            "colour-wash PNG", responses={200: {"model": DoseSliceOut, "content": {
+                "application/json": {}, "application/octet-stream": {}, "image/png": {}}}})
 def dose_slice(request: Request, uid: str, image: str = Param("", description="SOP Instance UID of the CT slice"),
                format: Literal["json", "f32", "png"] = "json") -> Response:
     """Trilinear dose at the slice's pixel centres (:meth:`hounsfield.rt.dose.DoseGrid.resample_slice`), in the
@@ -420,7 +622,7 @@ def _reference(pacs: Pacs, dose: DoseGrid) -> ReferenceDose:
 @router.get("/doses/{uid}/isodose", summary="Isodose lines on one CT slice, in its pixel coordinates")
 def isodose(request: Request, uid: str, image: str = Param("", description="SOP Instance UID of the CT slice"),
             levels: str = Param(DEFAULT_ISODOSE, description="95,50 (% of the prescription), 40Gy, or both")
-            ) -> dict[str, Any]:
+            ) -> IsodoseOut:
     """Each level's line: the pixels receiving at least the level with a 4-neighbour (inside the grid) below it
     (:func:`hounsfield.rt.overlay.isodose_line`), as ``[x, y]`` = (column, row). 100 % is the prescription of the
     plan the dose references, else the dose maximum (``reference``)."""
@@ -436,9 +638,10 @@ def isodose(request: Request, uid: str, image: str = Param("", description="SOP 
         rows, cols = np.nonzero(isodose_line(plane, gy))
         out.append({"gy": round(gy, 6), "color": list(colour), "label": text,
                     "pixels": np.column_stack((cols, rows)).tolist()})
-    return {"sop_instance_uid": uid, "image": image, "units": _unit(dose), "rows": plane.shape[0],
-            "columns": plane.shape[1], "reference": {"gy": overlay.reference.gy, "source": overlay.reference.source},
-            "levels": out}
+    return IsodoseOut(sop_instance_uid=uid, image=image, units=_unit(dose), rows=plane.shape[0],
+                      columns=plane.shape[1], reference=ReferenceOut(gy=overlay.reference.gy,
+                                                                     source=overlay.reference.source),
+                      levels=out)
 
 
 # ---- DVHs -------------------------------------------------------------------------------------------------------
@@ -453,7 +656,7 @@ def _dvh_json(d: Any) -> dict[str, Any]:
 def dvh(request: Request, structure_set_uid: str = Param(..., alias="structure_set"),
         dose_uid: str = Param(..., alias="dose"),
         roi: list[str] | None = Param(None, description="ROI Numbers or names (all with closed contours when absent)"),
-        method: Method = "supersample") -> dict[str, Any]:
+        method: Method = "supersample") -> DvhsOut:
     """As ``hounsfield rt dvh`` (:func:`hounsfield.rt.dvh.compute_dvhs`): per ROI volume, Dmin / Dmean / Dmax,
     D98 / D95 / D50 / D2 (Gy) and the cumulative curve (``dose_gy``, ``volume_pct``). Each is computed once per
     structure set, dose, ROI and method and kept in the index until either object is deleted or replaced
@@ -495,13 +698,13 @@ def dvh(request: Request, structure_set_uid: str = Param(..., alias="structure_s
                 s.add(C(structure_set_uid=structure_set_uid, dose_uid=dose_uid, roi_number=result["number"],
                         method=method, structure_set_sha256=rs_found.sha256, dose_sha256=dose_found.sha256,
                         result=zlib.compress(json.dumps(result, separators=(",", ":")).encode(), 6)))
-    return {"structure_set": structure_set_uid, "dose": dose_uid, "method": method, "units": _unit(dose),
-            "cached": len(out) - len(new), "dvhs": out, "errors": errors}
+    return DvhsOut(structure_set=structure_set_uid, dose=dose_uid, method=method, units=_unit(dose),
+                   cached=len(out) - len(new), dvhs=out, errors=errors)
 
 
 # ---- plans ------------------------------------------------------------------------------------------------------
 @router.get("/plans/{uid}", summary="An RT Plan's summary: intent, prescription, fractions, beams and metersets")
-def plan_summary(request: Request, uid: str) -> dict[str, Any]:
+def plan_summary(request: Request, uid: str) -> PlanOut:
     pacs = pacs_of(request)
     _, summary = plan(pacs, uid)
     body = dataclasses.asdict(summary)
@@ -509,4 +712,4 @@ def plan_summary(request: Request, uid: str) -> dict[str, Any]:
     body["issues"] = [_public(pacs, i) for i in summary.issues]
     body.update({"prescription_gy": summary.prescription_gy, "fractions": summary.fractions,
                  "total_meterset": summary.total_meterset})
-    return body
+    return PlanOut(**body)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from hounsfield.archive import StoredInstance
@@ -25,7 +25,8 @@ from hounsfield.jobs import Job, Jobs
 from hounsfield.pacs import Pacs
 from hounsfield.tls import Outgoing
 from hounsfield.web import multipart
-from hounsfield.web.api import pacs_of
+from hounsfield.web.api import errors, pacs_of
+from hounsfield.web.worklist_api import Timestamp
 
 router = APIRouter(prefix="/api")
 
@@ -45,8 +46,40 @@ class SendIn(BaseModel):
     peer: str = Field(min_length=1, max_length=64, description="name of a remote node (GET /api/peers)")
 
 
-@router.post("/studies/{uid}/send", tags=["studies"], status_code=202)
-def send_study(request: Request, uid: str, body: SendIn) -> dict[str, Any]:
+class JobOut(BaseModel):
+    """A background job (``hounsfield.jobs``): what it is about (study, peer; a retrieve's method, level,
+    series) and the kind's counters (a send's sent; a retrieve's stored, local_instances) come besides these."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    kind: str = Field(description="send or retrieve")
+    state: str = Field(description="running, completed, partial (some sub-operations failed) or failed")
+    total: int = Field(description="sub-operations (instances) to do; 0 while a retrieve does not know yet")
+    done: int
+    failed: int
+    progress: int = Field(ge=0, le=100, description="percent done")
+    error: Optional[str] = Field(description="why it failed")
+    started_at: Timestamp
+    finished_at: Optional[Timestamp] = Field(description="null while running")
+
+
+class UploadedFile(BaseModel):
+    file: str = Field(description="the file's name (a zip member: zip name/member path)")
+    outcome: str = Field(description="stored, replaced, duplicate-kept or failed")
+    error: Optional[str] = Field(None, description="failed only: why")
+    sop_instance_uid: Optional[str] = None
+    study_instance_uid: Optional[str] = None
+
+
+class UploadReport(BaseModel):
+    received: int
+    stored: int
+    failed: int
+    files: list[UploadedFile]
+
+
+@router.post("/studies/{uid}/send", tags=["studies"], status_code=202, responses=errors(404))
+def send_study(request: Request, uid: str, body: SendIn) -> JobOut:
     """Send a study to a remote node by C-STORE in the background (over TLS to a node flagged tls); poll
     GET /api/jobs/{id} for progress."""
     pacs = pacs_of(request)
@@ -56,7 +89,7 @@ def send_study(request: Request, uid: str, body: SendIn) -> dict[str, Any]:
         raise NotFound(f"no study {uid}")
     job = Job("send", total=len(instances), study=uid, peer=peer.name)
     pacs.jobs.update(job, sent=0)
-    return pacs.jobs.start(job, lambda j: _run_send(pacs.jobs, j, peer, instances, pacs.settings))
+    return JobOut(**pacs.jobs.start(job, lambda j: _run_send(pacs.jobs, j, peer, instances, pacs.settings)))
 
 
 def _run_send(jobs: Jobs, job: Job, peer: Peer, instances: list[StoredInstance], settings: Settings) -> None:
@@ -69,18 +102,18 @@ def _run_send(jobs: Jobs, job: Job, peer: Peer, instances: list[StoredInstance],
 
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(request: Request, kind: Optional[Literal["send", "retrieve"]] = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
     """The background jobs of this server since it started (the last 500 finished ones and every running
     one), the newest first; ``kind`` send or retrieve."""
-    return pacs_of(request).jobs.all(kind=kind, limit=limit)
+    return [JobOut(**j) for j in pacs_of(request).jobs.all(kind=kind, limit=limit)]
 
 
-@router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(request: Request, job_id: str) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", tags=["jobs"], responses=errors(404))
+def get_job(request: Request, job_id: str) -> JobOut:
     """Progress of a background job (a send, a retrieve): state (running, completed, partial, failed), total
     sub-operations, done, failed, progress (percent), the kind's counters (sent; stored, local_instances) and
     the error that failed it."""
-    return pacs_of(request).jobs.get(job_id)
+    return JobOut(**pacs_of(request).jobs.get(job_id))
 
 
 def _store_upload(pacs: Pacs, uploads: list[tuple[str, Path]], origin: str) -> dict[str, Any]:
@@ -151,7 +184,8 @@ def _store_member(pacs: Pacs, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: 
         tmp.unlink(missing_ok=True)
 
 
-@router.post("/upload", tags=["instances"])
+@router.post("/upload", tags=["instances"], response_model=UploadReport,
+             responses={400: {"model": UploadReport, "description": "Nothing was stored"}, **errors(413)})
 async def upload(request: Request) -> Any:
     """Upload DICOM files, a folder's files or zip archives as multipart/form-data (any field name), or one
     file / zip as the request body; each file is stored and reported (outcome stored, replaced,

@@ -101,7 +101,7 @@ async function saveRule(event) {
 function jobRow(job) {
   const tr = document.createElement("tr");
   const what = job.scope === "instance" ? `instance ${job.sop_instance_uid}` : `study ${job.study_instance_uid}`;
-  const next = job.next_attempt ? new Date(job.next_attempt * 1000).toLocaleTimeString() : "";
+  const next = job.next_attempt ? new Date(job.next_attempt).toLocaleTimeString() : "";  // ISO 8601, UTC
   const actions = document.createElement("td");
   if (job.state !== "done") actions.append(button("Retry now", () => retry(job.id)));
   tr.append(cell(job.id), cell(job.rule), cell(job.peer), cell(what),
