@@ -17,7 +17,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots, kept by CI
 
 
-def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[tuple[Any, list[str]]]:
+def chromium_page(viewport: dict[str, int] | None = None,
+                  bypass_csp: bool = True) -> Iterator[tuple[Any, list[str]]]:
     """A fresh page and the list its uncaught page errors go to."""
     require(os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}")
     try:
@@ -29,8 +30,9 @@ def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[tuple[Any,
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         # bypass_csp: Playwright evaluates wait_for_function("expression") inside the page, which the pages'
-        # Content Security Policy forbids (no eval); tests/test_http_security.py checks the policy without it.
-        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900}, bypass_csp=True)
+        # Content Security Policy forbids (no eval); tests/test_http_security.py checks the policy without it,
+        # and so can a test that waits for selectors only (bypass_csp=False).
+        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900}, bypass_csp=bypass_csp)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
@@ -64,3 +66,17 @@ def settle(page: Any) -> None:
     """Until the page has laid out and painted what the last change did (two animation frames: resize
     observers run between them)."""
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def shots(page: Any, folder: Path, name: str, full_page: bool = False) -> None:
+    """Screenshots of the page as it is, ``folder/{name}-{size}.png`` at each of SIZES; at each the page must fit
+    its width (no sideways scrolling on a tablet). The page gets its own viewport size back afterwards."""
+    own = page.viewport_size
+    for size_name, size in SIZES.items():
+        page.set_viewport_size(size)
+        settle(page)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, (name, size_name, "the page is wider than the window", overflow)
+        page.screenshot(path=str(folder / f"{name}-{size_name}.png"), full_page=full_page)
+    page.set_viewport_size(own)
+    settle(page)

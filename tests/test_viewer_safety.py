@@ -26,7 +26,7 @@ import requests
 from PIL import Image
 from pydicom.uid import UID
 
-from browser import ARTIFACTS, chromium_page, stow_series
+from browser import artifacts_dir, chromium_page, shots, stow_series
 from conftest import require_shared_data
 
 pytestmark = pytest.mark.browser
@@ -246,7 +246,7 @@ def no_page_errors(site: Site) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_every_kind_after_every_kind(site: Site, request: pytest.FixtureRequest) -> None:
+def test_every_kind_after_every_kind(site: Site, tmp_path: Path) -> None:
     home(site)
     walk = eulerian_circuit(list(site.objects))
     pairs = set(zip(walk, walk[1:]))
@@ -257,8 +257,7 @@ def test_every_kind_after_every_kind(site: Site, request: pytest.FixtureRequest)
         open_object(site, obj)
         check_shows(site, obj, previous)
         previous = label
-    ARTIFACTS.mkdir(exist_ok=True)
-    site.page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
+    shots(site.page, artifacts_dir(tmp_path / "artifacts"), "viewer-safety-every-kind-last")
     no_page_errors(site)
 
 
@@ -334,7 +333,7 @@ def test_a_late_answer_for_the_previous_series_is_dropped(site: Site, after: str
     no_page_errors(site)
 
 
-def test_deleting_the_study_on_screen_clears_the_viewport(site: Site) -> None:
+def test_deleting_the_study_on_screen_clears_the_viewport(site: Site, tmp_path: Path) -> None:
     home(site)
     obj = site.deleted
     open_object(site, obj)
@@ -355,6 +354,7 @@ def test_deleting_the_study_on_screen_clears_the_viewport(site: Site) -> None:
     canvas = site.page.evaluate(CANVAS)
     assert not canvas["hasImage"] and canvas["blank"], seen
     assert site.page.locator("#study-panel").is_hidden()
+    shots(site.page, artifacts_dir(tmp_path / "artifacts"), "viewer-safety-deleted")
     no_page_errors(site)
 
 

@@ -11,8 +11,8 @@
   Content-Length before anything is read, or as soon as a chunked body goes over;
 * every response says ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and
   ``Referrer-Policy: no-referrer``; the pages of the viewer and the worklist get a Content-Security-Policy
-  allowing this server's own scripts, styles and data only (``PAGE_CSP``); other HTML (the API docs, which
-  load Swagger UI from a CDN with an inline script) may not be framed (``OTHER_HTML_CSP``).
+  allowing this server's own scripts, styles and data only (``PAGE_CSP``); other HTML (the API docs: Swagger UI
+  and ReDoc served from the package, started by an inline script) may not be framed (``OTHER_HTML_CSP``).
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, so that streamed bodies (STOW-RS in, WADO-RS out) pass
 through without being buffered. Who may do what is ``web.auth``, inside this middleware. ``check_serving`` is

@@ -29,6 +29,9 @@ const COLUMNS = {
   instances: { get: (s) => dw.value(s, T.studyCount) ?? "", numeric: true },
 };
 const PIXEL_TAGS = ["7FE00010", "7FE00008", "7FE00009"]; // Pixel Data, Float and Double Float Pixel Data
+// QIDO-RS has no order parameter and answers in the archive's order, so a sort can only be right over the
+// whole result: a search fetches up to this many studies once, sorts them here and pages them here.
+const SEARCH_CAP = 1000;
 
 const state = {
   studies: [], study: null, series: null, stack: [], index: 0, cache: new Map(), presets: {},
@@ -36,8 +39,9 @@ const state = {
   selection: 0, // bumped on every change of study or series: what arrives for an older one is dropped
   shown: null, // the stack item (one frame of one instance) the viewport shows, pixels and annotations alike
   dropped: 0, // responses dropped because they arrived for an instance no longer selected
-  sort: { key: "date", dir: -1 }, // the study list's order (of the page shown)
-  page: 0, pageSize: 50, more: false, // QIDO paging: offset = page * pageSize; ``more`` when a next page exists
+  sort: { key: "date", dir: -1 }, // the order of the whole result of the search (``found``)
+  found: [], capped: false, // the search's studies, sorted; ``capped`` when more than SEARCH_CAP matched
+  page: 0, pageSize: 50, more: false, // studies = found[page * pageSize ...]; ``more`` when a next page exists
   peers: [], echo: {}, // the remote nodes and their last known C-ECHO state
   defaultWindow: null, // what the shown image opened at: {center, width, source: "file"|"preset"|"data", name}
 };
@@ -76,11 +80,11 @@ function formatDate(d) { return d && d.length === 8 ? `${d.slice(0, 4)}-${d.slic
 
 function wildcard(text) { return /[*?]/.test(text) ? text : `${text}*`; }
 
-// A new search starts at its first page; the pager's buttons move through the pages of the same search.
-async function search({ page = 0 } = {}) {
-  state.page = Math.max(0, page);
-  // one more than a page: whether there is a next page (QIDO gives no total)
-  const base = { limit: String(state.pageSize + 1), offset: String(state.page * state.pageSize) };
+// A new search fetches the whole result (up to SEARCH_CAP) and shows its first page; the pager's buttons move
+// through the pages of that result without asking the server again.
+async function search() {
+  // one more than the cap: whether the cap cut the result (QIDO gives no total)
+  const base = { limit: String(SEARCH_CAP + 1) };
   const from = dicomDate($("#search-from")), to = dicomDate($("#search-to"));
   if (from || to) base.StudyDate = `${from}-${to}`;
   const mod = $("#search-modality").value;
@@ -106,13 +110,12 @@ async function search({ page = 0 } = {}) {
       found = await dw.searchStudies(base);
     }
     if (run !== state.searchRun) return; // a newer search is under way
-    state.more = found.length > state.pageSize;
-    state.studies = found.slice(0, state.pageSize);
+    state.capped = found.length > SEARCH_CAP;
+    state.found = found.slice(0, SEARCH_CAP);
     state.conflicts = new Map();
     sortStudies();
-    renderStudies();
+    showPage(0);
     clearMessage("search");
-    flagConflicts(run);
   } catch (err) {
     if (run !== state.searchRun) return;
     $("#study-count").textContent = "";
@@ -122,10 +125,22 @@ async function search({ page = 0 } = {}) {
   }
 }
 
+// One page of the search's sorted result on screen, its conflicts asked for.
+function showPage(page) {
+  const last = Math.max(0, Math.ceil(state.found.length / state.pageSize) - 1);
+  state.page = Math.min(Math.max(0, page), last);
+  const first = state.page * state.pageSize;
+  state.studies = state.found.slice(first, first + state.pageSize);
+  state.more = first + state.pageSize < state.found.length;
+  renderStudies();
+  flagConflicts(state.searchRun);
+}
+
 // Studies whose Patient ID has other demographics in other studies (a reused ID, a corrected name): the REST
-// API says so per study (demographics_conflict, demographics_variants); QIDO-RS has no place for it.
+// API says so per study (demographics_conflict, demographics_variants); QIDO-RS has no place for it. Asked for
+// the page on screen; what is known stays for the search's other pages.
 async function flagConflicts(run) {
-  const uids = state.studies.map((s) => dw.value(s, T.study)).filter(Boolean);
+  const uids = state.studies.map((s) => dw.value(s, T.study)).filter((uid) => uid && !state.conflicts.has(uid));
   if (!uids.length) return;
   let records;
   try {
@@ -135,9 +150,9 @@ async function flagConflicts(run) {
     records = await r.json();
   } catch { return; } // the list stays as it is, without flags
   if (run !== state.searchRun) return; // a newer search is under way
-  state.conflicts = new Map(records.filter((r) => r.demographics_conflict)
-    .map((r) => [r.StudyInstanceUID, r.demographics_variants]));
-  if (state.conflicts.size) renderStudies();
+  // null: asked, no conflict (not asked again on the way back to this page)
+  for (const r of records) state.conflicts.set(r.StudyInstanceUID, r.demographics_conflict ? r.demographics_variants : null);
+  if (records.some((r) => r.demographics_conflict)) renderStudies();
 }
 
 function conflictText(variants) {
@@ -151,7 +166,7 @@ function sortStudies() {
   const col = COLUMNS[key];
   const cmp = col.numeric ? (a, b) => (+col.get(a) || 0) - (+col.get(b) || 0)
     : (a, b) => String(col.get(a)).localeCompare(String(col.get(b)), undefined, { sensitivity: "base", numeric: true });
-  state.studies.sort((a, b) => dir * cmp(a, b) || dw.value(a, T.study).localeCompare(dw.value(b, T.study)));
+  state.found.sort((a, b) => dir * cmp(a, b) || dw.value(a, T.study).localeCompare(dw.value(b, T.study)));
   for (const th of document.querySelectorAll("#studies th[data-sort]")) {
     if (th.dataset.sort === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
     else th.removeAttribute("aria-sort");
@@ -161,7 +176,7 @@ function sortStudies() {
 function sortBy(key) {
   state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: key === "date" ? -1 : 1 };
   sortStudies();
-  renderStudies();
+  showPage(0); // a new order starts at its first studies
 }
 
 function renderStudies() {
@@ -195,10 +210,13 @@ function renderStudies() {
     body.append(tr);
   }
   const first = state.page * state.pageSize;
-  const n = state.studies.length;
-  $("#study-count").textContent = state.page || state.more ? `${n} ${n === 1 ? "study" : "studies"} on this page`
-    : `${n} ${n === 1 ? "study" : "studies"}`;
-  $("#page-info").textContent = n ? `${first + 1}–${first + n}${state.more ? " of more" : ""} · page ${state.page + 1}` : `page ${state.page + 1}`;
+  const n = state.studies.length, total = state.found.length;
+  $("#study-count").textContent = state.capped
+    ? `The first ${total} studies the archive returned, sorted: narrow the search to see the others`
+    : `${total} ${total === 1 ? "study" : "studies"}`;
+  const pages = Math.max(1, Math.ceil(total / state.pageSize));
+  $("#page-info").textContent = n ? `${first + 1}–${first + n} of ${total}${state.capped ? "+" : ""} · page ${state.page + 1} of ${pages}`
+    : `page ${state.page + 1}`;
   $("#page-prev").disabled = state.page === 0;
   $("#page-next").disabled = !state.more;
 }
@@ -808,9 +826,9 @@ function bind() {
   $("#echo-button").addEventListener("click", echoPeer);
   $("#send-peer").addEventListener("change", peerChosen);
   for (const th of document.querySelectorAll("#studies th[data-sort]")) th.addEventListener("click", () => sortBy(th.dataset.sort));
-  $("#page-prev").addEventListener("click", () => search({ page: state.page - 1 }));
-  $("#page-next").addEventListener("click", () => search({ page: state.page + 1 }));
-  $("#page-size").addEventListener("change", (e) => { state.pageSize = +e.target.value; search(); });
+  $("#page-prev").addEventListener("click", () => showPage(state.page - 1));
+  $("#page-next").addEventListener("click", () => showPage(state.page + 1));
+  $("#page-size").addEventListener("change", (e) => { state.pageSize = +e.target.value; showPage(0); });
   $("#list-wide").addEventListener("click", () => $("#layout").classList.toggle("wide-list"));
   bindResizer();
   $("#delete-button").addEventListener("click", deleteStudy);
@@ -889,7 +907,7 @@ async function openFromUrl() {
     message(`Study ${uid} is not in the archive (yet).`, { error: true, owner: "url" });
     return;
   }
-  if (!state.studies.some((s) => dw.value(s, T.study) === uid)) {
+  if (!state.studies.some((s) => dw.value(s, T.study) === uid)) { // on screen, on top of this page
     state.studies.unshift(found[0]);
     renderStudies();
   }
