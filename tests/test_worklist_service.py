@@ -11,6 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, Table
 
 from hounsfield.config import load
 from hounsfield.db import MIGRATIONS, Database
@@ -78,12 +79,45 @@ def test_upgrade_keeps_item_ids_and_stops_their_reuse(tmp_path: Path, database_u
     rows = [{**items.row(flat.to_dataset(_body(patient_id=p, step_id=p)), origin="api"), "created_at": now,
              "updated_at": now} for p in ("A", "B")]
     with db.engine.begin() as conn:
-        conn.execute(WorklistItem.__table__.insert(), rows)
+        table = Table("worklist_items", MetaData(), autoload_with=conn)  # as 0003 made it
+        conn.execute(table.insert(), [{c.name: r.get(c.name, "") for c in table.c if c.name != "id"} for r in rows])
     db.migrate()
     worklist = Worklist(db)
     assert [(i.id, str(i.dataset.PatientID)) for i in worklist.list()[1]] == [(1, "A"), (2, "B")]
     worklist.delete(2)
     assert worklist.schedule(flat.to_dataset(_body(patient_id="C")))[0].id == 3
+    db.dispose()
+
+
+def test_upgrade_fills_the_order_numbers(tmp_path: Path, database_url: str) -> None:
+    """Migration 0012 fills the order number columns of the items stored before it from their DICOM JSON."""
+    db = Database(database_url or f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0011")
+    now = datetime.now()
+    ds = flat.to_dataset(_body(patient_id="A", step_id="A"))
+    ds.PlacerOrderNumberImagingServiceRequest, ds.FillerOrderNumberImagingServiceRequest = " PL1 ", "FI1"
+    row = items.row(ds, origin="hl7")
+    assert (row["placer_order_number"], row["filler_order_number"]) == ("PL1", "FI1")
+    old = {k: v for k, v in row.items() if not k.endswith("_order_number")}
+    plain = {k: v for k, v in items.row(flat.to_dataset(_body(patient_id="B", step_id="B")), origin="api").items()
+             if not k.endswith("_order_number")}
+    with db.engine.begin() as conn:
+        table = Table("worklist_items", MetaData(), autoload_with=conn)  # as 0011 made it
+        conn.execute(table.insert(), [{c.name: {**r, "created_at": now, "updated_at": now}.get(c.name, "")
+                                       for c in table.c if c.name != "id"} for r in (old, plain)])
+    db.migrate()
+    worklist = Worklist(db)
+    with worklist.batch() as batch:
+        assert [i.dataset.PatientID for i in batch.items_of_order(placer="PL1", filler="", patient_id="A")] == ["A"]
+        assert [i.dataset.PatientID for i in batch.items_of_order(placer="", filler="FI1", patient_id="A")] == ["A"]
+        assert batch.items_of_order(placer="PL2", filler="FI1", patient_id="A") == []
+    with db.session() as s:
+        assert s.query(WorklistItem.patient_id, WorklistItem.placer_order_number).order_by(WorklistItem.id).all() \
+            == [("A", "PL1"), ("B", "")]
     db.dispose()
 
 

@@ -36,6 +36,11 @@ log = logging.getLogger("hounsfield.audit")
 INDEX_WAIT = 10.0  # seconds an instances_stored event waits for its study's index row
 HOLD_POLL = 0.1  # seconds between looks at the index for the studies of held events
 BATCH = 500  # events written in one transaction at most
+# Seconds the writer goes on gathering events after the first one before it writes them (unless a flush or the
+# stop asks for them at once): a steady stream (an HL7 sender, a busy REST client: an event or two per request)
+# is then written in a few transactions a second, not one per request, each of which would take the index's
+# write lock and sync the disk while the requests' own transactions wait for them.
+LINGER = 0.1
 WRITE_ATTEMPTS = 3  # a failed INSERT is tried this many times, a second apart, before its events are dropped
 FLUSH_TIMEOUT = 10.0  # seconds ``flush`` (a search, the process exit) waits for the writer
 MAX_DETAIL = 4000  # characters of an event's detail kept
@@ -138,14 +143,16 @@ class AuditTrail:
                 return
 
     def _take(self, timeout: float | None) -> list[Any]:
-        """What has queued: the first item waited for (``timeout`` seconds at most), the rest as they are."""
+        """What has queued: the first item waited for (``timeout`` seconds at most), then what comes within
+        ``LINGER`` seconds of it, up to ``BATCH`` items or a flush or the stop."""
         try:
             batch = [self._queue.get(timeout=timeout)]
         except queue.Empty:
             return []
-        while len(batch) < BATCH:
+        until = time.monotonic() + LINGER
+        while len(batch) < BATCH and isinstance(batch[-1], dict):
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 break
         return batch

@@ -1,9 +1,9 @@
 """The HL7 message log: each message as received (its bytes), its header, the acknowledgment sent back and
 what was done with it; the newest first, filtered, and pruned beyond ``hl7_log_size``.
 
-Written synchronously, after the message was applied and before its ACK is sent: an ACK the sender got always
-has its row (the MWL query log queues instead, since a C-FIND answer must not wait; an HL7 sender waits for the
-ACK anyway)."""
+Written synchronously, with the changes of the message applied (in their transaction) or after it was refused,
+and before its ACK is sent: an ACK the sender got always has its row (the MWL query log queues instead, since a
+C-FIND answer must not wait; an HL7 sender waits for the ACK anyway)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from hounsfield.db import Database
 from hounsfield.errors import NotFound
@@ -62,17 +63,24 @@ class MessageLog:
         self.keep = keep
 
     def write(self, *, raw: bytes, complete: bool, ack_code: str, ack: str, outcome: str,
-              item_ids: tuple[int, ...] = (), replay_of: int | None = None, **header: str) -> int:
+              item_ids: tuple[int, ...] = (), replay_of: int | None = None, session: Session | None = None,
+              **header: str) -> int:
         """One row (``header``: the values of ``FIELDS``); returns its id. Every ``PRUNE_EVERY`` ids, rows beyond
-        ``keep`` go."""
+        ``keep`` go. ``session``: written in the caller's transaction (the message's changes of the worklist:
+        one commit for the two), else in a transaction of its own."""
         values = _fitted({**header, "received_at": utcnow(), "raw": raw, "complete": int(complete),
                           "ack_code": ack_code, "ack": ack, "outcome": outcome,
                           "item_ids": ",".join(map(str, item_ids))[:1024], "replay_of": replay_of})
+        if session is not None:
+            return self._insert(session, values)
         with self.db.session() as s:
-            message_id = int(s.execute(insert(Hl7Message).values(**values)).inserted_primary_key[0])
-            if self.keep and message_id % PRUNE_EVERY == 0:
-                s.execute(delete(Hl7Message).where(Hl7Message.id <= message_id - self.keep))
-            return message_id
+            return self._insert(s, values)
+
+    def _insert(self, s: Session, values: dict[str, Any]) -> int:
+        message_id = int(s.execute(insert(Hl7Message).values(**values)).inserted_primary_key[0])
+        if self.keep and message_id % PRUNE_EVERY == 0:
+            s.execute(delete(Hl7Message).where(Hl7Message.id <= message_id - self.keep))
+        return message_id
 
     def get(self, message_id: int) -> LoggedMessage:
         with self.db.session() as s:

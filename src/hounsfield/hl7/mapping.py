@@ -14,7 +14,6 @@ Pure functions of a parsed message: nothing here reads or writes the worklist.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import re
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from hounsfield.hl7.message import (
     repetitions,
     value,
 )
-from hounsfield.worklist.items import STEPS, InvalidItem
+from hounsfield.worklist.items import STEPS, InvalidItem, copied
 
 NULL = '""'  # HL7 v2.5.1 2.5.3: the field's value is to be deleted
 MAX_STEPS = 100  # steps (IPC segments, orders) one message may schedule
@@ -345,7 +344,7 @@ def _order(base: Dataset, patient_sources: dict[str, Location], patient_id: str,
     if not placer and not filler:
         raise application_error(REQUIRED_FIELD_MISSING, "ORC-2 and ORC-3, the placer and filler order numbers, "
                                 "are both empty: one of them identifies the order", Location("ORC", orc_at, 2))
-    request, step = copy.deepcopy(base), Dataset()
+    request, step = copied(base), Dataset()
     sources = dict(patient_sources)
     _numbers(request, sources, orc, orc_at, obr_seg)
     _timing(request, step, sources, group, orc, orc_at)
@@ -429,7 +428,7 @@ def _procedure(order: Dataset, order_sources: dict[str, Location], ipc: tuple[hl
     """One step of the order: its IPC segment's values (v2.5.1 4.5.6: accession, Requested Procedure ID, Study
     Instance UID, step ID, modality, protocol code, station name, location, station AE title) over the OBR's
     and ZDS's; without IPC the order's own."""
-    ds, sources = copy.deepcopy(order), dict(order_sources)
+    ds, sources = copied(order), dict(order_sources)
     step = ds[STEPS].value[0]
     if ipc is not None:
         segment, at = ipc

@@ -194,6 +194,7 @@ class Listener:
 
     def _serve(self, conn: socket.socket, address: str) -> None:
         try:
+            no_delay(conn)
             if self.context is not None:
                 secured = self._handshake(conn, address)
                 if secured is None:
@@ -263,6 +264,16 @@ def _drain(conn: socket.socket, timeout: float) -> None:
         return
 
 
+def no_delay(conn: socket.socket) -> None:
+    """Send each write at once (TCP_NODELAY): an ACK, or a message, is one small write the peer waits for before
+    it sends the next, and Nagle's algorithm would hold it back while an earlier segment is unacknowledged, the
+    peer's delayed ACK making that up to 40 ms (RFC 1122 4.2.3.2, 4.2.3.4)."""
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not TCP (a socket pair in a test)
+        pass
+
+
 def _shut(conn: socket.socket) -> None:
     try:
         conn.shutdown(socket.SHUT_RDWR)
@@ -276,6 +287,7 @@ def send(host: str, port: int, message: bytes, *, timeout: float, context: ssl.S
     """Send one message to an MLLP receiver and return its acknowledgment (``hounsfield hl7 send``);
     ``FramingError`` or ``OSError`` when there is none."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
+        no_delay(raw)
         conn: socket.socket = context.wrap_socket(raw, server_hostname=host) if context is not None else raw
         conn.sendall(frame(message))
         answer = FrameReader(conn, max_bytes=max_bytes, read_timeout=timeout, idle_timeout=timeout).next()

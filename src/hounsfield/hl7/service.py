@@ -23,6 +23,7 @@ from functools import partial
 from typing import Callable, TypeVar
 
 from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session
 
 from hounsfield.audit.actions import FAILURE, HL7_MESSAGE_RECEIVED, NOT_RECORDED, REFUSED, SUCCESS, Recorder
 from hounsfield.errors import Conflict
@@ -99,38 +100,52 @@ class Hl7Service:
     def receive(self, data: bytes, *, address: str, complete: bool = True, replay_of: int | None = None,
                 actor: str = "") -> Received:
         """Apply one message (``complete`` False: cut at ``max_bytes``, refused), log it, audit it and return its
-        acknowledgment. Never raises for what the message holds."""
+        acknowledgment. Never raises for what the message holds. The changes and the message's row in the log are
+        one transaction (one commit, one sync of the disk); a message refused is logged in one of its own."""
         head = message.header(data)
-        outcome, error = Outcome(), None
+        sender = actor or _sender(head)
+        log_row = partial(self._log_row, head, data, complete=complete, replay_of=replay_of, address=address)
+        outcome, error, logged = Outcome(), None, None
         try:
             if not complete:
                 raise rejected(INTERNAL_ERROR, f"the message is longer than the {self.max_bytes} bytes this "
                                "receiver takes (hl7_max_message_bytes)", Location("MSH"))
             read = message.read(data)
             outcome.patient_id = _patient_id(read)
-            outcome = self._apply(read, actor or _sender(head))
+            with self.worklist.batch(actor=sender, origin="hl7") as batch:
+                applied = self._apply(read, batch)
+                written = log_row(applied, None, session=batch.session)
+            outcome, logged = applied, written
         except Hl7Error as exc:
             error = exc
         except Exception:  # noqa: BLE001 - a bug answers AE and is logged; the sender must not wait forever
             log.exception("HL7 %s %s from %s could not be applied", head.kind[:20], head.control_id[:20], address)
             error = application_error(INTERNAL_ERROR, "the receiver failed to apply the message; the cause is in "
                                       "its log")
+        code, text, answer, message_id = logged or log_row(outcome, error)
+        log.info("HL7 %s %s from %s (message %d): %s %s", head.kind[:20] or "(no header)", head.control_id[:20],
+                 address, message_id, code, text[:300])
+        self.audit.record(HL7_MESSAGE_RECEIVED, outcome={ack.APPLIED: SUCCESS, ack.ERROR: FAILURE}.get(code, REFUSED),
+                          user=sender, address=address.rsplit(":", 1)[0],
+                          patient_id=outcome.patient_id, patient_name=outcome.patient_name,
+                          study_instance_uid=outcome.study_instance_uid,
+                          detail=f"message {message_id}: {head.kind[:20]} {head.control_id[:64]}: {code}: {text}")
+        self.listeners(message_id)
+        return Received(answer.encode("latin-1", "replace"), message_id)
+
+    def _log_row(self, head: message.Header, data: bytes, outcome: Outcome, error: Hl7Error | None, *,
+                 complete: bool, replay_of: int | None, address: str,
+                 session: Session | None = None) -> tuple[str, str, str, int]:
+        """The acknowledgment of a message applied (``error`` None) or not, written to the message log:
+        (ACK code, text, ACK, the message's id in the log)."""
         code = ack.APPLIED if error is None else error.ack
         text = outcome.text if error is None else str(error)
         answer = ack.acknowledgment(head, code, text, error=error, receiver=self.receiver, now=self.clock())
         message_id = self.messages.write(
             raw=data, complete=complete, ack_code=code, ack=answer, outcome=text, item_ids=tuple(outcome.item_ids),
             replay_of=replay_of, address=address, sending_application=head.get(3), sending_facility=head.get(4),
-            message_type=head.kind, control_id=head.control_id, patient_id=outcome.patient_id)
-        log.info("HL7 %s %s from %s (message %d): %s %s", head.kind[:20] or "(no header)", head.control_id[:20],
-                 address, message_id, code, text[:300])
-        self.audit.record(HL7_MESSAGE_RECEIVED, outcome={ack.APPLIED: SUCCESS, ack.ERROR: FAILURE}.get(code, REFUSED),
-                          user=actor or _sender(head), address=address.rsplit(":", 1)[0],
-                          patient_id=outcome.patient_id, patient_name=outcome.patient_name,
-                          study_instance_uid=outcome.study_instance_uid,
-                          detail=f"message {message_id}: {head.kind[:20]} {head.control_id[:64]}: {code}: {text}")
-        self.listeners(message_id)
-        return Received(answer.encode("latin-1", "replace"), message_id)
+            message_type=head.kind, control_id=head.control_id, patient_id=outcome.patient_id, session=session)
+        return code, text, answer, message_id
 
     def replay(self, message_id: int, *, actor: str = "") -> LoggedMessage:
         """Apply a logged message again, from its bytes, as a new message of the log (``replay_of`` it)."""
@@ -140,19 +155,18 @@ class Hl7Service:
         return self.messages.get(again.message_id)
 
     # ---- applying ----------------------------------------------------------------------------------------
-    def _apply(self, msg: message.Message, actor: str) -> Outcome:
+    def _apply(self, msg: message.Message, batch: Batch) -> Outcome:
         kind = msg.header.message_type
         if kind in ("ORM", "OMI"):
-            return self._orders(mapping.orders(msg), actor)
+            return self._orders(mapping.orders(msg), batch)
         if msg.header.event == "A40":
-            return self._merges(mapping.merges(msg), actor)
-        return self._demographics(mapping.patient_update(msg), actor)
+            return self._merges(mapping.merges(msg), batch)
+        return self._demographics(mapping.patient_update(msg), batch)
 
-    def _orders(self, orders: list[mapping.Order], actor: str) -> Outcome:
+    def _orders(self, orders: list[mapping.Order], batch: Batch) -> Outcome:
         outcome = Outcome(patient_id=orders[0].patient_id)
-        with self.worklist.batch(actor=actor, origin="hl7") as batch:
-            for order in orders:
-                self._order(batch, order, outcome)
+        for order in orders:
+            self._order(batch, order, outcome)
         return outcome
 
     def _order(self, batch: Batch, order: mapping.Order, outcome: Outcome) -> None:
@@ -167,15 +181,14 @@ class Hl7Service:
         if kind in (NEW, CHANGE):
             if kind == CHANGE and not existing:
                 raise self._unknown(order, name)
-            self._schedule_or_change(batch, order, existing, outcome)
+            after = self._schedule_or_change(batch, order, existing, outcome)
             target = ORDER_STATUS.get(order.status) if order.status else None
             if order.status and target is None:
                 raise application_error(TABLE_VALUE_NOT_FOUND, f"order status {order.status[:4]!r} is not one of "
                                         f"{', '.join(ORDER_STATUS)} (HL7 Table 0038)",
                                         Location("ORC", order.location.sequence, 5))
             if target is not None:
-                for item in batch.items_of_order(placer=order.placer, filler=order.filler,
-                                                 patient_id=order.patient_id, accession=accession):
+                for item in after:
                     if item.status != target:
                         self._status(batch, order, item, target, outcome)
             return
@@ -213,8 +226,12 @@ class Hl7Service:
         outcome.touched(changed, f"{current} -> {target}")
 
     def _schedule_or_change(self, batch: Batch, order: mapping.Order, existing: list[Item],
-                            outcome: Outcome) -> None:
-        """Each step of the message: the existing step it names changed, or a new one scheduled."""
+                            outcome: Outcome) -> list[Item]:
+        """Each step of the message: the existing step it names changed, or a new one scheduled. Returns the
+        order's items now, in id order, as ``Batch.items_of_order`` would find them again: those found before
+        (changed ones as changed: a change keeps the order numbers and moves the item to the message's patient)
+        and then the new ones (whose ids come after every id before)."""
+        current = {item.id: item for item in existing}
         study_uid = str(existing[0].dataset.get("StudyInstanceUID") or "") if existing else ""
         for request in order.requests:
             step_id = request.step_id
@@ -228,41 +245,42 @@ class Hl7Service:
             if same:
                 changed = _checked(request, order.location, partial(batch.update, same[0].id, request.dataset))
                 outcome.touched(changed, "changed")
+                current[changed.id] = changed
                 continue
             notes, study_uid = _invent(request, study_uid)
             scheduled = _checked(request, order.location,
                                  partial(batch.schedule, request.dataset, note="; ".join(notes)))
             for item in scheduled:
                 outcome.touched(item, "scheduled" + (f" ({'; '.join(notes)})" if notes else ""))
+                current[item.id] = item
+        return list(current.values())
 
-    def _demographics(self, patient: mapping.Patient, actor: str) -> Outcome:
+    def _demographics(self, patient: mapping.Patient, batch: Batch) -> Outcome:
         outcome = Outcome(patient_id=patient.patient_id)
-        with self.worklist.batch(actor=actor, origin="hl7") as batch:
-            found = batch.items_of_patient(patient.patient_id, patient.issuer)
-            if not len(patient.changes) or not found:
-                outcome.done.append(f"no open worklist item of patient {patient.patient_id}" if not found else
-                                    "no demographics to change")
-                return outcome
-            for item in found:
-                request = mapping.Request(patient.changes, patient.sources)
-                changed = _checked(request, patient.sources["PatientID"],
-                                   partial(batch.update, item.id, patient.changes))
-                outcome.touched(changed, "demographics updated")
+        found = batch.items_of_patient(patient.patient_id, patient.issuer)
+        if not len(patient.changes) or not found:
+            outcome.done.append(f"no open worklist item of patient {patient.patient_id}" if not found else
+                                "no demographics to change")
+            return outcome
+        for item in found:
+            request = mapping.Request(patient.changes, patient.sources)
+            changed = _checked(request, patient.sources["PatientID"],
+                               partial(batch.update, item.id, patient.changes))
+            outcome.touched(changed, "demographics updated")
         return outcome
 
-    def _merges(self, merges: list[mapping.Merge], actor: str) -> Outcome:
+    def _merges(self, merges: list[mapping.Merge], batch: Batch) -> Outcome:
         outcome = Outcome(patient_id=merges[0].patient.patient_id)
-        with self.worklist.batch(actor=actor, origin="hl7") as batch:
-            for merge in merges:
-                found = batch.items_of_patient(merge.prior_id, merge.prior_issuer, open_only=False)
-                if not found:
-                    outcome.done.append(f"no worklist item of prior patient {merge.prior_id}")
-                request = mapping.Request(merge.patient.changes, merge.patient.sources)
-                for item in found:
-                    note = f"merged from patient {merge.prior_id} into {merge.patient.patient_id}"
-                    changed = _checked(request, merge.location, partial(
-                        batch.update, item.id, merge.patient.changes, closed_too=True, note=note))
-                    outcome.touched(changed, f"moved from patient {merge.prior_id}")
+        for merge in merges:
+            found = batch.items_of_patient(merge.prior_id, merge.prior_issuer, open_only=False)
+            if not found:
+                outcome.done.append(f"no worklist item of prior patient {merge.prior_id}")
+            request = mapping.Request(merge.patient.changes, merge.patient.sources)
+            for item in found:
+                note = f"merged from patient {merge.prior_id} into {merge.patient.patient_id}"
+                changed = _checked(request, merge.location, partial(
+                    batch.update, item.id, merge.patient.changes, closed_too=True, note=note))
+                outcome.touched(changed, f"moved from patient {merge.prior_id}")
         return outcome
 
 

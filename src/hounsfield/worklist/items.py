@@ -31,6 +31,7 @@ from pydicom.datadict import dictionary_description, dictionary_VM, dictionary_V
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from pydicom.valuerep import STANDARD_VR, PersonName
 
@@ -527,12 +528,48 @@ def _json_value_problem(vr: str, value: Any) -> str | None:
     return None
 
 
+# Values a copy of an element can share with the original: nothing changes them in place (DSfloat, IS, BaseTag
+# and the date / time values are subclasses of these, PersonName keeps its text).
+_IMMUTABLE = (str, int, float, bytes, PersonName, datetime.date, datetime.time, type(None))
+
+
+def copied(ds: Dataset) -> Dataset:
+    """A deep copy of an item, as ``copy.deepcopy`` makes it but five to ten times faster: ``deepcopy`` walks every
+    attribute of every element, tag and value through its generic machinery (0.4 ms for an HL7 order's item,
+    copied once per order, once per step and again by ``Batch.schedule``). Here each element is a new one, values
+    of immutable types are shared, sequences are copied item by item, and anything else (a list of values)
+    goes to ``deepcopy``. Not a plain ``Dataset`` (a ``FileDataset``, with its file meta and buffer): ``deepcopy``."""
+    if type(ds) is not Dataset:
+        return copy.deepcopy(ds)
+    out = Dataset.__new__(Dataset)
+    out.__dict__.update(ds.__dict__)
+    out.__dict__.update(_dict={}, _private_blocks={})  # the private blocks name their dataset: made again on use
+    for tag, elem in ds._dict.items():
+        # a raw element (of a dataset read from a file) is converted first: deepcopy would keep it raw
+        out._dict[tag] = copied_element(elem if isinstance(elem, DataElement) else ds[tag])
+    return out
+
+
+def copied_element(elem: DataElement) -> DataElement:
+    """A deep copy of one element, as ``copied`` makes them."""
+    new = DataElement.__new__(DataElement)
+    new.__dict__.update(elem.__dict__)
+    value = elem._value
+    if isinstance(value, Sequence):
+        items = Sequence([copied(item) for item in value])
+        items.__dict__.update((k, v) for k, v in value.__dict__.items() if k != "_list")
+        new._value = items
+    elif not isinstance(value, _IMMUTABLE):
+        new._value = copy.deepcopy(value)
+    return new
+
+
 def split_steps(ds: Dataset) -> list[Dataset]:
     """One dataset per scheduled procedure step, each carrying the whole request and that one step."""
     steps = list(ds.get(STEPS) or [])
     out = []
     for step in steps:
-        one = copy.deepcopy(ds) if len(steps) > 1 else ds
+        one = copied(ds) if len(steps) > 1 else ds
         one[STEPS].value = [step]
         out.append(one)
     return out
@@ -645,7 +682,22 @@ def columns(js: dict[str, Any]) -> dict[str, str]:
         "performing_physician": _norm(step, "ScheduledPerformingPhysicianName", "PN"),
         "sps_id": _norm(step, "ScheduledProcedureStepID", "SH"),
         "sps_location": _norm(step, "ScheduledProcedureStepLocation", "SH"),
+        "placer_order_number": _order_number(js, "PlacerOrderNumberImagingServiceRequest"),
+        "filler_order_number": _order_number(js, "FillerOrderNumberImagingServiceRequest"),
     }
+
+
+ORDER_NUMBER_LENGTH = 64  # of the index columns (LO)
+
+
+def order_number(text: str) -> str:
+    """An order number as its index column holds it: stripped, as HL7 order messages are matched, and cut to the
+    column (a longer one, of an imported item, is told apart on the stored item: ``Batch.items_of_order``)."""
+    return text.strip()[:ORDER_NUMBER_LENGTH]
+
+
+def _order_number(js: dict[str, Any], keyword: str) -> str:
+    return order_number("\\".join("" if v is None else str(v) for v in _json_values(js, keyword)))
 
 
 def row(ds: Dataset, *, origin: str) -> dict[str, Any]:

@@ -43,6 +43,9 @@ class WorklistItem(Base):
     performing_physician: Mapped[str] = mapped_column(String(330), default="")
     sps_id: Mapped[str] = mapped_column(String(64), default="")
     sps_location: Mapped[str] = mapped_column(String(64), default="")
+    # the order an HL7 message names (``Batch.items_of_order``), as stored (stripped), cut to the column
+    placer_order_number: Mapped[str] = mapped_column(String(64), index=True, default="")
+    filler_order_number: Mapped[str] = mapped_column(String(64), index=True, default="")
     mpps_uid: Mapped[str] = mapped_column(String(64), default="")
     origin: Mapped[str] = mapped_column(String(64), default="")
     attrs: Mapped[bytes] = mapped_column(LargeBinary)

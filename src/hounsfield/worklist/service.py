@@ -13,7 +13,6 @@ layer passes its user; "" is the system or the CLI).
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -109,14 +108,14 @@ class ImportSummary:
 
 def _merge(base: Dataset, changes: Dataset) -> Dataset:
     """``base`` with the elements of ``changes``; the one step item is merged element by element too."""
-    merged = copy.deepcopy(base)
+    merged = items.copied(base)
     for elem in changes:
         if elem.keyword == items.STEPS and elem.value and items.STEPS in merged:
             step = items.step_of(merged)
             for sub in elem.value[0]:
-                step[sub.tag] = copy.deepcopy(sub)
+                step[sub.tag] = items.copied_element(sub)
         else:
-            merged[elem.tag] = copy.deepcopy(elem)
+            merged[elem.tag] = items.copied_element(elem)
     return merged
 
 
@@ -435,9 +434,12 @@ class Worklist:
         return set(s.scalars(select(Study.study_instance_uid).where(Study.study_instance_uid.in_(wanted))))
 
     @staticmethod
-    def _item(row: WorklistItem, received: Collection[str] = (), warnings: tuple[str, ...] = ()) -> Item:
-        return Item(row.id, row.status, items.unpack(row.attrs), row.origin, row.mpps_uid, row.created_at,
-                    row.updated_at, row.study_instance_uid in received, warnings)
+    def _item(row: WorklistItem, received: Collection[str] = (), warnings: tuple[str, ...] = (),
+              dataset: Dataset | None = None) -> Item:
+        """The item of ``row``; ``dataset``: what its ``attrs`` hold, when the caller has it in hand (parsing the
+        stored DICOM JSON is the dearest part of reading an item)."""
+        return Item(row.id, row.status, items.unpack(row.attrs) if dataset is None else dataset, row.origin,
+                    row.mpps_uid, row.created_at, row.updated_at, row.study_instance_uid in received, warnings)
 
 
 
@@ -457,21 +459,23 @@ class Batch:
     def schedule(self, ds: Dataset, *, max_steps: int | None = None, note: str = "") -> list[Item]:
         """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
         carries the warnings about the request (``Worklist._accession_warnings``)."""
-        ds = copy.deepcopy(ds)
+        ds = items.copied(ds)  # the caller's dataset stays as it was
         self.worklist._check(ds, strict=True)
         steps = len(ds.get(items.STEPS) or [])
         if max_steps is not None and steps > max_steps:
             raise items.InvalidItem(items.STEPS, f"{steps} steps make {steps} worklist items: send the item in a "
                                     "list ([item]) to schedule them all and have each back")
         items.complete(ds, generate_ids=True)
-        new = [items.row(step, origin=self.origin) for step in items.split_steps(ds)]
+        steps = items.split_steps(ds)
+        new = [items.row(step, origin=self.origin) for step in steps]
         warnings = self.worklist._accession_warnings(self.session, new[0])
         rows = [self.worklist._new_row(self.session, values) for values in new]
         self.session.flush()
         for row in rows:
             self._event(WORKLIST_ITEM_CREATED, row, f"{row.modality or 'no modality'} on "
                         f"{row.start_date or 'no date'} ({self.origin})", note)
-        return [self.worklist._item(r, warnings=warnings) for r in rows]
+        # each item's dataset is the step just stored (this batch's own copy), not read back from its row
+        return [self.worklist._item(r, warnings=warnings, dataset=step) for r, step in zip(rows, steps)]
 
     def update(self, item_id: int, changes: Dataset, *, closed_too: bool = False, note: str = "") -> Item:
         """Change attributes of an open step (elements given replace the stored ones; status is not changed);
@@ -518,15 +522,18 @@ class Batch:
         """The steps of one imaging service request, every status: those whose Placer Order Number (0040,2016)
         is ``placer`` or, without one, whose Filler Order Number (0040,2017) is ``filler`` (PS3.3 C.4.13; exact
         values: an order number holding "*" is no wildcard). Searched among the steps of the patient and of the
-        accession number (indexed columns), then on the stored items."""
+        accession number with that order number (indexed columns), then on the stored items: a column holds the
+        number cut to its length (``items.order_number``)."""
         if not placer and not filler:
             return []
         near = [WorklistItem.patient_id == matching.normalize_value("LO", patient_id)]
         if accession:
             near.append(WorklistItem.accession_number == matching.normalize_value("SH", accession))
-        keyword, wanted = (("PlacerOrderNumberImagingServiceRequest", placer) if placer else
-                           ("FillerOrderNumberImagingServiceRequest", filler))
-        rows = self.session.scalars(select(WorklistItem).where(or_(*near)).order_by(WorklistItem.id))
+        keyword, column, wanted = (
+            ("PlacerOrderNumberImagingServiceRequest", WorklistItem.placer_order_number, placer) if placer else
+            ("FillerOrderNumberImagingServiceRequest", WorklistItem.filler_order_number, filler))
+        rows = self.session.scalars(select(WorklistItem).where(column == items.order_number(wanted), or_(*near))
+                                    .order_by(WorklistItem.id))
         found = (self.worklist._item(r) for r in rows)
         return [item for item in found if str(item.dataset.get(keyword) or "").strip() == wanted.strip()]
 
