@@ -555,6 +555,9 @@ class Archive:
             .join(Patient, Study.patient_fk == Patient.id)
             .where(column == uid)
         )
+        # the events recorded about what goes (a study viewed a moment ago names only its study: the audit
+        # writer looks its patient up in the index) are written while the index still holds it
+        self.audit.flush()
         with self.reading() as s:
             doomed = s.execute(q).all()
             if not doomed:

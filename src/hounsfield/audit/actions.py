@@ -59,11 +59,18 @@ class Recorder(Protocol):
                address: str = "", patient_id: str = "", patient_name: str = "", study_instance_uid: str = "",
                detail: Detail = "") -> None: ...
 
+    def flush(self) -> None:
+        """Until what was recorded so far is written (its patient looked up in the index where the event named
+        only the study)."""
+
 
 class NotRecorded:
     """The recorder of a service built without an audit trail (a test, a one-off tool): records nothing."""
 
     def record(self, action: str, **_: object) -> None:
+        return None
+
+    def flush(self) -> None:
         return None
 
 
