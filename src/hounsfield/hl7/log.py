@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hounsfield.db import Database
@@ -20,7 +20,11 @@ from hounsfield.hl7.models import Hl7Message
 from hounsfield.models import utcnow
 
 PRUNE_EVERY = 100  # rows beyond ``keep`` are removed every this many messages
+_INSERT = Hl7Message.__table__.insert()
 FIELDS = ("address", "sending_application", "sending_facility", "message_type", "control_id", "patient_id")
+
+
+_LENGTHS = {name: Hl7Message.__table__.c[name].type.length for name in FIELDS}
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class LoggedMessage:
 def _fitted(values: dict[str, Any]) -> dict[str, Any]:
     """Values cut to their columns' lengths (a header field may be as long as the message)."""
     out = dict(values)
-    for name in FIELDS:
-        out[name] = str(out.get(name, ""))[:Hl7Message.__table__.c[name].type.length]
+    for name, length in _LENGTHS.items():
+        out[name] = str(out.get(name, ""))[:length]
     return out
 
 
@@ -77,9 +81,10 @@ class MessageLog:
             return self._insert(s, values)
 
     def _insert(self, s: Session, values: dict[str, Any]) -> int:
-        message_id = int(s.execute(insert(Hl7Message).values(**values)).inserted_primary_key[0])
+        conn = s.connection()  # a Core insert in the session's transaction: no ORM statement machinery
+        message_id = int(conn.execute(_INSERT, values).inserted_primary_key[0])
         if self.keep and message_id % PRUNE_EVERY == 0:
-            s.execute(delete(Hl7Message).where(Hl7Message.id <= message_id - self.keep))
+            conn.execute(delete(Hl7Message.__table__).where(Hl7Message.__table__.c.id <= message_id - self.keep))
         return message_id
 
     def get(self, message_id: int) -> LoggedMessage:

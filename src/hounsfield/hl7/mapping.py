@@ -103,8 +103,14 @@ class Merge:
 def _put(ds: Dataset, keyword: str, content: Any) -> None:
     """Set an attribute with its data dictionary VR, unchecked: ``items.validate`` reports a value the worklist
     cannot take, and ``locate`` names the HL7 field it came from."""
-    tag = tag_for_keyword(keyword)
-    ds.add(DataElement(tag, dictionary_VR(tag), content, validation_mode=config.IGNORE))
+    known = _DICTIONARY.get(keyword)
+    if known is None:
+        tag = tag_for_keyword(keyword)
+        known = _DICTIONARY[keyword] = (tag, dictionary_VR(tag))
+    ds.add(DataElement(known[0], known[1], content, validation_mode=config.IGNORE))
+
+
+_DICTIONARY: dict[str, tuple[int, str]] = {}  # keyword → (tag, VR), for ``_put``: the keywords of this module
 
 
 def _set(ds: Dataset, keyword: str, text: str, *, empties: bool = False) -> None:

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_description, dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import (
+    dictionary_description,
+    dictionary_has_tag,
+    dictionary_VM,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -335,10 +342,40 @@ SINGLE_ITEM = {"RequestedProcedureCodeSequence": "PS3.3 C.4.11"}
 CODE_SEQUENCES = ("RequestedProcedureCodeSequence", "ScheduledProtocolCodeSequence")
 
 
+# Per-tag data dictionary look-ups, cached: validating an item asks each of them several times per element, and
+# pydicom answers each through a Tag conversion and a couple of dictionary searches.
+_KEYWORDS: dict[int, str] = {}
+_DICTIONARY: dict[int, tuple[list[str], str] | None] = {}
+_CACHED_TAGS = 20000  # more than the data dictionary holds: tags sent that it does not know are not kept forever
+
+
+def _keyword(tag: int) -> str:
+    """``DataElement.keyword`` of ``tag`` (the data dictionary keyword, "" for a private or unknown one)."""
+    keyword = _KEYWORDS.get(tag)
+    if keyword is None:
+        keyword = keyword_for_tag(tag) if dictionary_has_tag(tag) else ""
+        if len(_KEYWORDS) < _CACHED_TAGS:
+            _KEYWORDS[tag] = keyword
+    return keyword
+
+
+def _dictionary(tag: int) -> tuple[list[str], str] | None:
+    """(VRs, VM) the data dictionary gives ``tag``, None for one it does not know."""
+    if tag in _DICTIONARY:
+        return _DICTIONARY[tag]
+    try:
+        known: tuple[list[str], str] | None = (dictionary_VR(tag).split(" or "), dictionary_VM(tag))
+    except KeyError:
+        known = None
+    if len(_DICTIONARY) < _CACHED_TAGS:
+        _DICTIONARY[tag] = known
+    return known
+
+
 def _elements(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(path, element) of every element, depth first, sequence items as "Seq[i].Keyword"."""
     for elem in ds:
-        path = prefix + (elem.keyword or f"{int(elem.tag):08X}")
+        path = prefix + (_keyword(elem.tag) or f"{int(elem.tag):08X}")
         yield path, elem
         if elem.VR == "SQ":
             for i, item in enumerate(elem.value or []):
@@ -364,7 +401,7 @@ def normalise(ds: Dataset) -> None:
     PS3.5 6.2) and the attributes with a value set, whose terms are all upper case (Requested Procedure Priority
     is SH). ``validate`` then checks the result; no other value is changed."""
     for _, elem in _elements(ds):
-        if elem.VR == "CS" or elem.keyword in VALUE_SETS:
+        if elem.VR == "CS" or _keyword(elem.tag) in VALUE_SETS:
             values = elem.value
             elem.value = [_upper(v) for v in values] if isinstance(values, (list, MultiValue)) else _upper(values)
 
@@ -374,10 +411,10 @@ def _check_dictionary(path: str, elem: DataElement) -> None:
     and unknown attributes are taken as sent."""
     if elem.tag.is_private or elem.tag.element == 0:
         return
-    try:
-        vrs, vm = dictionary_VR(elem.tag).split(" or "), dictionary_VM(elem.tag)
-    except KeyError:
+    known = _dictionary(elem.tag)
+    if known is None:
         return
+    vrs, vm = known
     if elem.VR not in vrs:
         raise InvalidItem(path, f"VR {elem.VR}, where the data dictionary gives {' or '.join(vrs)} (PS3.6)")
     if elem.VR != "SQ" and elem.VM and not _vm_allows(vm, elem.VM):
@@ -388,9 +425,10 @@ def _check_dictionary(path: str, elem: DataElement) -> None:
 def _check_items(path: str, elem: DataElement) -> None:
     """What the IOD asks of the items of a sequence: how many, and complete coded entries."""
     items = list(elem.value or [])
-    if elem.keyword in SINGLE_ITEM and len(items) > 1:
-        raise InvalidItem(path, f"{len(items)} items, where only one is permitted ({SINGLE_ITEM[elem.keyword]})")
-    if elem.keyword in CODE_SEQUENCES:
+    keyword = _keyword(elem.tag)
+    if keyword in SINGLE_ITEM and len(items) > 1:
+        raise InvalidItem(path, f"{len(items)} items, where only one is permitted ({SINGLE_ITEM[keyword]})")
+    if keyword in CODE_SEQUENCES:
         for i, item in enumerate(items):
             if incomplete_code(item):
                 raise InvalidItem(f"{path}[{i}]", "a coded entry needs its Code Value and Coding Scheme Designator "
@@ -406,16 +444,17 @@ def _check_element(path: str, elem: DataElement, today: str) -> None:
         _check_items(path, elem)
         return
     values = _values(elem)
+    keyword = _keyword(elem.tag)
     for i, value in enumerate(values):
         problem = None if value is None or value == "" else value_problem(vr, value)
-        if problem is None and elem.keyword in VALUE_SETS and value not in (None, ""):
-            problem = VALUE_SETS[elem.keyword].problem(str(value))
+        if problem is None and keyword in VALUE_SETS and value not in (None, ""):
+            problem = VALUE_SETS[keyword].problem(str(value))
         if problem is not None:
             raise InvalidItem(path, f"value {i + 1}: {problem}" if len(values) > 1 else problem)
     if vr not in LONG_VRS and (size := _encoded_length(vr, values)) > SHORT_LENGTH_MAX:
         raise InvalidItem(path, f"{size} bytes, more than the {SHORT_LENGTH_MAX} an element of VR {vr} holds "
                                 "(16-bit length, PS3.5 7.1.2)")
-    if elem.keyword == "PatientBirthDate" and values and str(values[0]) > today:
+    if keyword == "PatientBirthDate" and values and str(values[0]) > today:
         raise InvalidItem(path, f"{values[0]} is in the future (today is {today})")
 
 

@@ -22,7 +22,18 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Collection, Iterable, Iterator
 
 from pydicom.dataset import Dataset
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from hounsfield import matching
@@ -56,6 +67,32 @@ log = logging.getLogger("hounsfield.worklist")
 
 EXPIRE_CHECK_SECONDS = 60.0
 _ORDER = (WorklistItem.start_date, WorklistItem.start_time, WorklistItem.id)
+_INSERT_ITEM = WorklistItem.__table__.insert()
+# The statements of the checks of every new or changed item, built once (with and without an item to exclude):
+# building and caching a statement per call costs more than running it.
+_OTHER_PATIENT = {excluding: select(WorklistItem.id, WorklistItem.patient_id).where(
+    WorklistItem.accession_number == bindparam("accession"),
+    or_(WorklistItem.patient_id != bindparam("patient_id"),
+        WorklistItem.issuer_of_patient_id != bindparam("issuer")),
+    *([WorklistItem.id != bindparam("exclude")] if excluding else [])).order_by(WorklistItem.id).limit(1)
+    for excluding in (False, True)}
+_SAME_STEP = {excluding: select(WorklistItem.id).where(
+    WorklistItem.study_instance_uid == bindparam("study_instance_uid"), WorklistItem.sps_id == bindparam("sps_id"),
+    *([WorklistItem.id != bindparam("exclude")] if excluding else [])).limit(1)
+    for excluding in (False, True)}
+# Both checks of a new step in one statement: its duplicate (kind 1) and another patient's item with its
+# accession number (kind 0).
+_dup = _SAME_STEP[False].add_columns(literal(1).label("kind"), WorklistItem.patient_id).subquery()
+_acc = _OTHER_PATIENT[False].add_columns(literal(0).label("kind")).subquery()
+_NEW_STEP_CHECKS = union_all(select(_dup.c.kind, _dup.c.id, _dup.c.patient_id),
+                             select(_acc.c.kind, _acc.c.id, _acc.c.patient_id))
+# ``Batch.items_of_order``: by placer (else filler) order number, among the patient's (or accession's) steps; a
+# Core read (an ``Item`` needs no ORM object: a change of it gets its row by id).
+_OF_ORDER = {(placer, accession): select(WorklistItem.__table__).where(
+    (WorklistItem.placer_order_number if placer else WorklistItem.filler_order_number) == bindparam("number"),
+    or_(WorklistItem.patient_id == bindparam("patient_id"),
+        *([WorklistItem.accession_number == bindparam("accession")] if accession else []))
+).order_by(WorklistItem.id) for placer in (False, True) for accession in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -168,11 +205,16 @@ class Worklist:
         items.normalise(ds)
         items.validate(ds, strict=strict, today=self.clock().date())
 
-    def _new_row(self, s: Session, values: dict[str, Any]) -> WorklistItem:
-        self._refuse_duplicate(s, values)
-        row = WorklistItem(**values)
-        s.add(row)
-        return row
+    def _new_row(self, s: Session, values: dict[str, Any], *, checked: bool = False) -> WorklistItem:
+        """Insert one row (a Core insert in the session's transaction: no unit of work to flush) and return it as
+        a detached ``WorklistItem`` holding what was written, its defaults included. ``checked``: the caller has
+        refused a duplicate already (``_new_step_checks``)."""
+        if not checked:
+            self._refuse_duplicate(s, values)
+        now = utcnow()
+        full = {"mpps_uid": "", **values, "created_at": now, "updated_at": now}
+        new_id = s.connection().execute(_INSERT_ITEM, full).inserted_primary_key[0]
+        return WorklistItem(id=int(new_id), **full)
 
     @staticmethod
     def _accession_warnings(s: Session, cols: dict[str, Any], exclude: int | None = None) -> tuple[str, ...]:
@@ -183,15 +225,34 @@ class Worklist:
         accession = cols["accession_number"]
         if not accession:
             return ()
-        other = select(WorklistItem.id, WorklistItem.patient_id).where(
-            WorklistItem.accession_number == accession,
-            or_(WorklistItem.patient_id != cols["patient_id"],
-                WorklistItem.issuer_of_patient_id != cols["issuer_of_patient_id"]))
-        if exclude is not None:
-            other = other.where(WorklistItem.id != exclude)
-        found = s.execute(other.order_by(WorklistItem.id).limit(1)).first()
+        s.flush()  # the batch's pending changes too: a Core read on the session's connection does not autoflush
+        found = s.connection().execute(_OTHER_PATIENT[exclude is not None], {
+            "accession": accession, "patient_id": cols["patient_id"], "issuer": cols["issuer_of_patient_id"],
+            "exclude": exclude}).first()
+        return Worklist._accession_warning(cols, found)
+
+    @staticmethod
+    def _new_step_checks(s: Session, cols: dict[str, Any]) -> tuple[str, ...]:
+        """``_accession_warnings`` and then ``_refuse_duplicate`` of a new step, in one statement when both apply."""
+        if not cols["accession_number"] or not cols["sps_id"]:
+            warnings = Worklist._accession_warnings(s, cols)
+            Worklist._refuse_duplicate(s, cols)
+            return warnings
+        s.flush()
+        found = s.connection().execute(_NEW_STEP_CHECKS, {
+            "accession": cols["accession_number"], "patient_id": cols["patient_id"],
+            "issuer": cols["issuer_of_patient_id"], "study_instance_uid": cols["study_instance_uid"],
+            "sps_id": cols["sps_id"]}).all()
+        warnings = Worklist._accession_warning(cols, next((r for r in found if r.kind == 0), None))
+        if any(r.kind == 1 for r in found):
+            raise Conflict(f"step {cols['sps_id']} of study {cols['study_instance_uid']} is already scheduled")
+        return warnings
+
+    @staticmethod
+    def _accession_warning(cols: dict[str, Any], found: Any) -> tuple[str, ...]:
         if found is None:
             return ()
+        accession = cols["accession_number"]
         warning = (f"Accession number {accession} is already used by patient {found.patient_id} (item {found.id}): "
                    "an accession number identifies one imaging service request (PS3.3 C.4.12)")
         log.warning("patient %s: %s", cols["patient_id"], warning)
@@ -201,11 +262,9 @@ class Worklist:
     def _refuse_duplicate(s: Session, cols: dict[str, str], exclude: int | None = None) -> None:
         if not cols["sps_id"]:
             return
-        same = select(WorklistItem.id).where(WorklistItem.study_instance_uid == cols["study_instance_uid"],
-                                             WorklistItem.sps_id == cols["sps_id"])
-        if exclude is not None:
-            same = same.where(WorklistItem.id != exclude)
-        if s.scalar(same.limit(1)) is not None:
+        s.flush()
+        same = {"study_instance_uid": cols["study_instance_uid"], "sps_id": cols["sps_id"], "exclude": exclude}
+        if s.connection().scalar(_SAME_STEP[exclude is not None], same) is not None:
             raise Conflict(f"step {cols['sps_id']} of study {cols['study_instance_uid']} is already scheduled")
 
     def import_rows(self, rows: Iterable[dict[str, Any]], *, batch: int = 2000, actor: str = "") -> ImportSummary:
@@ -468,9 +527,8 @@ class Batch:
         items.complete(ds, generate_ids=True)
         steps = items.split_steps(ds)
         new = [items.row(step, origin=self.origin) for step in steps]
-        warnings = self.worklist._accession_warnings(self.session, new[0])
-        rows = [self.worklist._new_row(self.session, values) for values in new]
-        self.session.flush()
+        warnings = self.worklist._new_step_checks(self.session, new[0])
+        rows = [self.worklist._new_row(self.session, values, checked=i == 0) for i, values in enumerate(new)]
         for row in rows:
             self._event(WORKLIST_ITEM_CREATED, row, f"{row.modality or 'no modality'} on "
                         f"{row.start_date or 'no date'} ({self.origin})", note)
@@ -526,14 +584,12 @@ class Batch:
         number cut to its length (``items.order_number``)."""
         if not placer and not filler:
             return []
-        near = [WorklistItem.patient_id == matching.normalize_value("LO", patient_id)]
-        if accession:
-            near.append(WorklistItem.accession_number == matching.normalize_value("SH", accession))
-        keyword, column, wanted = (
-            ("PlacerOrderNumberImagingServiceRequest", WorklistItem.placer_order_number, placer) if placer else
-            ("FillerOrderNumberImagingServiceRequest", WorklistItem.filler_order_number, filler))
-        rows = self.session.scalars(select(WorklistItem).where(column == items.order_number(wanted), or_(*near))
-                                    .order_by(WorklistItem.id))
+        keyword, wanted = (("PlacerOrderNumberImagingServiceRequest", placer) if placer else
+                           ("FillerOrderNumberImagingServiceRequest", filler))
+        self.session.flush()  # a Core read on the session's connection does not autoflush the batch's changes
+        rows = self.session.connection().execute(_OF_ORDER[bool(placer), bool(accession)], {
+            "number": items.order_number(wanted), "patient_id": matching.normalize_value("LO", patient_id),
+            "accession": matching.normalize_value("SH", accession) if accession else ""})
         found = (self.worklist._item(r) for r in rows)
         return [item for item in found if str(item.dataset.get(keyword) or "").strip() == wanted.strip()]
 
