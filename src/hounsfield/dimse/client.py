@@ -28,7 +28,7 @@ from hounsfield.archive import StoredInstance
 from hounsfield.config import Peer
 from hounsfield.dimse import fastpath, store_receive
 from hounsfield.dimse import status as st
-from hounsfield.dimse.handlers import socket_tuning
+from hounsfield.dimse.handlers import accepted_syntaxes, socket_tuning
 from hounsfield.dimse.server import STORAGE_SYNTAXES
 from hounsfield.errors import NotFound, Rejected
 from hounsfield.retrieve import dataset_for, proposed_syntaxes
@@ -136,9 +136,7 @@ def store_instances(peer: Peer, instances: Sequence[StoredInstance], calling_ae:
     results: list[int | None] = []
     assoc = associate(ae, peer, outgoing)
     try:
-        accepted: dict[str, set[str]] = {}
-        for cx in assoc.accepted_contexts:
-            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        accepted = accepted_syntaxes(assoc)
         for k, inst in enumerate(instances):
             status = None
             wanted = accepted.get(inst.sop_class_uid, set())

@@ -421,12 +421,18 @@ def _refused(status: int) -> Iterator[Any]:
 def _accepted_by_destination(event: evt.Event, host: str, port: int) -> dict[str, set[str]]:
     """What the C-MOVE destination accepted: pynetdicom opens that association itself and does not hand it
     over, so find it among the AE's open requestor associations."""
-    out: dict[str, set[str]] = {}
     for assoc in event.assoc.ae.active_associations:
         if assoc.is_requestor and assoc.is_established and assoc.acceptor.address == host \
                 and assoc.acceptor.port == port:
-            for cx in assoc.accepted_contexts:
-                out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-            break
+            return accepted_syntaxes(assoc)
+    return {}
+
+
+def accepted_syntaxes(assoc: "Association") -> dict[str, set[str]]:
+    """SOP Class UID → the transfer syntaxes the peer accepted for it on ``assoc`` (``retrieve.dataset_for``
+    picks among them)."""
+    out: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
     return out
 
