@@ -15,7 +15,7 @@ C-MOVE from the same server to the same storescp (dcmtk movescu; instances per s
 HL7 ≥ 500 messages/s; routing: no target, compared with C-MOVE.
 
     python bench/bench_connect.py [--runs 5] [--messages 1000] [--probe 50] [--per-study 100]
-        [--out bench/results/connect.json]
+        [--only hl7|routing] [--out bench/results/connect.json]
 """
 
 from __future__ import annotations
@@ -138,30 +138,37 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--probe", type=int, default=50)
     ap.add_argument("--per-study", type=int, default=100)
+    ap.add_argument("--only", choices=("hl7", "routing"), help="run one part of the benchmark (default: both)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "connect.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
+    result: dict = {"machine": {"python": platform.python_version(), "platform": platform.platform()}}
     try:
-        subprocess.run([sys.executable, str(ROOT.parent / "shared" / "bench" / "gen_ct.py"), "--studies", "1",
-                        "--per-study", str(args.per_study), "--out", str(work / "ct")], check=True,
-                       capture_output=True)
-        study = next(p for p in (work / "ct").iterdir() if p.is_dir())
-        result = {"machine": {"python": platform.python_version(), "platform": platform.platform()},
-                  "hl7": hl7_bench(args, work),
-                  "routing": routing_bench(args, work, study, len(list(study.rglob("*.dcm"))))}
+        if args.only != "routing":
+            result["hl7"] = hl7_bench(args, work)
+        if args.only != "hl7":
+            subprocess.run([sys.executable, str(ROOT.parent / "shared" / "bench" / "gen_ct.py"), "--studies", "1",
+                            "--per-study", str(args.per_study), "--out", str(work / "ct")], check=True,
+                           capture_output=True)
+            study = next(p for p in (work / "ct").iterdir() if p.is_dir())
+            result["routing"] = routing_bench(args, work, study, len(list(study.rglob("*.dcm"))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    h, r = result["hl7"], result["routing"]
-    m = h["messages_per_s"]
     print("| what | median | min–max |\n|---|---|---|")
-    print(f"| HL7 ORM^O01 over one MLLP connection, messages/s | {m['median']:.0f} | {m['min']:.0f}–{m['max']:.0f} |")
+    if "hl7" in result:
+        m = result["hl7"]["messages_per_s"]
+        print(f"| HL7 ORM^O01 over one MLLP connection, messages/s | {m['median']:.0f} | "
+              f"{m['min']:.0f}–{m['max']:.0f} |")
     for key, label in (("routing_end_to_end_per_s", "routing rule → storescp, end to end, instances/s"),
                        ("c_move_per_s", "C-MOVE of the same study → same storescp, instances/s")):
-        v = r[key]
-        print(f"| {label} | {v['median']:.1f} | {v['min']:.1f}–{v['max']:.1f} |")
-    print(f"\nqueryable by MWL when the ACK left: {h['probes_queryable_at_ack']} of {h['probes']}")
+        if "routing" in result:
+            v = result["routing"][key]
+            print(f"| {label} | {v['median']:.1f} | {v['min']:.1f}–{v['max']:.1f} |")
+    if "hl7" in result:
+        h = result["hl7"]
+        print(f"\nqueryable by MWL when the ACK left: {h['probes_queryable_at_ack']} of {h['probes']}")
     print(f"wrote {args.out}")
 
 

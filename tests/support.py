@@ -41,14 +41,19 @@ def require_module(name: str):  # noqa: ANN201 - the module
 _HANDED_OUT: set[int] = set()
 
 
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])  # pytest-xdist: this process's number
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def free_port() -> int:
     """A port free now and not handed out before in this run (the kernel may offer a just-closed port again,
-    which once gave one server the same DICOM and HTTP port)."""
+    which once gave one server the same DICOM and HTTP port); under pytest-xdist only ports whose remainder is
+    this worker's number, so that two workers never hand out the same port before either binds it."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and port % _WORKERS == _WORKER:
             _HANDED_OUT.add(port)
             return port
 

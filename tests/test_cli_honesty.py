@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from hounsfield import cli, config
 from hounsfield.cli_common import CHOOSE_DATA_DIR, flag_of
 from hounsfield.dimse import status
+from support import free_port
 
 runner = CliRunner()
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
@@ -53,12 +54,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- 1. the data directory ----------------------------------------------------------------------------------

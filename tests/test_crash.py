@@ -74,3 +74,35 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path, databas
         assert not list((restarted.data_dir / "files" / ".incoming").iterdir())  # partial upload cleaned
     finally:
         restarted.stop()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_the_processes_of_a_killed_main_process_go_down_with_it(tmp_path: Path) -> None:
+    """Only the main process is SIGKILLed (an OOM kill): its DICOM processes, the indexer and the process that
+    forks them must not live on holding the port and the pending queue."""
+    import os
+    import signal
+
+    from waiting import eventually
+
+    server = Server(tmp_path / "data").start()
+    try:
+        pgid = server.proc.pid
+        assert len(_group_members(pgid)) >= 3  # the main process, at least one DICOM process, the indexer
+        os.kill(pgid, signal.SIGKILL)
+        server.proc.wait(60)
+        eventually(lambda: _group_members(pgid), lambda left: not left, what="the server's processes to exit")
+    finally:
+        server.stop()

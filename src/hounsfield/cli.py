@@ -118,6 +118,9 @@ def serve(settings: config.Settings,
               "--plugin", metavar="FILE", help="A Python plugin file to load (repeatable; added to the plugins "
               "setting).")] = None) -> None:
     """Run the DICOM service and the HTTP service until SIGINT/SIGTERM (creates the data directory if needed)."""
+    from hounsfield import processes
+
+    processes.warm_up()
     import uvicorn
 
     from hounsfield.dimse.server import claim_port

@@ -433,8 +433,8 @@ def _detail(ds: Dataset, step: Dataset, sources: dict[str, Location], obr: hl7.S
 def _procedure(order: Dataset, order_sources: dict[str, Location], ipc: tuple[hl7.Segment, int] | None) -> Request:
     """One step of the order: its IPC segment's values (v2.5.1 4.5.6: accession, Requested Procedure ID, Study
     Instance UID, step ID, modality, protocol code, station name, location, station AE title) over the OBR's
-    and ZDS's; without IPC the order's own."""
-    ds, sources = copied(order), dict(order_sources)
+    and ZDS's; without IPC the order's own (its only step: the order's dataset is taken as it is, not copied)."""
+    ds, sources = (order if ipc is None else copied(order)), dict(order_sources)
     step = ds[STEPS].value[0]
     if ipc is not None:
         segment, at = ipc

@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Callable, Collection, Iterable, Iterator
 
 from pydicom.dataset import Dataset
@@ -93,6 +94,12 @@ _OF_ORDER = {(placer, accession): select(WorklistItem.__table__).where(
     or_(WorklistItem.patient_id == bindparam("patient_id"),
         *([WorklistItem.accession_number == bindparam("accession")] if accession else []))
 ).order_by(WorklistItem.id) for placer in (False, True) for accession in (False, True)}
+
+
+class WrittenRow(SimpleNamespace):
+    """A worklist row as a Core insert wrote it: its columns as attributes, read as those of a ``WorklistItem``
+    (by ``Worklist._item`` and the audit), without an ORM instance, whose instrumented construction cost as much
+    as the insert's own SQLAlchemy work."""
 
 
 @dataclass(frozen=True)
@@ -205,16 +212,16 @@ class Worklist:
         items.normalise(ds)
         items.validate(ds, strict=strict, today=self.clock().date())
 
-    def _new_row(self, s: Session, values: dict[str, Any], *, checked: bool = False) -> WorklistItem:
-        """Insert one row (a Core insert in the session's transaction: no unit of work to flush) and return it as
-        a detached ``WorklistItem`` holding what was written, its defaults included. ``checked``: the caller has
-        refused a duplicate already (``_new_step_checks``)."""
+    def _new_row(self, s: Session, values: dict[str, Any], *, checked: bool = False) -> WrittenRow:
+        """Insert one row (a Core insert in the session's transaction: no unit of work to flush) and return what
+        was written, its defaults included. ``checked``: the caller has refused a duplicate already
+        (``_new_step_checks``)."""
         if not checked:
             self._refuse_duplicate(s, values)
         now = utcnow()
         full = {"mpps_uid": "", **values, "created_at": now, "updated_at": now}
         new_id = s.connection().execute(_INSERT_ITEM, full).inserted_primary_key[0]
-        return WorklistItem(id=int(new_id), **full)
+        return WrittenRow(id=int(new_id), **full)
 
     @staticmethod
     def _accession_warnings(s: Session, cols: dict[str, Any], exclude: int | None = None) -> tuple[str, ...]:
@@ -470,7 +477,7 @@ class Worklist:
         return out
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    def _audit(self, action: str, row: WorklistItem, actor: str, what: str) -> None:
+    def _audit(self, action: str, row: WorklistItem | WrittenRow, actor: str, what: str) -> None:
         self.audit.record(action, user=actor, patient_id=row.patient_id, patient_name=row.patient_name,
                           study_instance_uid=row.study_instance_uid, detail=f"item {row.id}: {what}")
         if self.listeners:
@@ -493,7 +500,7 @@ class Worklist:
         return set(s.scalars(select(Study.study_instance_uid).where(Study.study_instance_uid.in_(wanted))))
 
     @staticmethod
-    def _item(row: WorklistItem, received: Collection[str] = (), warnings: tuple[str, ...] = (),
+    def _item(row: WorklistItem | WrittenRow, received: Collection[str] = (), warnings: tuple[str, ...] = (),
               dataset: Dataset | None = None) -> Item:
         """The item of ``row``; ``dataset``: what its ``attrs`` hold, when the caller has it in hand (parsing the
         stored DICOM JSON is the dearest part of reading an item)."""
@@ -513,7 +520,8 @@ class Batch:
         self.session = session
         self.actor = actor
         self.origin = origin
-        self.events: list[tuple[str, WorklistItem, str]] = []  # recorded by ``Worklist.batch`` once committed
+        # recorded by ``Worklist.batch`` once committed
+        self.events: list[tuple[str, WorklistItem | WrittenRow, str]] = []
 
     def schedule(self, ds: Dataset, *, max_steps: int | None = None, note: str = "") -> list[Item]:
         """Validate a new request (one or more steps), fill its identifiers and store one row per step; each item
@@ -593,5 +601,5 @@ class Batch:
         found = (self.worklist._item(r) for r in rows)
         return [item for item in found if str(item.dataset.get(keyword) or "").strip() == wanted.strip()]
 
-    def _event(self, action: str, row: WorklistItem, what: str, note: str) -> None:
+    def _event(self, action: str, row: WorklistItem | WrittenRow, what: str, note: str) -> None:
         self.events.append((action, row, f"{what}: {note}" if note else what))
