@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import requests
@@ -42,18 +44,31 @@ _HANDED_OUT: set[int] = set()
 
 
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])  # pytest-xdist: this process's number
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+_BAND = range(20000, 32768)  # below Linux's ephemeral range (32768-60999), where bind(0) and connect() take theirs
 
 
 def free_port() -> int:
     """A port free now and not handed out before in this run (the kernel may offer a just-closed port again,
-    which once gave one server the same DICOM and HTTP port); under pytest-xdist only ports whose remainder is
-    this worker's number, so that two workers never hand out the same port before either binds it."""
+    which once gave one server the same DICOM and HTTP port). Under pytest-xdist each worker draws from its own
+    slice of ``_BAND``, so that two workers never hand out the same port before either binds it."""
+    if not _WORKERS:
+        return _bindable(lambda: 0)
+    span = len(_BAND) // _WORKERS
+    first = _BAND.start + _WORKER * span
+    return _bindable(lambda: random.randrange(first, first + span))
+
+
+def _bindable(candidate: Callable[[], int]) -> int:
+    """The first port from ``candidate()`` that binds on every interface and was not handed out before."""
     while True:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("", candidate()))
+            except OSError:
+                continue
             port = s.getsockname()[1]
-        if port not in _HANDED_OUT and port % _WORKERS == _WORKER:
+        if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
 
