@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support.py
 SHARED_DATA = Path(os.environ.get("HOUNSFIELD_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+if "PYTEST_XDIST_WORKER" in os.environ:  # its workers get COLUMNS=80, which Rich would make the width of the CLI's
+    os.environ.pop("COLUMNS", None)      # console for good when it is imported; the CLI tests set their own width
 
 
 def require_shared_data() -> Path:
