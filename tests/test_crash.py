@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
 import pydicom
 import requests
 from pydicom.uid import generate_uid
-
 from support import Server, dcmtk, dcmtk_env
+from waiting import eventually
 
 
 def make_copies(shared_data: Path, out: Path, rounds: int) -> list[Path]:
@@ -92,11 +94,6 @@ def _group_members(pgid: int) -> list[int]:
 def test_the_processes_of_a_killed_main_process_go_down_with_it(tmp_path: Path) -> None:
     """Only the main process is SIGKILLed (an OOM kill): its DICOM processes, the indexer and the process that
     forks them must not live on holding the port and the pending queue."""
-    import os
-    import signal
-
-    from waiting import eventually
-
     server = Server(tmp_path / "data").start()
     try:
         pgid = server.proc.pid

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import signal
 import time
@@ -98,9 +97,7 @@ def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a signal 0 is only an existence check)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, but is someone else's (the pid was reused)
+    except (ProcessLookupError, PermissionError):  # gone, or someone else's (the pid was reused)
         return False
     return True
 
@@ -136,6 +133,9 @@ def _run_when_idle() -> None:
         os.nice(INDEXER_NICENESS)
 
 
+PRELOAD = ("hounsfield.pacs", "hounsfield.dimse.server", "hounsfield.archive")  # what every child imports
+
+
 def _context() -> multiprocessing.context.BaseContext:
     """How children are made: from a fork server where the platform has one, else spawned.
 
@@ -151,14 +151,14 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-PRELOAD = ("hounsfield.pacs", "hounsfield.dimse.server", "hounsfield.archive")  # what every child imports
-
-
 def warm_up() -> None:
     """Start the fork server now (``serve`` calls this first), so that its imports run on the other core while
     the main process migrates the index and builds itself, not after."""
     if _context().get_start_method() == "forkserver":
-        multiprocessing.forkserver.ensure_running()
+        # imported here: only needed, and only of use, where the platform has a fork server
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def start(settings: Settings, build: Build) -> list[BaseProcess]:
