@@ -15,6 +15,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 if "PYTEST_XDIST_WORKER" in os.environ:  # its workers get COLUMNS=80, which Rich would make the width of the CLI's
     os.environ.pop("COLUMNS", None)      # console for good when it is imported; the CLI tests set their own width
 
+# The tests' own pynetdicom clients do several requests per association; stock pynetdicom's reactor can take and
+# drop the answer to the second one (its "pause the reactor" gap, dimse.tuning.leave_responses_to_the_sender),
+# which under the suite's load made a test wait 30 s for an answer the server had sent. Only that gap is closed.
+from hounsfield.dimse.tuning import leave_responses_to_the_sender  # noqa: E402
+
+leave_responses_to_the_sender()
+
 
 def require_shared_data() -> Path:
     """Return ../shared/data; skip when it is absent on a developer clone, fail when absent in CI."""

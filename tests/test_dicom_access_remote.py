@@ -24,6 +24,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification, StudyRootQueryRetrieveInformationModelFind as FIND
+from hounsfield.dimse.tuning import leave_responses_to_the_sender
+leave_responses_to_the_sender()  # three requests on one association: see tests/conftest.py
 host, port = sys.argv[1], int(sys.argv[2])
 ae = AE(ae_title="STRANGER")
 for cx in (Verification, FIND, CTImageStorage):

@@ -9,7 +9,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 
-from hounsfield.dimse.tuning import _leaving_responses_to_the_sender
+from hounsfield.dimse.tuning import _leaving_responses_to_the_sender, leave_responses_to_the_sender
 
 
 def test_a_paused_reactor_leaves_the_response_to_the_waiting_sender() -> None:
@@ -35,3 +35,17 @@ def test_the_abort_wake_up_goes_back_to_the_waiting_sender_too() -> None:
     assoc._reactor_checkpoint.clear()
     assert assoc.dimse.get_msg(block=False) == (None, None)
     assert list(assoc.dimse.msg_queue.queue) == [(None, None)]  # still there for the sender
+
+
+def test_the_gap_can_be_closed_alone_once_per_process() -> None:
+    """What a stock pynetdicom client (this suite's, in conftest) applies: only the get_msg hand-shake, once."""
+    leave_responses_to_the_sender()
+    wrapped = DIMSEServiceProvider.get_msg
+    leave_responses_to_the_sender()
+    assert DIMSEServiceProvider.get_msg is wrapped
+    assert not hasattr(wrapped.__wrapped__, "__wrapped__")  # not wrapped twice
+    assoc = Association(AE(), mode="requestor")
+    assoc.dimse.msg_queue.put((1, "C-FIND-RSP"))
+    assoc._reactor_checkpoint.clear()  # the second send_* call of an association, its request sent
+    assert assoc.dimse.get_msg(block=False) == (None, None)  # the reactor, woken by the first call's end
+    assert assoc.dimse.get_msg(block=True) == (1, "C-FIND-RSP")  # the call waiting for its answer
