@@ -1,5 +1,5 @@
-"""How ``serve`` makes its children (``hounsfield.processes``): from a fork server where the platform has one,
-spawned where it has not; the fork server imports what every child needs once."""
+"""How ``serve`` makes its children (``hounsfield.processes``): forked by the main process before it has threads
+where it may, else from a fork server where the platform has one, spawned where it has not."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import multiprocessing
 import pytest
 
 from hounsfield import processes
+from hounsfield.config import Settings
 
 
 def test_children_come_from_a_fork_server() -> None:
@@ -22,7 +23,8 @@ def test_children_come_from_a_fork_server() -> None:
 def test_without_a_fork_server_the_children_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
     assert processes._context().get_start_method() == "spawn"
-    processes.warm_up()  # nothing to warm up: no error, no fork server
+    monkeypatch.setattr(processes, "_may_fork_now", lambda: False)
+    processes.warm_up(Settings())  # nothing to warm up: no error, no fork server, no child
 
 
 def test_sigterm_only_sets_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +37,17 @@ def test_sigterm_only_sets_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not stopping.requested
     handlers[signal.SIGTERM](signal.SIGTERM, None)
     assert stopping.requested
+
+
+def test_a_forked_child_never_started_leaves_when_the_pipe_closes() -> None:
+    """What a ``serve`` that fails before ``start`` leaves: children that exit without building anything."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("this platform cannot fork")
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False)]
+    child = context.Process(target=processes._when_started, args=(pipes[0][0], pipes, "indexer"))
+    child.start()
+    pipes[0][0].close()
+    pipes[0][1].close()  # as _release does
+    child.join(60)
+    assert child.exitcode == 0

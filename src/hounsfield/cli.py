@@ -120,7 +120,7 @@ def serve(settings: config.Settings,
     """Run the DICOM service and the HTTP service until SIGINT/SIGTERM (creates the data directory if needed)."""
     from hounsfield import processes
 
-    processes.warm_up()
+    processes.warm_up(settings)
     import uvicorn
 
     from hounsfield.dimse.server import claim_port

@@ -11,11 +11,16 @@ then the indexer after the queue is empty) or when it dies.
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Callable, Protocol
 
@@ -61,9 +66,10 @@ class _Stopping:
 
 
 def _child(settings: Settings, build: Build, parent: int, role: str) -> None:
-    started_by = os.getppid()  # the main process (spawn) or the fork server (forkserver)
+    started_by = os.getppid()  # the main process (forked by it, or spawned) or the fork server (forkserver)
+    # force: a child forked by the main process has the main's handler, without the child's pid in its lines
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s", force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     stopping = _Stopping()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; Ctrl-C reaches the whole group
@@ -134,14 +140,22 @@ def _run_when_idle() -> None:
 
 
 PRELOAD = ("hounsfield.pacs", "hounsfield.dimse.server", "hounsfield.archive")  # what every child imports
+_prepared: list[tuple[BaseProcess, Connection]] = []  # children forked by ``warm_up``, each waiting on its pipe
+
+
+def _roles(settings: Settings) -> list[tuple[str, str]]:
+    """(role, process name) of each child, the indexer last (``stop`` relies on that order)."""
+    return [*(("dicom", f"hounsfield-dicom-{i}") for i in range(1, process_count(settings))),
+            ("indexer", "hounsfield-indexer")]
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """How children are made: from a fork server where the platform has one, else spawned.
+    """How children are made when ``warm_up`` could not fork them: from a fork server where the platform has
+    one, else spawned.
 
     A spawned child is a fresh interpreter that imports hounsfield again (~2 s of CPU each, five processes per
-    ``serve`` on two cores). The fork server imports it once, before any thread or connection exists, and forks
-    each child from that clean state; the children still build their own application (their own database
+    ``serve`` on two cores). The fork server imports it once (~2 s), before any thread or connection exists, and
+    forks each child from that clean state; the children still build their own application (their own database
     connections and sockets). Windows has no fork server and spawns.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -151,24 +165,86 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def warm_up() -> None:
-    """Start the fork server now (``serve`` calls this first), so that its imports run on the other core while
-    the main process migrates the index and builds itself, not after."""
-    if _context().get_start_method() == "forkserver":
+def _may_fork_now() -> bool:
+    """Whether this process can fork its children itself: a platform with ``fork`` (not macOS, whose system
+    libraries may not be used in a forked child) and this thread alone (a fork copies locks held by other
+    threads, held for ever in the child)."""
+    return ("fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
+            and threading.active_count() == 1)
+
+
+def warm_up(settings: Settings) -> None:
+    """Make the children before anything else exists (``serve`` calls this first): forked from this process
+    where it may (``_may_fork_now``), else the fork server started so that its imports run on the other core
+    while this process migrates the index and builds itself.
+
+    Forked here, after the imports every child needs and before any thread, socket or connection, a child costs
+    no import at all (the fork server's ~2 s of CPU per ``serve`` saved). Each one then waits for ``start`` to
+    send it the final settings (the plugins are added to them later), and builds its own application as a
+    spawned one would. A ``serve`` that stops before ``start`` (a port taken, a bad certificate) closes the
+    pipes (``_release``): its children leave without building anything."""
+    if _prepared:
+        return
+    if _may_fork_now():
+        for module in PRELOAD:
+            importlib.import_module(module)
+        context = multiprocessing.get_context("fork")
+        roles = _roles(settings)
+        pipes = [context.Pipe(duplex=False) for _ in roles]
+        for (role, name), (reader, writer) in zip(roles, pipes):
+            child = context.Process(target=_when_started, args=(reader, pipes, role), name=name, daemon=False)
+            child.start()
+            _prepared.append((child, writer))
+        for reader, _ in pipes:
+            reader.close()
+        atexit.register(_release)  # runs before multiprocessing joins its children at exit (registered later)
+    elif _context().get_start_method() == "forkserver":
         # imported here: only needed, and only of use, where the platform has a fork server
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
 
 
+def _when_started(reader: Connection, pipes: list[tuple[Connection, Connection]], role: str) -> None:
+    """A child forked by ``warm_up``: wait for ``start`` (its settings, build and parent), then run as ``_child``;
+    leave at once when the pipe closes first (the main process stopped, or died, before starting it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; Ctrl-C reaches the whole group
+    for other, writer in pipes:  # only the main process may hold a writer: its end closing is the EOF
+        writer.close()
+        if other is not reader:
+            other.close()
+    try:
+        settings, build, parent = reader.recv()
+    except EOFError:
+        return
+    finally:
+        reader.close()
+    _child(settings, build, parent, role)
+
+
+def _release() -> None:
+    """Close the pipes of children ``start`` never started: they leave (``_when_started``)."""
+    while _prepared:
+        _, writer = _prepared.pop()
+        writer.close()
+
+
 def start(settings: Settings, build: Build) -> list[BaseProcess]:
     """The extra DICOM processes, then the indexer (``stop`` relies on that order); each builds its own
-    application with ``build`` (a module-level callable: the children get it by name, not by memory)."""
+    application with ``build`` (a module-level callable: the children get it by name, not by memory). Those
+    ``warm_up`` forked are sent their start; otherwise they are made now (``_context``)."""
+    if len(_prepared) == len(_roles(settings)):
+        children = []
+        for child, writer in _prepared:
+            writer.send((settings, build, os.getpid()))
+            writer.close()
+            children.append(child)
+        _prepared.clear()
+        return children
+    _release()
     context = _context()
-    roles = [("dicom", f"hounsfield-dicom-{i}") for i in range(1, process_count(settings))]
-    roles.append(("indexer", "hounsfield-indexer"))
     children = [context.Process(target=_child, args=(settings, build, os.getpid(), role), name=name, daemon=False)
-                for role, name in roles]
+                for role, name in _roles(settings)]
     for child in children:
         child.start()
     return children

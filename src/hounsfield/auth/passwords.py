@@ -6,15 +6,22 @@ credentials often (HTTP Basic on every DICOMweb request) remember a success inst
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _HASHER = PasswordHasher()
 MIN_LENGTH = 8
 MAX_LENGTH = 1024  # a longer "password" only costs the server hashing time
-# A hash of nothing anyone knows: an unknown user name costs as much as a wrong password, so the time a
-# refusal takes does not tell which user names exist.
-_DUMMY = _HASHER.hash("not a password of anyone")
+
+
+@cache
+def _dummy() -> str:
+    """A hash of nothing anyone knows: an unknown user name costs as much as a wrong password, so the time a
+    refusal takes does not tell which user names exist. Made at the first check, not at import: every process
+    and command imports this module, few check a password (one hash is ~0.1 s of CPU)."""
+    return _HASHER.hash("not a password of anyone")
 
 
 def check_strength(password: str) -> None:
@@ -36,7 +43,7 @@ def verify(stored_hash: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _HASHER.verify(stored_hash or _DUMMY, password) and stored_hash is not None
+        return _HASHER.verify(stored_hash or _dummy(), password) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
