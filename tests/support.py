@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -10,9 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pytest
 import requests
@@ -38,6 +40,83 @@ def require_module(name: str):  # noqa: ANN201 - the module
         return importlib.import_module(name)
     except ImportError as exc:
         require(False, f"{name} cannot be imported ({exc}); pip install -e .[test]")
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------------
+# A command runs in this process (its Typer app, through Typer's CliRunner): a new interpreter importing hounsfield
+# cost ~2 s of CPU per command, ~300 s of the suite's. These run in a new interpreter all the same:
+NEW_INTERPRETER = {
+    # a DICOM client sets up its process's pynetdicom for good (hounsfield.dimse.fastpath.install), which would
+    # change the tests' own pynetdicom clients that run after it in this worker
+    ("echo",), ("store",), ("find",), ("move",), ("get",), ("worklist", "find"),
+    ("serve",),  # a server of its own: support.Server
+}
+# HOUNSFIELD_TEST_CLI=subprocess: every command in a new interpreter, as the user's shell runs it.
+ALWAYS_NEW_INTERPRETER = os.environ.get("HOUNSFIELD_TEST_CLI", "") == "subprocess"
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # cli_common.with_settings's
+
+
+class _ToCurrentStderr(logging.StreamHandler):
+    """The CLI's log lines on the captured stderr of the command running (CliRunner swaps sys.stderr), where a
+    command in its own interpreter writes them (its logging.basicConfig finds pytest's handlers and does
+    nothing in here)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
+def hounsfield(*args: str | Path, input: str | None = None, env: Mapping[str, str | None] | None = None,
+               cwd: Path | str | None = None, timeout: float = 300,
+               new_interpreter: bool = False) -> subprocess.CompletedProcess:
+    """Run ``hounsfield ARGS`` and return what a shell would see: exit status, stdout, stderr (text). ``env``
+    is the environment's changes (None: unset) or, as for ``subprocess.run``, a whole one; ``timeout`` is the
+    new interpreter's only."""
+    argv = [str(a) for a in args]
+    words = tuple(a for a in argv[:2] if not a.startswith("-"))
+    if new_interpreter or ALWAYS_NEW_INTERPRETER or words[:1] in NEW_INTERPRETER or words in NEW_INTERPRETER:
+        return subprocess.run([sys.executable, "-m", "hounsfield", *argv], input=input, capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd,
+                              env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None})
+    return _in_process(argv, input=input, env=env, cwd=cwd)
+
+
+def _in_process(argv: list[str], *, input: str | None, env: Mapping[str, str | None] | None,
+                cwd: Path | str | None) -> subprocess.CompletedProcess:
+    from typer.testing import CliRunner
+
+    from hounsfield import cli
+
+    if not getattr(cli, "_test_registered", False):  # cli.main() registers the feature packages' commands
+        cli._register_plugins()
+        cli._test_registered = True
+    root = logging.getLogger()
+    handler = _ToCurrentStderr()
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    levels = {name: logging.getLogger(name).level for name in ("", "pynetdicom", "alembic")}
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    here = os.getcwd()
+    changed = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(cli.app, argv, input=input, env=changed, prog_name="python -m hounsfield")
+    finally:
+        os.chdir(here)
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    stderr = result.stderr
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # as the interpreter would print it
+        code = 1
+    return subprocess.CompletedProcess(["hounsfield", *argv], code, result.stdout, stderr)
 
 
 _HANDED_OUT: set[int] = set()
@@ -196,8 +275,7 @@ class Server:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run a ``hounsfield`` command against this server's data directory and database."""
-        proc = subprocess.run([sys.executable, "-m", "hounsfield", *args, *self.args()],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = hounsfield(*args, *self.args(), timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"hounsfield {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc

@@ -9,12 +9,10 @@ PS3.15 as read here, never from the code under test."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -36,7 +34,7 @@ from pynetdicom.sop_class import (
 )
 
 from factories import encode, tiny_ct, write
-from support import Server, dcmtk, dcmtk_env, free_port, require_module
+from support import Server, dcmtk, dcmtk_env, free_port, hounsfield, require_module
 from test_worklist_common import add_item, modality_query, mpps, mpps_in_progress, mwl_find
 
 LOOPBACK = "127.0.0.1"
@@ -737,8 +735,7 @@ def test_rest_hostile_parameters_are_4xx(server, params: dict, status: int | Non
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess:
     """``hounsfield`` on the server's data, its tables as wide as they need (Rich reads COLUMNS)."""
-    return subprocess.run([sys.executable, "-m", "hounsfield", *args, *server.args()], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "COLUMNS": "400"})
+    return hounsfield(*args, *server.args(), env={"COLUMNS": "400"})
 
 
 def test_cli_lists_filters_and_refuses_in_one_line(server) -> None:

@@ -18,13 +18,13 @@ from sqlalchemy import create_engine, text
 
 from factories import ct_dataset, encode
 from support import Server, free_port
+from support import hounsfield as run_hounsfield
 
 PASSWORD = "correct horse battery"
 
 
 def hounsfield(server: Server, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "hounsfield", *args, *server.args()], input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_hounsfield(*args, *server.args(), input=stdin)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -14,7 +14,6 @@ import hashlib
 import io
 import re
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from hounsfield.errors import HounsfieldError, NotFound
 from hounsfield.pacs import Pacs
 from hounsfield.rt.links import resolve
 from rt_phantom import make_phantom
+
+import support
 
 UID_FORM = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -512,8 +513,7 @@ def test_malformed_values_are_deidentified_not_crashed_on(pacs: Pacs) -> None:
 # ---- the command line -----------------------------------------------------------------------------------------
 
 def hounsfield(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hounsfield", *args, "--data-dir", str(data_dir)],
-                          check=False, capture_output=True, text=True, timeout=300)
+    return support.hounsfield(*args, "--data-dir", data_dir)
 
 
 def test_the_deidentify_command(tmp_path: Path) -> None:

@@ -11,15 +11,13 @@ import base64
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
 import requests
-from support import Server, free_port
+from support import Server, free_port, hounsfield
 from test_worklist_common import TODAY, modality_query, mwl_find
 
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
@@ -505,8 +503,7 @@ def test_the_cli_sends_lists_shows_and_replays(server, tmp_path) -> None:
     text = (orm(control, patient, placer) + orm(unique("C"), patient, placer, order_control="SC",
                                                 order_status="ZZ")).decode()
     file.write_text(text.replace("\r", "\n"))
-    sent = subprocess.run([sys.executable, "-m", "hounsfield", "hl7", "send", str(file), "--to",
-                           f"127.0.0.1:{server.hl7_port}"], capture_output=True, text=True, timeout=120)
+    sent = hounsfield("hl7", "send", file, "--to", f"127.0.0.1:{server.hl7_port}")
     lines = sent.stdout.strip().splitlines()
     assert sent.returncode == 1, sent.stderr  # the second one is AE
     assert lines[0].startswith(f"{control}: AA item ") and " AE " in lines[1] and "ZZ" in lines[1]
@@ -556,9 +553,7 @@ def test_mllp_over_tls(tmp_path, caplog) -> None:
         assert "HL7 TLS connection from 127.0.0.1" in caplog.text and "refused" in caplog.text
         file = tmp_path / "one.hl7"
         file.write_bytes(orm(unique("C"), unique("P"), unique("PL")))
-        sent = subprocess.run([sys.executable, "-m", "hounsfield", "hl7", "send", str(file), "--to",
-                               f"127.0.0.1:{port}", "--tls", "--tls-ca", str(pki.ca)], capture_output=True,
-                              text=True, timeout=120)
+        sent = hounsfield("hl7", "send", file, "--to", f"127.0.0.1:{port}", "--tls", "--tls-ca", pki.ca)
         assert sent.returncode == 0 and ": AA item " in sent.stdout, sent.stderr
     finally:
         pacs.close(grace=5)

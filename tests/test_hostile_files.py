@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +31,7 @@ from hounsfield.headerjson import MAX_DEPTH
 from hounsfield.models import Instance
 from hounsfield.pacs import Pacs
 from hounsfield.web.app import create_app
-from support import Server
+from support import Server, hounsfield
 
 
 def make_pacs(tmp_path: Path, database_url: str = "", **settings) -> Pacs:
@@ -128,8 +126,9 @@ def test_the_cli_lists_the_quarantine(tmp_path: Path) -> None:
     p.files.put_pending(incoming(p, nested_instance(100)), "00000000000000000001-1-1_EVIL.dcm")
     p.archive.index_pending()
     p.close()
-    out = subprocess.run([sys.executable, "-m", "hounsfield", "quarantine", "--data-dir", str(tmp_path / "data")],
-                         capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    run = hounsfield("quarantine", "--data-dir", tmp_path / "data", env={"COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     assert "00000000000000000001-1-1_EVIL.dcm" in out and "nest deeper" in out and "EVIL" in out
 
 

@@ -5,8 +5,6 @@ Waits are for events on the page (URLs, selectors, responses), never for time.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -15,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from browser import chromium_page
 from factories import ct_dataset, encode
-from support import Server
+from support import Server, hounsfield
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 120_000
@@ -27,12 +25,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any
     srv = Server(tmp_path_factory.mktemp("login-ui") / "data", config='http_auth = "on"\n')
     srv.data_dir.mkdir(parents=True)
     for name, role in (("boss", "admin"), ("doc", "physician")):  # serve needs an admin with logins on
-        subprocess.run([sys.executable, "-m", "hounsfield", "user", "add", name, "--role", role,
-                        "--password-stdin", *srv.args()], input=PASSWORD, check=True, capture_output=True, text=True)
+        added = hounsfield("user", "add", name, "--role", role, "--password-stdin", *srv.args(), input=PASSWORD)
+        assert added.returncode == 0, added.stderr
     srv.start()
     ds = ct_dataset(PatientName="LOGIN^PATIENT", PatientID="LOGIN1")
-    token = subprocess.run([sys.executable, "-m", "hounsfield", "user", "add", "up", "--role", "technologist",
-                            "--password-stdin", *srv.args()], input=PASSWORD, capture_output=True, text=True)
+    token = hounsfield("user", "add", "up", "--role", "technologist", "--password-stdin", *srv.args(),
+                       input=PASSWORD)
     assert token.returncode == 0, token.stderr
     import requests
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -13,6 +12,7 @@ import requests
 
 from factories import encode, tiny_ct, write
 from hounsfield import config
+import support
 from support import Server, dcmtk, dcmtk_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +26,7 @@ def server(shared_server):
 
 
 def hounsfield(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hounsfield", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return support.hounsfield(*args, env=env)
 
 
 def dataset_bytes(part10: bytes) -> bytes:

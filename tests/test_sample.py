@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ import pydicom
 from hounsfield import sample
 from hounsfield.imaging import read_dataset
 from hounsfield.imaging.series import load_series
+from support import hounsfield
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hounsfield", "sample", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return hounsfield("sample", *args, cwd=cwd)
 
 
 def test_the_command_writes_a_ct_and_an_mr_series_the_same_every_time(tmp_path: Path) -> None:

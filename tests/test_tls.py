@@ -19,7 +19,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GE
 from factories import tiny_ct, write
 from hounsfield import config
 from support import Server, dcmtk, dcmtk_env, free_port
+from support import hounsfield as run_hounsfield
 
 BCP195_TLS12 = {"ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",  # RFC 7525 4.2, RSA certificates
                 "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"}
@@ -269,9 +269,8 @@ def wait_for_log(server: Server, start: int, pattern: str) -> re.Match:
 
 def hounsfield(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """A hounsfield command in an empty folder, without the server's settings: what its flags say only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOUNSFIELD_")}
-    return subprocess.run([sys.executable, "-m", "hounsfield", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=WAIT)
+    return run_hounsfield(*args, cwd=cwd, env={k: None for k in os.environ if k.startswith("HOUNSFIELD_")},
+                          timeout=WAIT)
 
 
 def stored(server: HttpsServer, study: str) -> int:
@@ -322,9 +321,8 @@ def test_https_answers_with_the_certificate_and_plain_http_does_not(server: Http
 
 def test_a_login_over_https_sets_secure_cookies(server: HttpsServer, pki: Pki) -> None:
     """Under TLS the session and CSRF cookies say Secure: a browser never sends them over plain HTTP."""
-    proc = subprocess.run([sys.executable, "-m", "hounsfield", "user", "add", "tlsuser", "--role", "viewer",
-                           "--password-stdin", *server.args()], input="a long tls password", capture_output=True,
-                          text=True, timeout=WAIT)
+    proc = run_hounsfield("user", "add", "tlsuser", "--role", "viewer", "--password-stdin", *server.args(),
+                          input="a long tls password")
     assert proc.returncode == 0, proc.stderr
     r = requests.post(f"{server.url}/login", data={"username": "tlsuser", "password": "a long tls password"},
                       verify=pki.ca, allow_redirects=False, timeout=WAIT)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
+from support import hounsfield
 from test_worklist_common import TODAY, add_item, clear_worklist
 
 GOOD = {"patient_id": "P1", "patient_name": "DOE^JANE", "modality": "CT", "station_aet": "CT1",
@@ -227,8 +227,7 @@ def test_same_accession_for_another_patient_is_a_warning_in_the_answer(client) -
 # ---- the CLI as a user runs it, on a data directory of its own -------------------------------------------------
 
 def _cli(data: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hounsfield", "worklist", *args, "--data-dir", str(data)],
-                          capture_output=True, text=True, timeout=120)
+    return hounsfield("worklist", *args, "--data-dir", data)
 
 
 def test_cli_normalises_case_refuses_in_the_users_words_and_warns(tmp_path: Path) -> None:

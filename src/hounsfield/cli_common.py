@@ -26,6 +26,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hounsfield import config
 from hounsfield.errors import HounsfieldError
 
+# The archives the running command opened (open_pacs), closed when it ends (with_settings): its audit events are
+# written and its database connections given back before it returns, not by an exit hook of the interpreter.
+_opened: list[Any] = []
+
 console = Console(soft_wrap=True)  # a line of output stays one line (tables still fit the width)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
@@ -121,10 +125,14 @@ def with_settings(func: Callable[..., Any] | None = None, *,
         # The server logs pynetdicom's warnings; a client command reports its own one-line errors.
         logging.getLogger("pynetdicom").setLevel(logging.WARNING if func.__name__ == "serve" else logging.CRITICAL)
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing a user needs
+        opened = len(_opened)
         try:
             return func(*args, settings=loaded, **kwargs)
         except HounsfieldError as exc:
             fail(str(exc))
+        finally:
+            while len(_opened) > opened:
+                _opened.pop().close()
 
     wrapper.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
@@ -172,9 +180,11 @@ def open_pacs(settings: config.Settings, *, create: bool = False, announce: bool
 
     check_data_dir(settings, create=create, announce=announce)
     try:
-        return Pacs(settings)
+        pacs = Pacs(settings)
     except Exception as exc:  # noqa: BLE001 - a database that cannot be opened is a one-line error
         fail(f"cannot open the index at {settings.index_url}: {exc}")
+    _opened.append(pacs)
+    return pacs
 
 
 def progress_bar() -> Progress:

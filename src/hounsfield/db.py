@@ -6,12 +6,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions (tests/test_db.py holds it to Alembic's own head). A database
+# already there is opened without importing Alembic or reading its scripts: every CLI command and every
+# ``serve`` opens the index, and Alembic's import alone was a tenth of a second of each.
+SCHEMA_HEAD = "0012"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
@@ -40,8 +43,23 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the schema is already at ``SCHEMA_HEAD`` (False for a new database, or one at another revision,
+    which Alembic then brings up to date or refuses)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
+    except DBAPIError:  # no version table yet: a new database
+        return False
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (no-op when it already is)."""
+    if at_head(engine):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:

@@ -34,6 +34,7 @@ class Pacs:
 
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         self.settings = settings
+        self._closed = False
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.index_url)
         if migrate:
@@ -208,6 +209,11 @@ class Pacs:
                 "quarantined": quarantined, "problems": problems}
 
     def close(self, *, grace: float = 30.0) -> None:
+        """Stop what runs and write what is held; a second call does nothing (``serve`` closes its archive
+        itself, and the command that opened it closes it again when it ends)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._hl7_listener is not None:
             self._hl7_listener.close(grace)  # the messages being applied finish and are acknowledged
         if "dicom" in self.__dict__:
