@@ -15,6 +15,7 @@ import pydicom
 from pynetdicom import _config
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import apply_color_lut
@@ -108,6 +109,15 @@ def differences(original: Dataset, received: Dataset) -> list[str]:
                         received.original_encoding[0], "")
 
 
+def differing_tags(a: Dataset, b: Dataset) -> list[BaseTag]:
+    """The top-level elements whose values differ, by tag (not file meta, group lengths or trailing padding): for
+    data sets in the same transfer syntax, as ``factories.comparable`` compares them, bytes first."""
+    same_order = a.original_encoding[1] == b.original_encoding[1]
+    tags = sorted(t for t in set(a.keys()) | set(b.keys()) if t.group != 0x0002 and t.element != 0 and t != 0xFFFCFFFC)
+    return [t for t in tags if t not in a or t not in b
+            or not (_same_bytes(a.get_item(t), b.get_item(t), same_order) or a[t].value == b[t].value)]
+
+
 def _pixels(ds: Dataset) -> np.ndarray | None:
     try:
         return ds.pixel_array
@@ -124,6 +134,8 @@ def _differences(a: Dataset, b: Dataset, little_a: bool, little_b: bool, implici
         name = f"{where}({tag.group:04X},{tag.element:04X})"
         if tag not in a or tag not in b:
             out.append(f"{name} only in the {'received' if tag in b else 'original'}")
+            continue
+        if _same_bytes(a.get_item(tag), b.get_item(tag), little_a == little_b):
             continue
         va, vb = _read(a, tag), _read(b, tag)
         if va.vr == "SQ" and vb.vr == "SQ":
@@ -145,6 +157,27 @@ def _differences(a: Dataset, b: Dataset, little_a: bool, little_b: bool, implici
                 apply_color_lut(pixels_a, a), apply_color_lut(pixels_b, b)):  # expanded in either byte order
             out.append("colours through the Segmented Palette Color LUTs")
     return out
+
+
+def _same_bytes(ra: Any, rb: Any, same_order: bool) -> bool:  # noqa: ANN401 - RawDataElement or DataElement
+    """Whether both values are still encoded and their bytes are the same for the same VR: then so are their
+    values, with no need to decode them (pydicom's conversion of the DS values of contours and dose grids was
+    most of a round trip's check). Text, OB and UN in any byte order; numbers only in the same one; sequences
+    item by item (their items may hold numbers)."""
+    if not (isinstance(ra, RawDataElement) and isinstance(rb, RawDataElement)):
+        return False
+    vr_a, vr_b = (raw.VR or _dictionary_vr(raw.tag) for raw in (ra, rb))  # implicit VR: the dictionary's, as
+    if vr_a is None or vr_a != vr_b or vr_a == "SQ" or (vr_a in NUMBERS and not same_order):  # pydicom reads it
+        return False
+    return ra.value == rb.value
+
+
+def _dictionary_vr(tag: BaseTag) -> str | None:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:  # private, or unknown to pydicom
+        return None
+    return vr if vr.isalpha() and len(vr) == 2 else None  # not "US or SS"
 
 
 def _compare(name: str, va: _Value, vb: _Value, little_a: bool, little_b: bool, implicit_b: bool) -> list[str]:

@@ -157,9 +157,8 @@ def test_round_trip_of_every_shared_file(fresh_server: Server, shared_data: Path
         got = received[orig.SOPInstanceUID]
         if f in compressed:  # sent by pynetdicom in its own syntax (storescu may convert, e.g. big endian)
             assert got.file_meta.TransferSyntaxUID == orig.file_meta.TransferSyntaxUID
-        a, b = comparable(orig), comparable(got)
-        differing = sorted(t for t in set(a) | set(b) if a.get(t) != b.get(t))
-        if differing == [0x7FE00010] and len(b[0x7FE00010]) == len(a[0x7FE00010]) + 1:
+        differing = roundtrip_support.differing_tags(orig, got)
+        if differing == [0x7FE00010] and len(got.PixelData) == len(orig.PixelData) + 1:
             continue  # odd-length Pixel Data in the source file: dcmtk pads it to even length when sending
         assert not differing, f"{f}: {differing[:5]} differ"
     assoc.release()
