@@ -71,13 +71,15 @@ class Hounsfield(_Managed):
 
 
 def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
+    """Each run of each mode goes round the targets in turn, after a sync: every target starts on a disk that
+    has written back what the one before it wrote (hounsfield alone makes each instance durable before it
+    answers, and when it ran last it waited for the peers' gigabytes of write-back; stop 16, run F)."""
     m, mb = manifest["instances"], manifest["bytes"] / 1e6
-    rows = []
-    for t in targets:
-        row = {"target": t.describe()}
-        for mode in ("1x", "4x"):
-            secs, queryable, counts = [], [], []
-            for r in range(runs):
+    measured: dict[tuple[str, str], dict[str, list]] = {}
+    for mode in ("1x", "4x"):
+        for r in range(runs):
+            for t in targets:
+                os.sync()
                 t.start()
                 dt, ok = run_storescu(t, ct, manifest["studies"], int(mode[0]))
                 # Until a query sees every instance: hounsfield's queries wait for its indexer to catch up.
@@ -87,13 +89,20 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
                     n = cfind_count_instances(t, [s["study_uid"] for s in manifest["studies"]])
                 count_s = time.perf_counter() - t0
                 t.stop()
-                secs.append(dt)
-                queryable.append(dt + count_s)
-                counts.append(n)
+                got = measured.setdefault((t.name, mode), {"secs": [], "queryable": [], "counts": []})
+                got["secs"].append(dt)
+                got["queryable"].append(dt + count_s)
+                got["counts"].append(n)
                 print(f"  {t.name:16s} {mode} run {r + 1}: {dt:6.2f} s {m / dt:7.1f} inst/s stored {n}/{m}, "
                       f"all queryable after {dt + count_s:6.2f} s{'' if ok else ' (storescu errors)'}", flush=True)
+    rows = []
+    for t in targets:
+        row = {"target": t.describe()}
+        for mode in ("1x", "4x"):
+            got = measured[(t.name, mode)]
+            secs, queryable = got["secs"], got["queryable"]
             row[mode] = {"seconds": spread(secs), "inst_per_s": spread([m / s for s in secs]),
-                         "mb_per_s": spread([mb / s for s in secs]), "stored": counts, "expected": m,
+                         "mb_per_s": spread([mb / s for s in secs]), "stored": got["counts"], "expected": m,
                          "queryable_seconds": spread(queryable),
                          "queryable_inst_per_s": spread([m / s for s in queryable])}
         rows.append(row)
