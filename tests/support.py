@@ -91,9 +91,7 @@ def _in_process(argv: list[str], *, input: str | None, env: Mapping[str, str | N
 
     from hounsfield import cli
 
-    if not getattr(cli, "_test_registered", False):  # cli.main() registers the feature packages' commands
-        cli._register_plugins()
-        cli._test_registered = True
+    cli._register_plugins()  # the feature packages' commands, as cli.main() adds them
     root = logging.getLogger()
     handler = _ToCurrentStderr()
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))

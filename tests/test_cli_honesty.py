@@ -29,14 +29,10 @@ runner = CliRunner()
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 CT_SMALL_SOP_UID = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 CT_SMALL_STUDY_UID = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
-_registered = False
 
 
 def invoke(*args: object, **kwargs):  # noqa: ANN201
-    global _registered
-    if not _registered:  # the imaging and worklist commands, as ``main`` adds them
-        cli._register_plugins()
-        _registered = True
+    cli._register_plugins()  # the imaging and worklist commands, as ``main`` adds them
     return runner.invoke(cli.app, [str(a) for a in args], **kwargs)
 
 
@@ -378,3 +374,24 @@ def test_delete_a_study_asks_first(clean_env: Path) -> None:
     assert again.exit_code == 1
     assert lines(again.stderr)[-1] == f"error: no study {CT_SMALL_STUDY_UID} in {data}"
     assert not list((data / "files").rglob("*.dcm"))
+
+
+def test_a_command_closes_the_archive_it_opened_before_it_returns(clean_env: Path) -> None:
+    """What a command recorded is in the audit trail when it returns, not when its interpreter exits (its exit
+    hook): in here no interpreter exits, as in any program that runs commands in-process."""
+    from datetime import date
+
+    from hounsfield import cli_common
+    from hounsfield.audit.actions import WORKLIST_ITEM_CREATED
+    from hounsfield.pacs import Pacs
+
+    data = clean_env / "d"
+    added = invoke("worklist", "add", "--patient-id", "CLOSED1", "--patient-name", "CLOSED^ONE", "--modality", "CT",
+                   "--station-aet", "CT1", "--start", f"{date.today().isoformat()} 09:30", "--data-dir", data)
+    assert added.exit_code == 0, added.output
+    assert cli_common._opened == []
+    pacs = Pacs(config.load(None, environ={}, data_dir=data))
+    try:
+        assert [e["patient_id"] for e in pacs.audit.search(action=WORKLIST_ITEM_CREATED)] == ["CLOSED1"]
+    finally:
+        pacs.close()

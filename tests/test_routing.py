@@ -182,11 +182,11 @@ send_to = ["HUNG", "PLANNING"]
         assert all(j["attempts"] == 0 for j in jobs(srv)["jobs"] if j["peer"] == "HUNG")  # still in its first
         assert sorted(scp.received()) == sorted(ds.SOPInstanceUID for ds in batch)
     finally:
+        for conn in held:  # the hung node goes away first: its delivery fails at once instead of holding the
+            conn.close()   # server's stop for pynetdicom's ACSE timeout
+        hung.close()
         srv.stop()
         scp.stop()
-        for conn in held:
-            conn.close()
-        hung.close()
 
 
 @pytest.fixture

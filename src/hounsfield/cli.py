@@ -435,8 +435,15 @@ def get(settings: config.Settings, remote: RemoteOpt, keys: KeysOpt = None,
         raise typer.Exit(1)
 
 
+_registered = False
+
+
 def _register_plugins() -> None:
-    """Commands that live with their feature packages."""
+    """Commands that live with their feature packages (once per process: the tests run commands in theirs)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from hounsfield.audit import cli as audit_cli
     from hounsfield.auth import cli as user_cli
     from hounsfield.deid import cli as deid_cli
