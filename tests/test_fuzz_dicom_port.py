@@ -52,7 +52,7 @@ from support import Server
 
 SEED = 20260112
 CASES = 240  # mutated connections
-WORKERS = 4  # raw connections at once (the server takes 16 associations)
+WORKERS = 8  # raw connections at once (the server takes 16 associations)
 READ_TIMEOUT = 2  # the server's dicom_read_timeout: a stalled PDU is given up after this
 PATIENCE = 60.0  # seconds an awaited event may take before the test fails
 SHORT_WAIT = 3.0  # how long a mutated message whose end may have been lost is given for its answer

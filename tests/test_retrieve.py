@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_files
+from pydicom.data.data_manager import DATA_ROOT
 from pydicom.filereader import read_file_meta_info
 
 from conftest import SHARED_DATA
@@ -14,7 +14,9 @@ from hounsfield.retrieve import _file_syntax, _meta_syntax
 
 
 def part10_files() -> list[Path]:
-    files = [Path(f) for f in get_testdata_files("*.dcm")]
+    # pydicom's bundled files, listed from its folder: get_testdata_files("*.dcm") also tries to download its
+    # external set, which without a network costs ~15 s of timeouts
+    files = sorted((Path(DATA_ROOT) / "test_files").rglob("*.dcm"))
     if SHARED_DATA.is_dir():
         files += [p for p in SHARED_DATA.rglob("*") if p.is_file()]
     out = []
