@@ -71,14 +71,13 @@ class _ToCurrentStderr(logging.StreamHandler):
 
 
 def hounsfield(*args: str | Path, input: str | None = None, env: Mapping[str, str | None] | None = None,
-               cwd: Path | str | None = None, timeout: float = 300,
-               new_interpreter: bool = False) -> subprocess.CompletedProcess:
+               cwd: Path | str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``hounsfield ARGS`` and return what a shell would see: exit status, stdout, stderr (text). ``env``
     is the environment's changes (None: unset) or, as for ``subprocess.run``, a whole one; ``timeout`` is the
     new interpreter's only."""
     argv = [str(a) for a in args]
     words = tuple(a for a in argv[:2] if not a.startswith("-"))
-    if new_interpreter or ALWAYS_NEW_INTERPRETER or words[:1] in NEW_INTERPRETER or words in NEW_INTERPRETER:
+    if ALWAYS_NEW_INTERPRETER or words[:1] in NEW_INTERPRETER or words in NEW_INTERPRETER:
         return subprocess.run([sys.executable, "-m", "hounsfield", *argv], input=input, capture_output=True,
                               text=True, timeout=timeout, cwd=cwd,
                               env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None})

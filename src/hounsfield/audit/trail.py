@@ -83,7 +83,8 @@ class AuditTrail:
     def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """Write everything recorded (held events at once, without their patient if the index still lacks it)
         and stop the writer."""
-        writer = self._writer
+        with self._start:  # a writer being started by another thread's first event is started once this is had
+            writer = self._writer
         if writer is None:
             return
         self._queue.put(_STOP)
