@@ -109,11 +109,17 @@ def differences(original: Dataset, received: Dataset) -> list[str]:
                         received.original_encoding[0], "")
 
 
+def _compared_tags(a: Dataset, b: Dataset) -> list[BaseTag]:
+    """The tags of either data set, in order, but file meta, group lengths (retired, PS3.5 7.2) and trailing
+    padding, which senders drop."""
+    return sorted(t for t in set(a.keys()) | set(b.keys()) if t.group != 0x0002 and t.element != 0 and t != 0xFFFCFFFC)
+
+
 def differing_tags(a: Dataset, b: Dataset) -> list[BaseTag]:
     """The top-level elements whose values differ, by tag (not file meta, group lengths or trailing padding): for
     data sets in the same transfer syntax, as ``factories.comparable`` compares them, bytes first."""
     same_order = a.original_encoding[1] == b.original_encoding[1]
-    tags = sorted(t for t in set(a.keys()) | set(b.keys()) if t.group != 0x0002 and t.element != 0 and t != 0xFFFCFFFC)
+    tags = _compared_tags(a, b)
     return [t for t in tags if t not in a or t not in b
             or not (_same_bytes(a.get_item(t), b.get_item(t), same_order) or a[t].value == b[t].value)]
 
@@ -128,8 +134,7 @@ def _pixels(ds: Dataset) -> np.ndarray | None:
 def _differences(a: Dataset, b: Dataset, little_a: bool, little_b: bool, implicit_b: bool, where: str) -> list[str]:
     out = []
     pixel_data: tuple[_Value, _Value] | None = None
-    # Not compared: file meta, group lengths (retired, PS3.5 7.2) and trailing padding, which senders drop.
-    tags = sorted(t for t in set(a.keys()) | set(b.keys()) if t.group != 0x0002 and t.element != 0 and t != 0xFFFCFFFC)
+    tags = _compared_tags(a, b)
     for tag in tags:
         name = f"{where}({tag.group:04X},{tag.element:04X})"
         if tag not in a or tag not in b:
