@@ -11,6 +11,7 @@ caller falls back to pydicom.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -274,12 +275,15 @@ class _Walker:
 
 
 def _number(vr: str, text: str) -> int | float | str:
+    """A DS or IS value as a JSON number (PS3.18 F.2.3); an invalid one as received, and so is a DS of NaN or
+    Infinity, which JSON numbers cannot hold (RFC 8259 6)."""
     try:
         if vr == "IS":
             return int(float(text)) if "." in text or "e" in text.lower() else int(text)
-        return float(text)
+        number = float(text)
     except (ValueError, OverflowError):  # OverflowError: an IS of 1e999 (int of infinity)
-        return text  # an invalid number is kept as received
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _person_name(text: str) -> dict[str, str] | None:
