@@ -11,6 +11,7 @@ caller falls back to pydicom.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import struct
 import zlib
@@ -81,6 +82,17 @@ def _dictionary_vr(tag: int, pixel_representation: int) -> str:
     return vr
 
 
+# Every pair of upper-case ASCII letters, as the VR field of an explicit VR element holds it, and its name: a
+# dictionary look-up instead of a decode and two checks per element (the walk's hottest line).
+_VR_NAMES = {bytes((a, b)): chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(tag: int) -> str:
+    """The DICOM JSON key of a tag (PS3.18 F.2.1.1: eight upper-case hex digits)."""
+    return f"{tag:08X}"
+
+
 class _Walker:
     def __init__(self, data: bytes, *, implicit: bool, little: bool, bulk: Callable[[int], str],
                  threshold: int, only: frozenset[int] | None = None, max_depth: int = MAX_DEPTH) -> None:
@@ -90,6 +102,9 @@ class _Walker:
         self.only = only
         self.implicit = implicit
         self.order = "<" if little else ">"
+        self._tag = struct.Struct(self.order + "HH").unpack_from
+        self._u32 = struct.Struct(self.order + "I").unpack_from
+        self._u16 = struct.Struct(self.order + "H").unpack_from
         self.bulk = bulk
         self.threshold = threshold
         self.encodings = ["iso8859"]
@@ -101,25 +116,42 @@ class _Walker:
         data = self.data
         if pos + 8 > len(data):
             raise Truncated(f"dataset ends inside an element header at byte {pos} (truncated)")
-        group, elem = struct.unpack_from(self.order + "HH", data, pos)
+        group, elem = self._tag(data, pos)
         tag = group << 16 | elem
         if group == 0xFFFE or self.implicit:
-            return tag, None, struct.unpack_from(self.order + "I", data, pos + 4)[0], pos + 8
-        vr = data[pos + 4:pos + 6].decode("ascii", "replace")
-        if not vr.isalpha() or not vr.isupper():  # some writers put implicit elements in explicit datasets
-            return tag, None, struct.unpack_from(self.order + "I", data, pos + 4)[0], pos + 8
+            return tag, None, self._u32(data, pos + 4)[0], pos + 8
+        vr = _VR_NAMES.get(data[pos + 4:pos + 6])
+        if vr is None:  # not two upper-case letters: some writers put implicit elements in explicit datasets
+            return tag, None, self._u32(data, pos + 4)[0], pos + 8
         if vr in LONG_VRS:
             if pos + 12 > len(data):
                 raise Truncated("dataset ends inside an element header (truncated)")
-            return tag, vr, struct.unpack_from(self.order + "I", data, pos + 8)[0], pos + 12
-        return tag, vr, struct.unpack_from(self.order + "H", data, pos + 6)[0], pos + 8
+            return tag, vr, self._u32(data, pos + 8)[0], pos + 12
+        return tag, vr, self._u16(data, pos + 6)[0], pos + 8
 
     def dataset(self, pos: int, end: int, *, top: bool) -> tuple[dict[str, Any], int]:
         """Elements from ``pos`` until ``end`` (or an item delimiter when ``end`` is None)."""
         out: dict[str, Any] = {}
         data = self.data
+        size = len(data)
+        header = self.header
+        # explicit VR little endian, nearly every dataset: the element header read here, as ``header`` reads it
+        fast = not self.implicit and self.order == "<"
+        unpack_header, unpack_ul = _EXPLICIT_LE_HEADER.unpack_from, _UL_LE.unpack_from
         while pos < end:
-            tag, vr, length, start = self.header(pos)
+            if fast and pos + 12 <= size:
+                group, elem, vr_bytes, length = unpack_header(data, pos)
+                vr = _VR_NAMES.get(vr_bytes)
+                if vr is None or group == 0xFFFE:
+                    tag, vr, length, start = header(pos)
+                else:
+                    tag = group << 16 | elem
+                    if vr in LONG_VRS:
+                        length, start = unpack_ul(data, pos + 8)[0], pos + 12
+                    else:
+                        start = pos + 8
+            else:
+                tag, vr, length, start = header(pos)
             if tag == ITEM_END:
                 return out, start
             if vr is None:
@@ -132,18 +164,18 @@ class _Walker:
                 continue
             if vr == "SQ" or (length == UNDEFINED and tag not in PIXEL_DATA_TAGS):
                 items, pos = self.sequence(start, length)
-                out[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
+                out[_key(tag)] = {"vr": "SQ", "Value": items}
                 continue
             if length == UNDEFINED:  # encapsulated Pixel Data: fragments up to the sequence delimiter
                 pos = self.skip_fragments(start)
                 continue
-            pos = self.skip(tag, start, length)
+            pos = start + length if start + length <= size else self.skip(tag, start, length)
             if (top and tag in PIXEL_DATA_TAGS) or tag >> 16 == 0xFFFC:
                 continue
             if vr == "UN" and tag >> 16 & 1 == 0 and _dictionary_vr(tag, 0) != "UN":
-                out[f"{tag:08X}"] = self.known_un(tag, data[start:pos])  # as pydicom: UN of a known tag
+                out[_key(tag)] = self.known_un(tag, data[start:pos])  # as pydicom: UN of a known tag
                 continue
-            out[f"{tag:08X}"] = self.element(tag, vr, data[start:pos])
+            out[_key(tag)] = self.element(tag, vr, data[start:pos])
         return out, pos
 
     def skip(self, tag: int, start: int, length: int) -> int:
