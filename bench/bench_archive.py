@@ -70,6 +70,30 @@ class Hounsfield(_Managed):
         return sum(s["NumberOfStudyRelatedInstances"] for s in studies)
 
 
+class ServerCpu:
+    """CPU time (user + system) of a target's process and all its children from now until ``since`` (psutil):
+    what the server spent per instance, whoever else shares the two cores (the storescu senders do). The
+    children are looked up again at the end, so processes that exit before it (none of the three targets'
+    do during a run) would be missed."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.start = {p.pid: self._cpu(p) for p in self._tree()}
+
+    def _tree(self) -> list:
+        return [self.root, *self.root.children(recursive=True)]
+
+    @staticmethod
+    def _cpu(p) -> float:  # noqa: ANN001 - psutil.Process
+        times = p.cpu_times()
+        return times.user + times.system
+
+    def since(self) -> float:
+        return sum(self._cpu(p) - self.start.get(p.pid, 0.0) for p in self._tree())
+
+
 def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
     """Each run of each mode goes round the targets in turn, after a sync: every target starts on a disk that
     has written back what the one before it wrote (hounsfield alone makes each instance durable before it
@@ -81,6 +105,7 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
             for t in targets:
                 os.sync()
                 t.start()
+                cpu = ServerCpu(t.proc.pid)
                 dt, ok = run_storescu(t, ct, manifest["studies"], int(mode[0]))
                 # Until a query sees every instance: hounsfield's queries wait for its indexer to catch up.
                 t0 = time.perf_counter()
@@ -88,13 +113,16 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
                 if n is None:
                     n = cfind_count_instances(t, [s["study_uid"] for s in manifest["studies"]])
                 count_s = time.perf_counter() - t0
+                used = cpu.since()
                 t.stop()
-                got = measured.setdefault((t.name, mode), {"secs": [], "queryable": [], "counts": []})
+                got = measured.setdefault((t.name, mode), {"secs": [], "queryable": [], "counts": [], "cpu": []})
                 got["secs"].append(dt)
                 got["queryable"].append(dt + count_s)
                 got["counts"].append(n)
+                got["cpu"].append(1000 * used / m)
                 print(f"  {t.name:16s} {mode} run {r + 1}: {dt:6.2f} s {m / dt:7.1f} inst/s stored {n}/{m}, "
-                      f"all queryable after {dt + count_s:6.2f} s{'' if ok else ' (storescu errors)'}", flush=True)
+                      f"all queryable after {dt + count_s:6.2f} s, server CPU {1000 * used / m:.2f} ms/instance"
+                      f"{'' if ok else ' (storescu errors)'}", flush=True)
     rows = []
     for t in targets:
         row = {"target": t.describe()}
@@ -104,7 +132,8 @@ def ingest(targets: list, ct: str, manifest: dict, runs: int) -> list[dict]:
             row[mode] = {"seconds": spread(secs), "inst_per_s": spread([m / s for s in secs]),
                          "mb_per_s": spread([mb / s for s in secs]), "stored": got["counts"], "expected": m,
                          "queryable_seconds": spread(queryable),
-                         "queryable_inst_per_s": spread([m / s for s in queryable])}
+                         "queryable_inst_per_s": spread([m / s for s in queryable]),
+                         "server_cpu_ms_per_instance": spread(got["cpu"])}
         rows.append(row)
     return rows
 
