@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -10,7 +14,7 @@ import pydicom.data
 import pytest
 
 from hounsfield import headerjson
-from hounsfield.dicomfile import BULK_PLACEHOLDER, to_json
+from hounsfield.dicomfile import BULK_PLACEHOLDER, Header, pack_json, to_json, unpack_json
 from hounsfield.errors import InvalidDataset
 from hounsfield.dicomfile import read_header
 from conftest import SHARED_DATA, require_shared_data
@@ -120,3 +124,46 @@ def test_explicit_sv_and_uv_have_32_bit_lengths(tmp_path: Path) -> None:
     assert got["00720083"] == {"vr": "UV", "Value": [7, 2**63]}
     assert got["00720100"] == {"vr": "US", "Value": [3]}
     assert got == _reference(str(path))
+
+
+def _explicit_le(*elements: tuple[int, bytes, bytes]) -> bytes:
+    """A bare explicit VR little endian dataset of (tag, VR, value) with 16-bit lengths, as PS3.5 7.1.2 lays
+    them out; Specific Character Set first, which is how ``parse`` tells it from implicit VR."""
+    out = b""
+    for tag, vr, value in ((0x00080005, b"CS", b"ISO_IR 100"), *elements):
+        out += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+    return out
+
+
+def test_non_finite_and_huge_numbers_survive_the_json_of_the_index() -> None:
+    """JSON has no NaN or Infinity (RFC 8259 6): a DS holding them is kept as received, as an invalid number
+    is; an IS beyond 64 bits is a JSON number the fast encoder refuses and its reader would make a float: the
+    standard library writes and reads it, exactly."""
+    raw = _explicit_le((0x00281050, b"DS", b"NaN "), (0x00281051, b"DS", b"-Infinity "),
+                       (0x00200013, b"IS", b"123456789012345678901234567890"))
+    got = headerjson.parse(raw).json
+    assert got["00281050"] == {"vr": "DS", "Value": ["NaN"]}
+    assert got["00281051"] == {"vr": "DS", "Value": ["-Infinity"]}
+    assert got["00200013"] == {"vr": "IS", "Value": [123456789012345678901234567890]}
+    packed = pack_json(got)
+    assert json.loads(zlib.decompress(packed)) == got  # valid JSON, read by the standard library alike
+    assert unpack_json(packed) == got
+
+
+def test_a_header_packed_before_orjson_with_nan_is_still_read() -> None:
+    """Blobs written by the standard library's encoder hold NaN as a bare token, which orjson refuses."""
+    legacy = zlib.compress(json.dumps({"00281050": {"vr": "DS", "Value": [float("nan")]}}).encode())
+    value = unpack_json(legacy)["00281050"]["Value"][0]
+    assert math.isnan(value)
+
+
+def test_the_packed_header_is_utf8_json_with_its_bulk_data_uris() -> None:
+    raw = _explicit_le((0x00100010, b"PN", "Müller^Jörg".encode("latin-1") + b" "))
+    raw += struct.pack("<HH2sHI", 0x0009, 0x1011, b"OB", 0, 2000) + bytes(2000)  # OB: a 32-bit length
+    header = Header(headerjson.parse(raw, lambda t: f"{BULK_PLACEHOLDER}/{t:08X}").json, "1.2.840.10008.1.2.1",
+                    False)
+    text = zlib.decompress(header.packed("/dicom-web/studies/1/series/2/instances/3/bulk")).decode("utf-8")
+    assert json.loads(text) == {
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 100"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller^Jörg"}]},
+        "00091011": {"vr": "OB", "BulkDataURI": "/dicom-web/studies/1/series/2/instances/3/bulk/00091011"}}
