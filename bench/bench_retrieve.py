@@ -7,8 +7,10 @@ into pynetdicom in-process, which decodes every instance (~1.5 ms of CPU each) b
 Both receivers run on the same 2 cores as the server. The lean receivers answer each C-STORE at once and only
 count (and with --crc checksum) the bytes, as ../shared/bench/leanscu.py does for C-FIND.
 
-For each target (Orthanc: the harness's peers.Orthanc; hounsfield: bench_archive.Hounsfield), started fresh,
-the CT set is ingested with one storescu (bench_ingest.run_storescu), then, per run, on a different study each:
+Both targets (Orthanc: the harness's peers.Orthanc; hounsfield: bench_archive.Hounsfield) are started fresh and
+run side by side; each ingests the CT set with one storescu (bench_ingest.run_storescu), then, per run, on a
+different study each, every kind is measured on both targets in turn (on the same study; the order of the
+targets reversed every other run), so that a drift of the machine does not fall on one target alone:
   move-storescp  C-MOVE (pynetdicom SCU, request -> final response) to the harness's dcmtk storescp (HBDEST)
   move-lean      the same C-MOVE to a LeanStoreSCP (AE HBLEAN, 127.0.0.1:$HBENCH_PORT_BASE+10)
   get-getscu     C-GET with dcmtk's `getscu -S -od DIR`, wall clock of the process (start-up and association
@@ -262,32 +264,42 @@ def summarise(runs: list[dict]) -> dict:
             "runs": runs}
 
 
-def measure(target, studies: list[dict], sources: Callable[[dict], dict], runs: int, ct: str,
-            dest: StoreSCP, lean: leanstore.LeanStoreSCP, max_pdu: int, crc: bool) -> dict:
-    row: dict = {"target": target.describe(), "load_before": os.getloadavg()}
-    t0 = time.perf_counter()
-    ok = run_storescu(target, ct, studies, 1)[1]
-    stored = target.count_stored()  # hounsfield's REST count waits for its indexer: all queryable after it
-    print(f"  ingest {sum(s['instances'] for s in studies)} instances: {time.perf_counter() - t0:.1f} s, "
-          f"stored {stored}{'' if ok else ' (storescu errors)'}", flush=True)
-    row["stored"] = stored
-    r = Retrieval(target, dest, lean, ct, max_pdu, crc, Path(WORK) / "run" / "retrieve")
-    results: dict[str, list[dict]] = {k: [] for k in KINDS}
+def measure(targets: list, studies: list[dict], sources: Callable[[dict], dict], runs: int, ct: str,
+            dest: StoreSCP, lean: leanstore.LeanStoreSCP, max_pdu: int, crc: bool) -> list[dict]:
+    """Every target ingests the set, then each run measures every kind on every target in turn, on the same
+    study, the targets' order reversed every other run: a drift of this shared machine (seen: a target's own
+    rate moving 1.5x between runs minutes apart) hits them alike, where measuring one target after the other
+    let it fall on one of them."""
+    rows, retrievals = [], []
+    for target in targets:
+        row: dict = {"target": target.describe(), "load_before": os.getloadavg()}
+        t0 = time.perf_counter()
+        ok = run_storescu(target, ct, studies, 1)[1]
+        stored = target.count_stored()  # hounsfield's REST count waits for its indexer: all queryable after it
+        print(f"  {target.name}: ingest {sum(s['instances'] for s in studies)} instances: "
+              f"{time.perf_counter() - t0:.1f} s, stored {stored}{'' if ok else ' (storescu errors)'}", flush=True)
+        row["stored"] = stored
+        rows.append(row)
+        retrievals.append(Retrieval(target, dest, lean, ct, max_pdu, crc, Path(WORK) / "run" / "retrieve"))
+    results: list[dict[str, list[dict]]] = [{k: [] for k in KINDS} for _ in targets]
     for run in range(runs):
+        order = list(range(len(targets)))[::1 if run % 2 == 0 else -1]
         for k, kind in enumerate(KINDS):
             study = studies[(k * runs + run) % len(studies)]
-            res = getattr(r, kind.replace("-", "_"))(study, sources(study))
-            res = {"study": study["dir"], "instances": study["instances"], **res}
-            results[kind].append(res)
-            print(f"  {kind:14s} run {run + 1} {study['dir']}: {res['seconds']:6.3f} s "
-                  f"{res['instances'] / res['seconds']:7.1f} inst/s, received {res['received']}/{study['instances']}"
-                  f"{'' if res['complete'] else ' INCOMPLETE'}, receiver CPU "
-                  f"{1e3 * res['receiver_cpu_s'] / res['instances']:.2f} ms/inst"
-                  + (f"; association {1e3 * res['associate_s']:.0f} ms, release {1e3 * res['release_s']:.0f} ms"
-                     " (outside the clock)" if "associate_s" in res else ""), flush=True)
-    row.update({kind: summarise(v) for kind, v in results.items()})
-    row["load_after"] = os.getloadavg()
-    return row
+            for i in order:
+                res = getattr(retrievals[i], kind.replace("-", "_"))(study, sources(study))
+                res = {"study": study["dir"], "instances": study["instances"], **res}
+                results[i][kind].append(res)
+                print(f"  {targets[i].name:10s} {kind:14s} run {run + 1} {study['dir']}: {res['seconds']:6.3f} s "
+                      f"{res['instances'] / res['seconds']:7.1f} inst/s, received {res['received']}/"
+                      f"{study['instances']}{'' if res['complete'] else ' INCOMPLETE'}, receiver CPU "
+                      f"{1e3 * res['receiver_cpu_s'] / res['instances']:.2f} ms/inst"
+                      + (f"; association {1e3 * res['associate_s']:.0f} ms, release {1e3 * res['release_s']:.0f}"
+                         " ms (outside the clock)" if "associate_s" in res else ""), flush=True)
+    for row, measured in zip(rows, results):
+        row.update({kind: summarise(v) for kind, v in measured.items()})
+        row["load_after"] = os.getloadavg()
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -353,21 +365,18 @@ def main() -> None:
                     "instances_per_study": studies[0]["instances"], "max_pdu": a.max_pdu, "crc": a.crc,
                     "ct": a.ct, "targets": []}
     lean = leanstore.LeanStoreSCP(LEAN_PORT, LEAN_AET, max_pdu=a.max_pdu, crc=a.crc).start()
+    # One C-MOVE destination for both: each C-MOVE to it starts from an empty folder (move_storescp).
+    dest = StoreSCP(port=PORT["move_dest"], aet=MOVE_DEST_AET, name="move destination")
+    targets = [makers[name]() for name in a.targets.split(",") if name]
     try:
-        for name in [t for t in a.targets.split(",") if t]:
-            target = makers[name]()
-            print(f"{target.name}:", flush=True)
-            # A destination per target: the same studies are moved each time and would overwrite earlier files.
-            dest = StoreSCP(port=PORT["move_dest"], aet=MOVE_DEST_AET, name="move destination")
-            dest.start()
+        dest.start()
+        for target in targets:
             target.start()
-            try:
-                result["targets"].append(measure(target, studies, sources, a.runs, a.ct, dest, lean, a.max_pdu,
-                                                 a.crc))
-            finally:
-                target.stop()
-                dest.stop()
+        result["targets"] = measure(targets, studies, sources, a.runs, a.ct, dest, lean, a.max_pdu, a.crc)
     finally:
+        for target in targets:
+            target.stop()
+        dest.stop()
         lean.stop()
         stop_all()
         if result["targets"]:

@@ -3,7 +3,9 @@ reactor takes while a send_* call waits for its response goes back to that call.
 
 from __future__ import annotations
 
+import threading
 import types
+import weakref
 
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -49,3 +51,70 @@ def test_the_gap_can_be_closed_alone_once_per_process() -> None:
     assoc._reactor_checkpoint.clear()  # the second send_* call of an association, its request sent
     assert assoc.dimse.get_msg(block=False) == (None, None)  # the reactor, woken by the first call's end
     assert assoc.dimse.get_msg(block=True) == (1, "C-FIND-RSP")  # the call waiting for its answer
+
+
+def test_a_primitive_for_the_association_wakes_its_waiting_reactor(monkeypatch) -> None:  # noqa: ANN001
+    """A peer's A-RELEASE-RQ (or an abort) reaches the association thread through the DUL's to_user_queue while
+    that thread waits for DIMSE messages: it must wake at once, not when its wait runs out (MAX_WAIT, made a
+    minute here so that a missed wake-up shows as a thread still waiting)."""
+    from pynetdicom.pdu_primitives import A_RELEASE
+
+    from hounsfield.dimse import tuning
+
+    monkeypatch.setattr(tuning, "MAX_WAIT", 60.0)
+    assoc = Association(AE(), mode="acceptor")
+    assoc._reactor_checkpoint.set()  # a reactor with nothing to do: it waits
+    waiting = threading.Event()
+    original_wait = assoc.dimse.msg_queue.not_empty.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return original_wait(timeout)
+
+    assoc.dimse.msg_queue.not_empty.wait = wait
+    reactor = threading.Thread(target=tuning._wait_association, args=(assoc,), daemon=True)
+    reactor.start()
+    assert waiting.wait(30)
+    release = A_RELEASE()
+    assoc.dul.to_user_queue.put(release)  # what the DUL's state machine does with a received A-RELEASE-RQ
+    reactor.join(30)
+    assert not reactor.is_alive()
+    assert assoc.dul.to_user_queue.get_nowait() is release
+
+
+def test_the_user_queue_keeps_what_was_put_before_it_wakes() -> None:
+    """The queue is pynetdicom's own object, its class changed: nothing already in it is lost."""
+    from hounsfield.dimse import tuning
+
+    assoc = Association(AE(), mode="acceptor")
+    before = assoc.dul.to_user_queue
+    before.put("queued before")
+    tuning._wake_on_user_primitives(assoc)
+    assert assoc.dul.to_user_queue is before and type(before) is tuning._UserQueue
+    assert before.get_nowait() == "queued before"
+    tuning._wake_on_user_primitives(assoc)  # again: no change
+    assert type(assoc.dul.to_user_queue) is tuning._UserQueue
+
+
+def test_start_up_objects_are_left_out_of_full_collections() -> None:
+    """processes.freeze_startup_heap: what exists when a process starts serving is frozen (gc.freeze), after
+    the garbage of start-up was collected."""
+    import gc
+
+    from hounsfield.processes import freeze_startup_heap
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.me = garbage
+    alive = Cycle()
+    collected = weakref.ref(garbage)
+    del garbage
+    try:
+        freeze_startup_heap()
+        assert collected() is None  # start-up garbage is not kept for ever
+        assert gc.get_freeze_count() > 0
+        assert alive is not None
+    finally:
+        gc.unfreeze()

@@ -188,6 +188,7 @@ def serve(settings: config.Settings,
     # finish its in-flight associations before the process exits.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _sig, _frame: None)
+    processes.freeze_startup_heap()
     try:
         server.run(sockets=[http_socket])  # returns after SIGINT/SIGTERM
     finally:

@@ -81,6 +81,9 @@ MARKERS: tuple[tuple[str, str, str], ...] = (
     ("pynetdicom.association", "Association._run_reactor", "time.sleep(0.001)"),
     ("pynetdicom.association", "Association.send_c_store", "time.sleep(0.0001)"),  # tuning: the pause poll
     ("pynetdicom.dimse", "DIMSEServiceProvider.__init__", "self.msg_queue"),
+    # tuning: the DUL's primitives for the association thread go through this queue (a queue.Queue)
+    ("pynetdicom.dul", "DULServiceProvider.__init__",
+     'self.to_user_queue: "queue.Queue[_UserQueuePrimitives]" = queue.Queue()'),
     ("pynetdicom.ae", "ApplicationEntity.__init__", "self._servers"),
     ("pynetdicom.transport", "RequestHandler._create_association", "deepcopy(self.server.contexts)"),
     ("pynetdicom.transport", "AssociationServer.__init__", "self.contexts"),

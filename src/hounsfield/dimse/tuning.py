@@ -15,7 +15,8 @@ own ``time`` name, so they are given a ``time`` whose ``sleep`` blocks on the ri
   reactor says it has paused) wakes the waiting association threads with its first poll; a requestor's reactor
   used to poll every 0.1 ms for that (10,000 wake-ups a second against the GIL for every open C-MOVE
   destination association).
-Everything else pynetdicom checks once per loop (timers, release, abort) is still seen within ``MAX_WAIT``.
+  The DUL's primitives for the association thread (a peer's release request, an abort) wake it too.
+Everything else pynetdicom checks once per loop (timers, local flags) is still seen within ``MAX_WAIT``.
 
 The DUL loop also sends every queued primitive before it looks at its socket again, so while a long C-FIND,
 C-GET or C-MOVE answer is queued, a C-CANCEL (or an abort) from the peer waits until the whole answer is out.
@@ -113,14 +114,42 @@ _reactors = weakref.WeakSet()  # association threads that wait in ``_wait_associ
 _reactors_lock = threading.Lock()
 
 
+class _UserQueue(queue.Queue):
+    """The DUL's ``to_user_queue`` (the A-RELEASE, A-ABORT and A-P-ABORT primitives for the association
+    thread), whose ``put`` also wakes that thread where it waits for DIMSE messages (``_wait_association``):
+    it looks for these primitives once per loop, so without the wake-up it saw a peer's release request only
+    when ``MAX_WAIT`` ran out (5 ms per release, measured from a raw-socket C-GET client: 5 ms against
+    hounsfield, 1 ms against Orthanc). The queue object stays the one pynetdicom made (its class is changed,
+    ``_wake_on_user_primitives``), so nothing put in it meanwhile is lost."""
+
+    _hounsfield_assoc: Any
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        assoc = self._hounsfield_assoc()
+        messages = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
+        if messages is not None:
+            with messages.not_empty:
+                messages.not_empty.notify_all()
+
+
+def _wake_on_user_primitives(assoc: Any) -> None:
+    user_queue = getattr(getattr(assoc, "dul", None), "to_user_queue", None)
+    if type(user_queue) is queue.Queue:
+        user_queue._hounsfield_assoc = weakref.ref(assoc)
+        user_queue.__class__ = _UserQueue
+
+
 def _wait_association(assoc: Any) -> None:
-    """Wait for a DIMSE message, or for a ``send_*`` call asking this reactor to pause (``_pause_wanted``)."""
+    """Wait for a DIMSE message, a primitive from the DUL (``_UserQueue``), or a ``send_*`` call asking this
+    reactor to pause (``_pause_wanted``)."""
     if assoc not in _reactors:
         with _reactors_lock:
             _reactors.add(assoc)
+        _wake_on_user_primitives(assoc)
     messages = assoc.dimse.msg_queue
     with messages.not_empty:
-        if not messages.queue and assoc._reactor_checkpoint.is_set():
+        if not messages.queue and not assoc.dul.to_user_queue.queue and assoc._reactor_checkpoint.is_set():
             messages.not_empty.wait(MAX_WAIT)
 
 

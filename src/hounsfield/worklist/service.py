@@ -307,8 +307,9 @@ class Worklist:
             present: set[tuple[str, str]] = set()
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
-                present |= set(s.execute(select(WorklistItem.study_instance_uid, WorklistItem.sps_id).where(
-                    tuple_(WorklistItem.study_instance_uid, WorklistItem.sps_id).in_(chunk))).tuples())
+                present |= {tuple(row) for row in s.execute(select(WorklistItem.study_instance_uid,
+                                                                    WorklistItem.sps_id).where(
+                    tuple_(WorklistItem.study_instance_uid, WorklistItem.sps_id).in_(chunk)))}
             fresh = [{**r, "created_at": now, "updated_at": now} for r in rows
                      if not r["sps_id"] or (r["study_instance_uid"], r["sps_id"]) not in present]
             if fresh:
