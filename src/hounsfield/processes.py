@@ -111,8 +111,9 @@ def freeze_startup_heap() -> None:
     turns (``AssociationServer.service_actions``: after each association and each 0.5 s poll), so a
     retrieval or an ingest stalled 110 ms every few dozen associations; 300 short C-GET associations spent
     two of their five seconds in it (py-spy, GIL samples). After the freeze a full collection walks only what
-    came later (under 1 ms). Start-up garbage is collected first, so nothing of it is kept for ever."""
-    gc.collect()
+    came later (under 1 ms). Nothing is collected first: at this point a full collection finds no garbage (0
+    unreachable objects in a DICOM process built for serving) and would cost the same 110 ms per process, in
+    every start of ``serve``."""
     gc.freeze()
 
 
