@@ -23,15 +23,6 @@ from hounsfield.dimse.tuning import leave_responses_to_the_sender  # noqa: E402
 leave_responses_to_the_sender()
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Once every test module is imported, leave what exists out of full garbage collections, as ``serve``
-    does for its start-up heap (``processes.freeze_startup_heap``): a worker holds pytest, the test modules and
-    everything they import for the whole run, and the full collections of its in-process servers and clients
-    (pynetdicom's association server runs one every 60 turns of its loop) would walk it all each time."""
-    from hounsfield.processes import freeze_startup_heap
-
-    freeze_startup_heap()
-
 
 def require_shared_data() -> Path:
     """Return ../shared/data; skip when it is absent on a developer clone, fail when absent in CI."""

@@ -97,18 +97,22 @@ def test_the_user_queue_keeps_what_was_put_before_it_wakes() -> None:
 
 def test_start_up_objects_are_left_out_of_full_collections() -> None:
     """processes.freeze_startup_heap: what exists when a process starts serving is frozen (gc.freeze), so that
-    a full collection (pynetdicom runs one every 60 turns of its server loop) no longer walks it. (Left frozen:
-    this suite's workers freeze their heap the same way once collected, conftest.py.)"""
+    a full collection (pynetdicom runs one every 60 turns of its server loop) no longer walks it."""
     import gc
 
     from hounsfield.processes import freeze_startup_heap
 
     built_at_start = object.__new__(type("Built", (), {}))
+
     def tracked() -> bool:  # by identity: objects with their own == (arrays) are in the list too
         return any(o is built_at_start for o in gc.get_objects())
 
     assert tracked()
     frozen_before = gc.get_freeze_count()
     freeze_startup_heap()
-    assert gc.get_freeze_count() > frozen_before
-    assert not tracked()  # frozen objects are in no generation a collection walks
+    try:
+        assert gc.get_freeze_count() > frozen_before
+        assert not tracked()  # frozen objects are in no generation a collection walks
+    finally:
+        gc.unfreeze()
+    assert tracked()
