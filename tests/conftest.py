@@ -23,7 +23,6 @@ from hounsfield.dimse.tuning import leave_responses_to_the_sender  # noqa: E402
 leave_responses_to_the_sender()
 
 
-
 def require_shared_data() -> Path:
     """Return ../shared/data; skip when it is absent on a developer clone, fail when absent in CI."""
     if SHARED_DATA.is_dir():
