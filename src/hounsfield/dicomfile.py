@@ -261,6 +261,9 @@ def to_json(ds: Dataset, bulk_uri: str | None = None) -> dict[str, Any]:
         return out
 
 
+_EXACT = b"\n"  # starts the JSON ``_json_bytes`` wrote with the standard library
+
+
 def _json_bytes(value: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON of ``value``: orjson, about eight times faster than the standard library on a CT header
     (0.17 → 0.02 ms, a twentieth of an instance's indexing). What orjson refuses (an integer beyond 64 bits: an
@@ -271,9 +274,6 @@ def _json_bytes(value: dict[str, Any]) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return _EXACT + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-_EXACT = b"\n"  # starts the JSON ``_json_bytes`` wrote with the standard library
 
 
 def pack_json(value: dict[str, Any]) -> bytes:

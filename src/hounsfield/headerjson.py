@@ -359,13 +359,14 @@ def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
     while pos < end:
         if pos + 12 > size:
             break  # let the walker say what is missing
-        group, elem, vr, length = unpack_header(data, pos)
-        if vr in LONG_VR_BYTES:
+        group, elem, vr_bytes, length = unpack_header(data, pos)
+        vr = _VR_NAMES.get(vr_bytes)
+        if vr in LONG_VRS:
             length, start = unpack_ul(data, pos + 8)[0], pos + 12
         else:
             start = pos + 8
         tag = group << 16 | elem
-        if length == UNDEFINED or group == 0xFFFE or not (vr.isalpha() and vr.isupper()):
+        if length == UNDEFINED or group == 0xFFFE or vr is None:
             break
         if tag in only:
             found, pos = walker.dataset(pos, min(start + length, end), top=True)
@@ -373,7 +374,7 @@ def _scan_keys(walker: _Walker, pos: int, end: int) -> dict[str, Any]:
             continue
         if tag in PIXEL_DATA_TAGS:
             walker.pixel_data_offset = pos
-        pos = walker.skim(start, length) if vr == b"SQ" else walker.skip(tag, start, length)
+        pos = walker.skim(start, length) if vr == "SQ" else walker.skip(tag, start, length)
     if pos < end:
         rest, pos = walker.dataset(pos, end, top=True)
         out.update(rest)
